@@ -1,0 +1,48 @@
+# modelserve — the two commands a newcomer needs are `make run` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: install run test unit integration e2e lint bench models soak clean system-deps
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Binaries the integration tests start themselves (redis-server, wrk, promtool, prometheus).
+system-deps:
+	@bash scripts/system-deps.sh
+
+models/production: | $(STAMP)
+	$(BIN)/modelserve train
+
+models: install
+	$(BIN)/modelserve train --force
+
+run: install models/production
+	$(BIN)/modelserve serve --host $(HOST) --port $(PORT)
+
+test: install system-deps models/production
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install models/production
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/mypy app
+
+bench: install system-deps models/production
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

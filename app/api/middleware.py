@@ -1,0 +1,54 @@
+"""HTTP metrics as plain ASGI middleware.
+
+Starlette's ``BaseHTTPMiddleware`` costs a task and a memory stream per
+request; this wraps ``send`` instead, which is a few microseconds. Routes are
+labelled by their template (``/v2/models/{name}/infer``), never by the raw
+path, so label cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.telemetry.metrics import Metrics
+
+_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            key = (template, scope["method"], _CLASSES.get(status // 100, "5xx"))
+            pair = self._children.get(key)
+            if pair is None:
+                pair = (
+                    self.metrics.http_requests.labels(*key),
+                    self.metrics.http_duration.labels(template, scope["method"]),
+                )
+                self._children[key] = pair
+            pair[0].inc()
+            pair[1].observe(time.perf_counter() - t0)

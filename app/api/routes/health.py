@@ -1,0 +1,35 @@
+"""Probes and metrics exposition."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from app.api.deps import ContainerDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+async def live() -> Response:
+    """200 while the process and its event loop run; depends on nothing external."""
+    return Response(b'{"status":"live"}', media_type="application/json")
+
+
+@router.get("/health/ready", responses={503: {"description": "Not ready (starting, failed self-check, draining)"}})
+async def ready(container: ContainerDep) -> Response:
+    """200 only once the primary model is loaded, warmed up and self-checked; 503 while draining."""
+    health = container.health
+    if health.is_ready:
+        body = {"status": "ready", "models": container.pool.aliases()}
+        return Response(orjson.dumps(body), media_type="application/json")
+    body = {"error": f"not ready: {health.reason}", "detail": [], "status": health.reason}
+    return Response(orjson.dumps(body), status_code=503, media_type="application/json", headers={"Retry-After": "1"})
+
+
+@router.get("/metrics")
+async def metrics(container: ContainerDep) -> Response:
+    """Prometheus text exposition."""
+    return Response(generate_latest(container.metrics.exposition_registry()), media_type=CONTENT_TYPE_LATEST)

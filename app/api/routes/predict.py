@@ -1,0 +1,63 @@
+"""POST /predict and /predict/batch: read the raw body, hand it to the predictor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.api.body import read_json_body
+from app.api.deps import ContainerDep, PredictorDep
+
+router = APIRouter(tags=["predict"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Body too large"},
+    415: {"description": "Not JSON"},
+    422: {"description": "Invalid input: every offending field named"},
+    404: {"description": "Unknown user"},
+    503: {"description": "Not ready, or features unavailable"},
+}
+
+
+@router.post(
+    "/predict",
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+        }
+    },
+)
+async def predict(request: Request, predictor: PredictorDep, container: ContainerDep) -> Response:
+    body = await read_json_body(request, container.settings.max_body_bytes)
+    record = await predictor.predict(body)
+    return Response(
+        orjson.dumps(record.response()),
+        media_type="application/json",
+        headers={"X-Model-Version": record.model_version},
+    )
+
+
+@router.post(
+    "/predict/batch",
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}},
+        }
+    },
+)
+async def predict_batch(request: Request, predictor: PredictorDep, container: ContainerDep) -> Response:
+    body = await read_json_body(request, container.settings.batch_max_body_bytes)
+    records = await predictor.predict_batch(body)
+    versions = ",".join(sorted({r.model_version for r in records}))
+    return Response(
+        orjson.dumps({"predictions": [r.response() for r in records]}),
+        media_type="application/json",
+        headers={"X-Model-Version": versions},
+    )

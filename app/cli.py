@@ -1,0 +1,190 @@
+"""The ``modelserve`` command.
+
+Every subcommand has ``--help``; failures print one line (``error: ...``) to
+stderr and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from app.errors import ModelServeError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    from app.settings import Settings
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if getattr(args, "models_dir", None) is not None:
+        values["models_dir"] = args.models_dir
+    return Settings(**values)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.serve import serve
+
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
+    serve(settings)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from app.training.train import train
+
+    s = _settings(args)
+    data_dir = args.data_dir or s.feature_table.parent
+    written = train(s.models_dir, data_dir, seed=args.seed, force=args.force)
+    print(f"trained {', '.join(written) if written else 'nothing (models exist; use --force)'} in {s.models_dir}")
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from app.registry import Registry
+
+    return Registry(_settings(args).models_dir)
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    infos = reg.describe()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "version": i.version,
+                        "aliases": list(i.aliases),
+                        "created_at": i.created_at,
+                        "estimator": i.estimator,
+                        "metrics": i.metrics,
+                    }
+                    for i in infos
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{'VERSION':<10} {'ALIASES':<22} {'ESTIMATOR':<30} {'ROC_AUC':>8}  CREATED")
+    for i in infos:
+        auc = i.metrics.get("roc_auc")
+        auc_s = f"{auc:.4f}" if isinstance(auc, float) else "-"
+        print(f"{i.version:<10} {','.join(i.aliases) or '-':<22} {i.estimator or '-':<30} {auc_s:>8}  {i.created_at}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    previous = _registry(args).promote(args.version, args.alias)
+    print(f"{args.alias}: {previous or '-'} -> {args.version}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    current = reg.aliases().get(args.alias)
+    version = reg.rollback(args.alias)
+    print(f"{args.alias}: {current} -> {version}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from app.models import ModelPool
+
+    reg = _registry(args)
+    names = args.versions or reg.versions()
+    if not names:
+        raise ModelServeError(f"no model versions in {reg.root}")
+    pool = ModelPool(reg, warmup_iterations=1)
+    for name in names:
+        version = reg.resolve(name)
+        model = pool.load(version)  # checksums, load, self-check
+        print(f"{version}: ok ({len(model.manifest.features)} features, self-check matched)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelserve", description="Serve tabular ONNX models.")
+    p.add_argument("--models-dir", type=Path, default=None, help="models directory (MODELSERVE_MODELS_DIR)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    sp = add("serve", cmd_serve, "Serve the HTTP API.")
+    sp.add_argument("--host", default=None, help="bind address (MODELSERVE_HOST)")
+    sp.add_argument("--port", type=int, default=None, help="port (MODELSERVE_PORT)")
+    sp.add_argument("--workers", type=int, default=None, help="worker processes (MODELSERVE_WORKERS)")
+
+    sp = add("train", cmd_train, "Generate the demo data and train the demo model versions.")
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where features.parquet goes (default: beside MODELSERVE_FEATURE_TABLE)",
+    )
+    sp.add_argument("--force", action="store_true", help="retrain versions that exist")
+
+    sp = add("versions", cmd_versions, "List model versions and their aliases.")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("promote", cmd_promote, "Point an alias at a version (verified first).")
+    sp.add_argument("version")
+    sp.add_argument("--alias", default="production")
+
+    sp = add("rollback", cmd_rollback, "Point an alias back at its previous version.")
+    sp.add_argument("--alias", default="production")
+
+    sp = add("verify", cmd_verify, "Verify checksums, manifest and self-check of versions (default: all).")
+    sp.add_argument("versions", nargs="*")
+
+    for register in _extensions():
+        register(add)
+    return p
+
+
+def _extensions() -> list[Callable[..., None]]:
+    """Subcommands that live with their jobs (batch, drift, query, shadow-report)."""
+    out: list[Callable[..., None]] = []
+    import importlib
+
+    for mod in ("app.jobs.cli",):
+        try:
+            out.append(importlib.import_module(mod).register)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ModelServeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the CLI never shows a traceback
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            print(f"error: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+            return 2
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

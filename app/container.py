@@ -1,0 +1,92 @@
+"""The composition root: every service of the app, built from settings.
+
+``build_container(settings)`` wires the production defaults; tests build one
+with other parts (a local upstream, a real throwaway Redis) by passing
+settings, or replace single attributes before the lifespan starts.
+``start()`` does the slow work (loading, warm-up) and ``stop()`` tears down in
+reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from app.features.base import FeatureSource
+from app.features.server import FeatureServer
+from app.features.table import OfflineTable
+from app.health import Health
+from app.models import ModelPool
+from app.predictor import Chooser, Predictor
+from app.registry import Registry
+from app.settings import Settings
+from app.telemetry.metrics import Metrics
+
+log = logging.getLogger("modelserve")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    metrics: Metrics
+    registry: Registry
+    pool: ModelPool
+    health: Health
+    features: FeatureServer | None = None
+    chooser: Chooser | None = None
+    predictor: Predictor | None = None
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.metrics.ready.set(0)
+        primary_version = self.registry.resolve(s.alias)
+        model = await asyncio.to_thread(self.pool.load, primary_version)
+        self.pool.assign(s.alias, model)
+        self.metrics.model_info.labels(s.alias, primary_version).set(1)
+        if self.features is None:
+            source = await asyncio.to_thread(self._compute_source, model.store_features)
+            self.features = FeatureServer(source, self.metrics)
+        self.chooser = self.chooser or Chooser(self.pool, s.alias)
+        self.predictor = Predictor(self.chooser, self.features, self.metrics)
+        for hook in self.on_start:
+            await hook()
+        if s.warmup_delay_seconds:
+            await asyncio.sleep(s.warmup_delay_seconds)
+        self.health.mark_ready()
+        self.metrics.ready.set(1)
+        log.info("ready: %s -> %s", s.alias, primary_version)
+
+    def _compute_source(self, store_features: tuple[str, ...]) -> FeatureSource:
+        table = OfflineTable.load(self.settings.feature_table)
+        table.require(store_features)
+        return table
+
+    async def stop(self) -> None:
+        self.health.start_draining()
+        self.metrics.ready.set(0)
+        for hook in reversed(self.on_stop):
+            try:
+                await hook()
+            except Exception:  # one failing teardown must not skip the others
+                log.exception("shutdown step failed")
+        if self.features is not None:
+            await self.features.close()
+
+
+def build_container(settings: Settings | None = None) -> Container:
+    s = settings or Settings()
+    metrics = Metrics()
+    registry = Registry(s.models_dir)
+    pool = ModelPool(
+        registry,
+        intra_op_threads=s.ort_intra_op_threads,
+        inter_op_threads=s.ort_inter_op_threads,
+        warmup_iterations=s.warmup_iterations,
+        tolerance=s.selfcheck_tolerance,
+        max_batch=s.max_batch_size,
+    )
+    return Container(settings=s, metrics=metrics, registry=registry, pool=pool, health=Health())

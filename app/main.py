@@ -1,0 +1,90 @@
+"""The FastAPI application: ``create_app(settings=None, container=None)``.
+
+Nothing happens at import time. The lifespan builds (or takes) the container,
+loads, warms up and self-checks the primary model, then marks ready; on the
+way out it drains and tears down in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api.errors import install_error_handlers
+from app.api.middleware import MetricsMiddleware
+from app.api.routes import health, predict
+from app.container import Container, build_container
+from app.settings import Settings
+
+log = logging.getLogger("modelserve")
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    c = container or build_container(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await c.start()
+        except Exception as exc:
+            c.health.mark_not_ready(f"start-up failed: {exc}")
+            await c.stop()
+            raise
+        try:
+            yield
+        finally:
+            await c.stop()
+
+    app = FastAPI(
+        title="modelserve",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.container = c
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(health.router)
+    app.add_middleware(MetricsMiddleware, metrics=c.metrics)
+    app.openapi = lambda: _openapi(app, c)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:
+    """The OpenAPI document, with the request schemas of the model being served."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    try:
+        decoder = c.pool.get(c.settings.alias).decoder
+    except Exception:
+        return schema  # not loaded yet: don't cache an incomplete document
+    for name, sub in (("PredictRequest", decoder.json_schema()), ("BatchRequest", decoder.batch_json_schema())):
+        sub = dict(sub)
+        for def_name, definition in sub.pop("$defs", {}).items():
+            components[def_name] = definition
+        components[name] = _rewrite_refs(sub)
+    app.openapi_schema = schema
+    return schema
+
+
+def _rewrite_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (
+                v.replace("#/$defs/", "#/components/schemas/")
+                if k == "$ref" and isinstance(v, str)
+                else _rewrite_refs(v)
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_rewrite_refs(v) for v in node]
+    return node

@@ -1,0 +1,133 @@
+"""Loaded models: verify → load → warm up → self-check, and the alias map.
+
+Registry semantics follow MLServer: a version is not served until it has
+loaded, warmed up and matched its manifest sample; on a swap the new version
+is fully ready before the alias points at it, and a version that fails keeps
+the old one serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from app.errors import ArtifactError, NotReady
+from app.manifest import Manifest
+from app.registry import Registry
+from app.runtime import OnnxModel
+from app.schema import Decoder
+
+log = logging.getLogger("modelserve.models")
+
+
+@dataclass
+class LoadedModel:
+    version: str
+    manifest: Manifest
+    runtime: OnnxModel
+    decoder: Decoder
+    store_features: tuple[str, ...]
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def needs_store(self) -> bool:
+        return bool(self.store_features)
+
+
+def self_check(model: LoadedModel, tolerance: float) -> None:
+    """Run the manifest sample row; refuse the model unless it gives the expected output.
+
+    The tolerance is absolute on the positive-class probability (default 1e-4):
+    the expected value was computed by onnxruntime at training time on the
+    same float32 inputs, so anything beyond float32 noise means a different
+    model, a different runtime behaviour or a broken artifact.
+    """
+    sample = model.manifest.sample
+    labels, probs = model.runtime.predict([sample.row])
+    want_p = float(sample.expected["probability"])
+    want_label = int(sample.expected["prediction"])
+    got_p, got_label = float(probs[0]), int(labels[0])
+    if got_label != want_label or not math.isfinite(got_p) or abs(got_p - want_p) > tolerance:
+        raise ArtifactError(
+            f"{model.version}: self-check failed (expected {want_label}/{want_p:.6f}, got {got_label}/{got_p:.6f})"
+        )
+
+
+class ModelPool:
+    """Loads versions from the registry and keeps alias -> loaded model."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        warmup_iterations: int = 20,
+        tolerance: float = 1e-4,
+        max_batch: int = 1000,
+    ) -> None:
+        self.registry = registry
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        self.warmup_iterations = warmup_iterations
+        self.tolerance = tolerance
+        self.max_batch = max_batch
+        self.by_alias: dict[str, LoadedModel] = {}
+        self.by_version: dict[str, LoadedModel] = {}
+
+    def load(self, version: str) -> LoadedModel:
+        """A ready model: checksums verified, session built, warmed up and self-checked."""
+        if version in self.by_version:
+            return self.by_version[version]
+        manifest = self.registry.verify(version)
+        path = self.registry.version_dir(version) / "model.onnx"
+        runtime = OnnxModel(path, manifest, self.intra_op_threads, self.inter_op_threads)
+        decoder = self._decoder_for(manifest)
+        model = LoadedModel(version, manifest, runtime, decoder, tuple(f.name for f in manifest.store_features))
+        rows = [manifest.sample.row]
+        for _ in range(self.warmup_iterations):
+            runtime.predict(rows)
+        runtime.predict(rows * 64)  # warm the batch path too
+        self_check(model, self.tolerance)
+        log.info("loaded %s (%s)", version, manifest.estimator)
+        return model
+
+    def _decoder_for(self, manifest: Manifest) -> Decoder:
+        # Versions with the same input signature share one decoder.
+        for other in self.by_version.values():
+            if other.decoder.signature == manifest.input_signature():
+                return other.decoder
+        return Decoder(manifest, max_batch=self.max_batch)
+
+    def assign(self, alias: str, model: LoadedModel) -> LoadedModel | None:
+        """Point ``alias`` at an already-loaded model (one dict store: atomic for readers)."""
+        self.by_version[model.version] = model
+        previous = self.by_alias.get(alias)
+        self.by_alias[alias] = model
+        self._forget_unused()
+        return previous
+
+    def unassign(self, alias: str) -> None:
+        self.by_alias.pop(alias, None)
+        self._forget_unused()
+
+    def keep(self, versions: set[str]) -> None:
+        """Drop loaded versions no alias uses and ``versions`` does not name."""
+        self._forget_unused(versions)
+
+    def _forget_unused(self, extra: set[str] | None = None) -> None:
+        used = {m.version for m in self.by_alias.values()} | (extra or set())
+        for v in list(self.by_version):
+            if v not in used:
+                del self.by_version[v]
+
+    def get(self, alias: str) -> LoadedModel:
+        try:
+            return self.by_alias[alias]
+        except KeyError:
+            raise NotReady(f"no model loaded for alias {alias!r}") from None
+
+    def aliases(self) -> dict[str, str]:
+        return {alias: m.version for alias, m in self.by_alias.items()}

@@ -1,0 +1,178 @@
+"""The prediction service: decode → choose version → store features → infer.
+
+Knows nothing of HTTP. After a prediction it hands a ``PredictionRecord`` to
+each registered listener (shadow, prediction log); listeners must only
+enqueue, never block, so nothing slow sits on the request path.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import UnknownUser
+from app.features.server import FeatureServer
+from app.models import LoadedModel, ModelPool
+from app.schema import Decoded
+from app.telemetry.metrics import Metrics
+
+
+@dataclass(slots=True)
+class PredictionRecord:
+    request_id: str
+    model_version: str
+    prediction: int
+    probability: float
+    user_id: str | None
+    features: dict[str, Any]
+    """The full model input (request + store features)."""
+    request_features: dict[str, Any]
+    latency: float
+    tier: str | None
+    variant: str | None = None
+    """Name of the rollout flag that chose the version, if any."""
+    timestamp: float = field(default_factory=time.time)
+
+    def response(self) -> dict[str, Any]:
+        out = {
+            "request_id": self.request_id,
+            "model_version": self.model_version,
+            "prediction": self.prediction,
+            "probability": self.probability,
+        }
+        if self.variant is not None:
+            out["variant"] = self.variant
+        return out
+
+
+Listener = Callable[[PredictionRecord, LoadedModel], None]
+
+
+class Chooser:
+    """Chooses the model for a request; the default always answers with the primary alias."""
+
+    def __init__(self, pool: ModelPool, primary: str = "production") -> None:
+        self.pool = pool
+        self.primary = primary
+
+    def primary_model(self) -> LoadedModel:
+        return self.pool.get(self.primary)
+
+    def choose(self, decoded: Decoded, default: LoadedModel) -> tuple[LoadedModel, str | None]:
+        return default, None
+
+
+class Predictor:
+    def __init__(self, chooser: Chooser, features: FeatureServer, metrics: Metrics) -> None:
+        self.chooser = chooser
+        self.features = features
+        self.metrics = metrics
+        self.listeners: list[Listener] = []
+        self._by_version: dict[str, tuple[Any, Any]] = {}
+
+    def _observe(self, version: str, seconds: float, n: int = 1) -> None:
+        # Cache the labelled children: .labels() costs a lock and a dict build per call.
+        pair = self._by_version.get(version)
+        if pair is None:
+            pair = (self.metrics.predictions.labels(version), self.metrics.prediction_latency.labels(version))
+            self._by_version[version] = pair
+        pair[0].inc(n)
+        for _ in range(n):  # one latency sample per prediction, so counts agree with predictions_total
+            pair[1].observe(seconds)
+
+    async def predict(self, body: bytes) -> PredictionRecord:
+        t0 = time.perf_counter()
+        primary = self.chooser.primary_model()
+        decoded = primary.decoder.decode(body)
+        model, variant = self.chooser.choose(decoded, primary)
+        if model.decoder is not primary.decoder:
+            decoded = model.decoder.decode(body)
+        row = decoded.features
+        tier = None
+        if model.needs_store:
+            assert decoded.user_id is not None  # the decoder requires it when store features exist
+            store, tier = await self.features.get(decoded.user_id)
+            row = {**store, **row}
+        labels, probs = model.runtime.predict([row])
+        latency = time.perf_counter() - t0
+        record = PredictionRecord(
+            decoded.request_id or uuid.uuid4().hex,
+            model.version,
+            int(labels[0]),
+            float(probs[0]),
+            decoded.user_id,
+            row,
+            decoded.features,
+            latency,
+            tier,
+            variant,
+        )
+        self._observe(model.version, latency)
+        for listener in self.listeners:
+            listener(record, model)
+        return record
+
+    async def predict_batch(self, body: bytes) -> list[PredictionRecord]:
+        t0 = time.perf_counter()
+        primary = self.chooser.primary_model()
+        instances = primary.decoder.decode_batch(body)
+        # Group by chosen version so each group is one vectorised run.
+        groups: dict[str, tuple[LoadedModel, list[int], str | None]] = {}
+        chosen: list[tuple[LoadedModel, str | None]] = []
+        for i, inst in enumerate(instances):
+            model, variant = self.chooser.choose(inst, primary)
+            if model.decoder is not primary.decoder:
+                model.decoder.validate_python(
+                    {"user_id": inst.user_id, "features": inst.features}, ("body", "instances", i)
+                )
+            chosen.append((model, variant))
+            key = f"{model.version}\x00{variant}"
+            groups.setdefault(key, (model, [], variant))[1].append(i)
+        stores: dict[str, tuple[dict[str, Any], str]] = {}
+        users = [inst.user_id for inst in instances if inst.user_id is not None]
+        if any(m.needs_store for m, _ in chosen) and users:
+            stores = await self.features.get_many(users)
+            missing = [i for i, inst in enumerate(instances) if chosen[i][0].needs_store and inst.user_id not in stores]
+            if missing:
+                raise UnknownUser(
+                    f"unknown user(s) in {len(missing)} instance(s)",
+                    [
+                        {"loc": ["body", "instances", i, "user_id"], "msg": "unknown user", "type": "unknown_user"}
+                        for i in missing
+                    ],
+                )
+        records: list[PredictionRecord | None] = [None] * len(instances)
+        for model, idx, variant in groups.values():
+            rows = []
+            for i in idx:
+                inst = instances[i]
+                if model.needs_store and inst.user_id is not None:
+                    rows.append({**stores[inst.user_id][0], **inst.features})
+                else:
+                    rows.append(inst.features)
+            labels, probs = model.runtime.predict(rows)
+            latency = time.perf_counter() - t0
+            for j, i in enumerate(idx):
+                inst = instances[i]
+                tier = stores[inst.user_id][1] if model.needs_store and inst.user_id in stores else None
+                records[i] = PredictionRecord(
+                    inst.request_id or uuid.uuid4().hex,
+                    model.version,
+                    int(labels[j]),
+                    float(probs[j]),
+                    inst.user_id,
+                    rows[j],
+                    inst.features,
+                    latency,
+                    tier,
+                    variant,
+                )
+            self._observe(model.version, latency, len(idx))
+        out = [r for r in records if r is not None]
+        for rec, (model, _) in zip(out, chosen, strict=True):
+            for listener in self.listeners:
+                listener(rec, model)
+        return out

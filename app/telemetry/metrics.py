@@ -1,0 +1,107 @@
+"""Prometheus metrics (DESIGN §7), all prefixed ``modelserve_``.
+
+One ``Metrics`` object per container, registered on its own
+``CollectorRegistry`` so that several apps (tests) never share state. No
+label ever carries a user id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Sub-millisecond buckets: the model itself answers in tens of microseconds.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+DIFF_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.predictions = Counter("modelserve_predictions", "Predictions served.", ["model_version"], registry=r)
+        self.prediction_latency = Histogram(
+            "modelserve_prediction_latency_seconds",
+            "Time to produce a prediction (features + inference), per model version.",
+            ["model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "modelserve_model_info",
+            "1 for the version each alias currently points to.",
+            ["alias", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.ready = Gauge(
+            "modelserve_ready",
+            "1 when the service reports ready.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.http_requests = Counter(
+            "modelserve_http_requests",
+            "HTTP requests by route template, method and status class.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "modelserve_http_request_duration_seconds",
+            "HTTP request duration by route template.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feature_lookups = Counter(
+            "modelserve_feature_lookups",
+            "Feature lookups by tier and outcome (hit, miss, error, stale, skipped).",
+            ["tier", "outcome"],
+            registry=r,
+        )
+        self.feature_fetch = Histogram(
+            "modelserve_feature_fetch_seconds",
+            "Feature fetch time per tier.",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "modelserve_redis_circuit_state",
+            "Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.upstream_retries = Counter(
+            "modelserve_upstream_retries", "Retries of upstream feature calls.", ["reason"], registry=r
+        )
+        self.shadow_predictions = Counter(
+            "modelserve_shadow_predictions",
+            "Shadow predictions by outcome (ok, error, timeout, dropped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.shadow_abs_diff = Histogram(
+            "modelserve_shadow_abs_diff",
+            "Absolute difference between primary and shadow probability.",
+            buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.log_records = Counter(
+            "modelserve_prediction_log_records", "Records written to the prediction log.", registry=r
+        )
+        self.log_dropped = Counter(
+            "modelserve_prediction_log_dropped", "Records dropped because the log queue was full.", registry=r
+        )
+        self.flags_reload_errors = Counter(
+            "modelserve_flags_reload_errors", "Flags files refused (the last good one kept).", registry=r
+        )
+        self.model_load_errors = Counter(
+            "modelserve_model_load_errors", "Model versions refused at load or reload.", registry=r
+        )
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """The registry /metrics renders (multiprocess mode swaps in a collector)."""
+        return self.registry
