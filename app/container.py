@@ -39,6 +39,8 @@ class Container:
     predictor: Predictor | None = None
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_fatal: Callable[[str], None] | None = None
+    """Called when start-up fails (``serve`` uses it to exit non-zero)."""
 
     async def start(self) -> None:
         s = self.settings

@@ -7,6 +7,7 @@ way out it drains and tears down in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import MetricsMiddleware
 from app.api.routes import health, predict
 from app.container import Container, build_container
+from app.errors import ModelServeError
 from app.settings import Settings
 
 log = logging.getLogger("modelserve")
@@ -29,15 +31,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            await c.start()
-        except Exception as exc:
-            c.health.mark_not_ready(f"start-up failed: {exc}")
-            await c.stop()
-            raise
+        # Load in the background: the server listens at once, /health/live is
+        # 200 and /health/ready 503 until the model is warm and self-checked
+        # (what a startupProbe expects).
+        app.state.startup = asyncio.create_task(_start(c))
         try:
             yield
         finally:
+            app.state.startup.cancel()
+            await asyncio.gather(app.state.startup, return_exceptions=True)
             await c.stop()
 
     app = FastAPI(
@@ -54,6 +56,19 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.add_middleware(MetricsMiddleware, metrics=c.metrics)
     app.openapi = lambda: _openapi(app, c)  # type: ignore[method-assign]
     return app
+
+
+async def _start(c: Container) -> None:
+    try:
+        await c.start()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        message = exc.message if isinstance(exc, ModelServeError) else f"{type(exc).__name__}: {exc}"
+        log.error("start-up failed: %s", message)
+        c.health.mark_not_ready(f"start-up failed: {message}")
+        if c.on_fatal is not None:
+            c.on_fatal(message)
 
 
 def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:

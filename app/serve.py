@@ -9,11 +9,13 @@ finish and runs the lifespan shutdown (log flush, shadow drain).
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from types import FrameType
 
 import uvicorn
 
+from app.errors import NotReady
 from app.main import create_app
 from app.settings import Settings
 
@@ -25,6 +27,12 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.settings = settings
         self._draining = False
+        self.failed: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """Start-up failed: stop serving and exit non-zero rather than sit unready."""
+        self.failed = reason
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         app = self.config.app
@@ -57,4 +65,12 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=30,
         lifespan="on",
     )
-    DrainingServer(config, settings).run()
+    # uvicorn re-raises the signal it caught once it has shut down, which would
+    # end the process with -SIGTERM; a no-op handler makes a drained shutdown exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server = DrainingServer(config, settings)
+    app.state.container.on_fatal = server.fail
+    server.run()
+    if server.failed:
+        raise NotReady(f"start-up failed: {server.failed}")

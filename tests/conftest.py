@@ -7,10 +7,15 @@ data set; tests that change the registry get their own copy (``workspace``).
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.settings import Settings
 
@@ -61,3 +66,15 @@ def workspace(trained: Workspace, tmp_path: Path) -> Workspace:
     root = tmp_path / "ws"
     shutil.copytree(trained.root, root, symlinks=True)
     return Workspace(root)
+
+
+@contextmanager
+def serving(app: Any, timeout: float = 60) -> Iterator[TestClient]:
+    """TestClient with the lifespan running, returned once start-up has finished (ready or failed)."""
+    with TestClient(app) as client:
+        deadline = time.monotonic() + timeout
+        while not app.state.startup.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError("start-up did not finish")
+            time.sleep(0.01)
+        yield client

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
+from tests.conftest import serving
 
 
 def manifest(ws, version="v2"):
@@ -17,7 +17,7 @@ def manifest(ws, version="v2"):
 
 @pytest.fixture
 def client(trained):
-    with TestClient(create_app(trained.settings())) as c:
+    with serving(create_app(trained.settings())) as c:
         yield c
 
 
@@ -160,12 +160,17 @@ class TestStartup:
         path.write_text(json.dumps(m))
         # The manifest is not covered by its own checksums, so this reaches the self-check.
         app = create_app(workspace.settings())
-        with pytest.raises(Exception, match="self-check failed"), TestClient(app):
-            pass
-        assert app.state.container.health.is_ready is False
+        with serving(app) as client:
+            r = client.get("/health/ready")
+            assert r.status_code == 503
+            assert "self-check failed" in r.json()["error"]
+            assert client.post("/predict", json=m["sample"]["request"]).status_code == 503
+            assert client.get("/health/live").status_code == 200
 
     def test_tampered_primary_refused(self, workspace):
         """A primary model whose checksum fails is never served."""
         (workspace.models_dir / "v2" / "model.onnx").write_bytes(b"junk")
-        with pytest.raises(Exception, match="checksum mismatch"), TestClient(create_app(workspace.settings())):
-            pass
+        with serving(create_app(workspace.settings())) as client:
+            r = client.get("/health/ready")
+            assert r.status_code == 503
+            assert "checksum mismatch" in r.json()["error"]
