@@ -1,0 +1,170 @@
+"""Training/serving skew check (pattern 12).
+
+Over an edge-case corpus, the training pipeline (``pipeline.joblib`` on a
+pandas frame with the training dtypes) and the served path (HTTP → decoder →
+feature tier → ONNX) must give the same labels and probabilities, and the feed
+the server builds must match the training frame column by column.
+
+Tolerance: probabilities agree within ``PROB_TOL`` = 1e-5 absolute. ONNX runs
+the pipeline in float32 while scikit-learn runs float64; on this data the
+difference is ~1e-7 (summed tree leaves and a logistic in float32), so 1e-5
+leaves two orders of magnitude of headroom while any real transform skew
+(a wrong scaling, a dropped one-hot column, a null imputed differently) moves
+probabilities by far more. Labels must be equal except where the probability
+is within ``PROB_TOL`` of the 0.5 decision threshold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.main import create_app
+from app.registry import Registry
+from app.runtime import OnnxModel
+from app.training.data import model_frame
+from tests.conftest import serving
+
+PROB_TOL = 1e-5
+VERSIONS = ["v1", "v2", "v3"]
+
+
+def corpus(users: pd.DataFrame) -> list[dict[str, Any]]:
+    """Request bodies covering nulls, unknown categories, extremes and every known category."""
+    picks: list[str] = []
+    for col in ("age", "income", "days_since_signup"):
+        picks += [users.loc[users[col].idxmin(), "user_id"], users.loc[users[col].idxmax(), "user_id"]]
+    for _, group in users.groupby("country"):  # every known store category
+        picks.append(group["user_id"].iloc[0])
+    base = {"amount": 25.0, "device": "ios", "score": 0.5, "first_purchase": False}
+    variants: list[dict[str, Any]] = []
+    for device, score, first in itertools.product(
+        ["ios", "android", "web", "smart-tv", ""], [None, 0.0, 0.37, 1.0], [True, False]
+    ):
+        variants.append({**base, "device": device, "score": score, "first_purchase": first})
+    for amount in [0.0, 0.01, 1e-9, 3.5, 999.99, 1e6, 1e12, -5.0, 17]:
+        variants.append({**base, "amount": amount})
+    for score in [-1.0, 2.0, 1e-30]:
+        variants.append({**base, "score": score})
+    bodies = []
+    for i, feats in enumerate(variants):
+        bodies.append({"user_id": picks[i % len(picks)], "features": feats})
+    for uid in picks:
+        bodies.append({"user_id": uid, "features": base})
+    return bodies
+
+
+@dataclass
+class Mismatch:
+    index: int
+    what: str
+
+
+def compare(client: Any, pipeline: Any, version: str, bodies: list[dict], table: dict[str, dict]) -> list[Mismatch]:
+    rows = [{**table[b["user_id"]], **b["features"]} for b in bodies]
+    frame = model_frame(rows)
+    want_p = pipeline.predict_proba(frame)[:, 1]
+    want_label = pipeline.predict(frame)
+    r = client.post("/predict/batch", json={"instances": bodies})
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    out = []
+    for i, (g, p, lab) in enumerate(zip(got, want_p, want_label, strict=True)):
+        assert g["model_version"] == version
+        if abs(g["probability"] - p) > PROB_TOL:
+            out.append(Mismatch(i, f"probability {g['probability']} vs {p}"))
+        if g["prediction"] != int(lab) and abs(p - 0.5) > PROB_TOL:
+            out.append(Mismatch(i, f"label {g['prediction']} vs {lab}"))
+    # Single /predict goes through the same path; check a few to cover it too.
+    for i in range(0, len(bodies), 17):
+        one = client.post("/predict", json=bodies[i]).json()
+        if abs(one["probability"] - want_p[i]) > PROB_TOL:
+            out.append(Mismatch(i, f"/predict probability {one['probability']} vs {want_p[i]}"))
+    return out
+
+
+def feed_matches_frame(runtime: OnnxModel, rows: list[dict], frame: pd.DataFrame) -> list[str]:
+    feeds = runtime.feeds(rows)
+    problems = []
+    assert list(feeds) == list(frame.columns), "feed order differs from the training frame"
+    for col in frame.columns:
+        served = feeds[col][:, 0]
+        trained = frame[col].to_numpy()
+        if served.dtype == object:
+            if list(served) != [str(v) for v in trained]:
+                problems.append(col)
+        else:
+            t = pd.to_numeric(pd.Series(trained), errors="coerce").to_numpy(dtype=np.float64).astype(np.float32)
+            if not np.array_equal(served, t, equal_nan=True):
+                problems.append(col)
+    return problems
+
+
+@pytest.fixture(scope="module")
+def table(trained) -> dict[str, dict]:
+    df = pd.read_parquet(trained.feature_table)
+    return {r["user_id"]: {k: v for k, v in r.items() if k != "user_id"} for r in df.to_dict("records")}
+
+
+@pytest.fixture(scope="module")
+def bodies(trained) -> list[dict]:
+    return corpus(pd.read_parquet(trained.feature_table))
+
+
+class SkewedOnnxModel(OnnxModel):
+    """Test-only: a serving transform that imputes a missing score as 0 instead of leaving it to the pipeline."""
+
+    def feeds(self, rows):  # type: ignore[override]
+        fixed = [{**r, "score": 0.0 if r["score"] is None else r["score"]} for r in rows]
+        return super().feeds(fixed)
+
+
+class TestSkew:
+    @pytest.mark.parametrize("version", VERSIONS)
+    def test_served_matches_training(self, trained, table, bodies, version):
+        """Every corpus row gets the training pipeline's label and probability from the served path."""
+        reg = Registry(trained.models_dir)
+        pipeline = reg.load_pipeline(version)
+        # MODELSERVE_ALIAS names what the service serves; a version name resolves to itself.
+        app = create_app(trained.settings(alias=version))
+        with serving(app) as client:
+            assert client.get("/health/ready").status_code == 200, client.get("/health/ready").text
+            assert compare(client, pipeline, version, bodies, table) == []
+
+    @pytest.mark.parametrize("version", VERSIONS)
+    def test_feed_matches_training_frame(self, trained, table, bodies, version):
+        """The tensors the server builds equal the training frame column by column (float32, NaN for null)."""
+        manifest = Registry(trained.models_dir).verify(version)
+        runtime = OnnxModel(trained.models_dir / version / "model.onnx", manifest)
+        rows = [{**table[b["user_id"]], **b["features"]} for b in bodies]
+        assert feed_matches_frame(runtime, rows, model_frame(rows)) == []
+
+    def test_sample_row_resolves_from_request(self, trained, table):
+        """The manifest sample's request resolves, through the feature table, to its recorded row."""
+        sample = json.loads((trained.models_dir / "v2" / "manifest.json").read_text())["sample"]
+        row = {**table[sample["request"]["user_id"]], **sample["request"]["features"]}
+        assert row.keys() == sample["row"].keys()
+        for k, v in sample["row"].items():
+            assert row[k] == v or (isinstance(v, float) and math.isclose(row[k], v, rel_tol=1e-12)), k
+
+    def test_skewed_transform_is_caught(self, trained, table, bodies):
+        """A serving transform that differs from training (null score → 0) makes the check fail."""
+        reg = Registry(trained.models_dir)
+        pipeline = reg.load_pipeline("v2")
+        app = create_app(trained.settings(selfcheck_tolerance=1.0))
+        with serving(app) as client:
+            model = app.state.container.pool.get("production")
+            model.runtime = SkewedOnnxModel(trained.models_dir / "v2" / "model.onnx", model.manifest)
+            mismatches = compare(client, pipeline, "v2", bodies, table)
+        nulls = {i for i, b in enumerate(bodies) if b["features"]["score"] is None}
+        assert mismatches, "the skewed transform went unnoticed"
+        assert {m.index for m in mismatches} <= nulls
+        rows = [{**table[b["user_id"]], **b["features"]} for b in bodies]
+        assert feed_matches_frame(model.runtime, rows, model_frame(rows)) == ["score"]
