@@ -1,0 +1,84 @@
+"""The `modelserve` command: registry subcommands, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MODELSERVE = Path(sys.executable).parent / "modelserve"
+
+
+def run(ws, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **ws.env()}
+    return subprocess.run([str(MODELSERVE), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for n in needles:
+        assert n in lines[0]
+
+
+class TestRegistryCommands:
+    def test_versions_lists_aliases(self, workspace):
+        """versions shows every version with the aliases pointing at it."""
+        proc = run(workspace, "versions")
+        assert proc.returncode == 0, proc.stderr
+        lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+        assert set(lines) == {"v1", "v2", "v3"}
+        assert "production" in lines["v2"] and "candidate" in lines["v3"]
+
+    def test_promote_rollback_verify(self, workspace):
+        """promote and rollback move the alias; verify checks every version."""
+        assert run(workspace, "promote", "v1").returncode == 0
+        assert os.readlink(workspace.models_dir / "production") == "v1"
+        proc = run(workspace, "rollback")
+        assert proc.returncode == 0 and "v1 -> v2" in proc.stdout
+        proc = run(workspace, "verify")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count(": ok") == 3
+
+    @pytest.mark.parametrize("name", ["../data", "..", "v1/../v2", "/etc/passwd", "v1%2f..", ""])
+    def test_traversal_refused(self, workspace, name):
+        """Version names that could leave the models directory are refused in one line."""
+        assert_one_line_error(run(workspace, "promote", name), "invalid")
+        assert os.readlink(workspace.models_dir / "production") == "v2"
+
+    def test_alias_traversal_refused(self, workspace):
+        """Alias names are validated like versions."""
+        assert_one_line_error(run(workspace, "promote", "v1", "--alias", "../../tmp/x"), "invalid alias")
+
+    def test_tampered_refused(self, workspace):
+        """promote and verify refuse a version whose artifact changed."""
+        (workspace.models_dir / "v3" / "pipeline.joblib").write_bytes(b"\x80\x04evil")
+        assert_one_line_error(run(workspace, "promote", "v3"), "checksum mismatch", "pipeline.joblib")
+        assert_one_line_error(run(workspace, "verify", "v3"), "checksum mismatch")
+        assert os.readlink(workspace.models_dir / "production") == "v2"
+
+    def test_unknown_version(self, workspace):
+        """An unknown version is a clear error."""
+        assert_one_line_error(run(workspace, "promote", "v42"), "unknown version")
+
+    def test_rollback_without_history(self, workspace):
+        """rollback with nothing to return to says so."""
+        assert_one_line_error(run(workspace, "rollback"), "nothing to roll back")
+
+    def test_bad_setting(self, workspace):
+        """An invalid setting in the environment is one line naming it."""
+        env = {**os.environ, **workspace.env(), "MODELSERVE_PORT": "not-a-port"}
+        proc = subprocess.run([str(MODELSERVE), "versions"], env=env, capture_output=True, text=True, timeout=60)
+        assert_one_line_error(proc, "port")
+
+    def test_every_command_has_help(self, workspace):
+        """Each subcommand answers --help."""
+        for cmd in ["serve", "train", "versions", "promote", "rollback", "verify"]:
+            proc = run(workspace, cmd, "--help")
+            assert proc.returncode == 0 and "usage:" in proc.stdout
