@@ -14,9 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from app.features.base import FeatureSource
+from app.features.build import build_feature_server
 from app.features.server import FeatureServer
-from app.features.table import OfflineTable
 from app.health import Health
 from app.models import ModelPool
 from app.predictor import Chooser, Predictor
@@ -50,8 +49,7 @@ class Container:
         self.pool.assign(s.alias, model)
         self.metrics.model_info.labels(s.alias, primary_version).set(1)
         if self.features is None:
-            source = await asyncio.to_thread(self._compute_source, model.store_features)
-            self.features = FeatureServer(source, self.metrics)
+            self.features = await asyncio.to_thread(build_feature_server, s, self.metrics, model.store_features)
         self.chooser = self.chooser or Chooser(self.pool, s.alias)
         self.predictor = Predictor(self.chooser, self.features, self.metrics)
         for hook in self.on_start:
@@ -61,11 +59,6 @@ class Container:
         self.health.mark_ready()
         self.metrics.ready.set(1)
         log.info("ready: %s -> %s", s.alias, primary_version)
-
-    def _compute_source(self, store_features: tuple[str, ...]) -> FeatureSource:
-        table = OfflineTable.load(self.settings.feature_table)
-        table.require(store_features)
-        return table
 
     async def stop(self) -> None:
         self.health.start_draining()

@@ -57,6 +57,51 @@ class Settings(BaseSettings):
     """Redis URL for the shared feature tier; unset means no Redis tier."""
     upstream_url: str | None = None
     """Upstream feature API base URL; unset means the offline table is the compute source."""
+    memory_max_age_seconds: float = Field(60.0, ge=0)
+    """How long a user's features stay fresh in the per-process memory tier (0: always ask further)."""
+    memory_max_entries: int = Field(100_000, ge=0)
+    """Users the memory tier holds per process; the oldest-written are evicted first (0: no memory tier)."""
+    redis_connect_timeout_ms: float = Field(5.0, gt=0)
+    """Redis connect timeout (ms): a Redis that does not accept at once is skipped, never waited for."""
+    redis_timeout_ms: float = Field(5.0, gt=0)
+    """Redis read timeout (ms) for one lookup; past it the lookup is a miss. Never retried."""
+    redis_ttl_seconds: float = Field(300.0, ge=1)
+    """Lifetime of features written back to Redis after a compute (seconds)."""
+    redis_breaker_threshold: int = Field(5, ge=1)
+    """Consecutive Redis failures that open the circuit (lookups then skip Redis)."""
+    redis_breaker_cooldown_seconds: float = Field(1.0, gt=0)
+    """Seconds an open Redis circuit waits before letting one probe through (half-open)."""
+    feature_budget_ms: float = Field(100.0, gt=0)
+    """Time a request may spend getting its store features (ms), Redis and upstream retries included."""
+    feature_stale_seconds: float = Field(300.0, ge=0)
+    """Stale-if-error window: when compute fails, features up to this long past their age are served."""
+    feature_negative_ttl_seconds: float = Field(5.0, ge=0)
+    """How long an unknown user (404 from compute) is remembered, per process, before asking again."""
+    upstream_timeout_ms: float = Field(50.0, gt=0)
+    """Timeout of one upstream attempt (ms); the request's feature budget bounds all attempts together."""
+    upstream_max_retries: int = Field(3, ge=0)
+    """Retries of one upstream call after the first attempt (retryable failures only)."""
+    upstream_backoff_base_ms: float = Field(10.0, gt=0)
+    """First backoff ceiling (ms); doubles per retry, the delay drawn uniformly below it (full jitter)."""
+    upstream_backoff_max_ms: float = Field(50.0, gt=0)
+    """Largest backoff ceiling (ms). A longer Retry-After from the upstream wins over it."""
+    upstream_retry_500: bool = False
+    """Also retry upstream 500s (429, 502, 503, 504, timeouts and connect errors always are)."""
+    upstream_retry_ratio: float = Field(0.2, ge=0, le=1)
+    """Retry budget: retries may add at most this fraction of upstream calls (token bucket)."""
+    upstream_retry_burst: float = Field(10.0, ge=0)
+    """Retry budget bucket size: retries allowed at once before the ratio limits them."""
+    upstream_max_connections: int = Field(64, ge=1)
+    """Connection pool size of the upstream HTTP client, per process."""
+
+    @model_validator(mode="after")
+    def _check_features(self) -> Settings:
+        redis_ms = self.redis_connect_timeout_ms + self.redis_timeout_ms
+        if self.redis_url is not None and redis_ms >= self.feature_budget_ms:
+            raise ValueError("MODELSERVE_REDIS_*TIMEOUT_MS together must be below MODELSERVE_FEATURE_BUDGET_MS")
+        if self.upstream_backoff_max_ms < self.upstream_backoff_base_ms:
+            raise ValueError("MODELSERVE_UPSTREAM_BACKOFF_MAX_MS must be at least MODELSERVE_UPSTREAM_BACKOFF_BASE_MS")
+        return self
 
     # --- rollout -------------------------------------------------------------
     flags_file: Path | None = None

@@ -12,8 +12,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from app.errors import ArtifactError, UnknownUser
-from app.features.base import Features
+from app.errors import ArtifactError
+from app.features.base import Features, unknown_user
 
 
 class OfflineTable:
@@ -45,15 +45,12 @@ class OfflineTable:
         try:
             return self.rows[user_id]
         except KeyError:
-            raise UnknownUser(
-                f"unknown user {user_id!r}",
-                [{"loc": ["body", "user_id"], "msg": "unknown user", "type": "unknown_user"}],
-            ) from None
+            raise unknown_user(user_id) from None
 
-    async def fetch(self, user_id: str) -> Features:
+    async def fetch(self, user_id: str, deadline: float | None = None) -> Features:
         return self.get(user_id)
 
-    async def fetch_many(self, user_ids: Sequence[str]) -> dict[str, Features]:
+    async def fetch_many(self, user_ids: Sequence[str], deadline: float | None = None) -> dict[str, Features]:
         rows = self.rows
         return {u: rows[u] for u in user_ids if u in rows}
 

@@ -1,0 +1,158 @@
+"""The Redis tier: features shared by every worker and replica, fail-fast.
+
+One key per user, ``<prefix><user_id>``, holding the store features as JSON.
+The prefix carries a format version and a fingerprint of the feature names
+(``modelserve:features:v1:<fp>:``), so a schema change reads fresh keys
+instead of old shapes.
+
+Redis must never fail or slow a prediction: a lookup is one round trip
+(``GET``; ``MGET`` for a batch) bounded by a few milliseconds, never retried,
+and behind a circuit breaker; any failure is a miss. Write-back after a
+compute is a background task the request does not wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from app.features.base import Features
+from app.features.breaker import CircuitBreaker
+from app.telemetry.metrics import Metrics
+
+log = logging.getLogger("modelserve.features")
+
+KEY_VERSION = "v1"
+
+
+def key_prefix(feature_names: Iterable[str]) -> str:
+    fingerprint = hashlib.sha256(",".join(sorted(feature_names)).encode()).hexdigest()[:12]
+    return f"modelserve:features:{KEY_VERSION}:{fingerprint}:"
+
+
+def connect(url: str, connect_timeout: float, read_timeout: float) -> Redis:
+    """A client that fails fast: ms-scale timeouts and no retries (redis-py retries by default)."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=read_timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
+
+
+class RedisTier:
+    name = "redis"
+
+    def __init__(
+        self,
+        client: Redis,
+        breaker: CircuitBreaker,
+        metrics: Metrics,
+        prefix: str,
+        ttl: float,
+        timeout: float,
+    ) -> None:
+        self.client = client
+        self.breaker = breaker
+        self.prefix = prefix
+        self.ttl = max(1, round(ttl))
+        self.timeout = timeout
+        """Bound on one whole operation (pool, connect, send, read): connect + read timeout."""
+        self._pending: set[asyncio.Task[None]] = set()
+        lookups = metrics.feature_lookups
+        self._hit = lookups.labels("redis", "hit")
+        self._miss = lookups.labels("redis", "miss")
+        self._error = lookups.labels("redis", "error")
+        self._skipped = lookups.labels("redis", "skipped")
+        self._time = metrics.feature_fetch.labels("redis")
+
+    async def get(self, user_id: str) -> Features | None:
+        """The user's features, or None on a miss, a failure or an open circuit."""
+        found = await self._read([user_id])
+        return found.get(user_id) if found is not None else None
+
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, Features]:
+        """Features of the users Redis has, in one ``MGET``; empty on failure."""
+        found = await self._read(user_ids)
+        return found or {}
+
+    async def _read(self, user_ids: Sequence[str]) -> dict[str, Features] | None:
+        n = len(user_ids)
+        if not self.breaker.allow():
+            self._skipped.inc(n)
+            return None
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                if n == 1:
+                    raws: list[Any] = [await self.client.get(self.prefix + user_ids[0])]
+                else:
+                    raws = await self.client.mget([self.prefix + u for u in user_ids])
+        except asyncio.CancelledError:
+            self.breaker.abandon()
+            raise
+        except Exception as exc:  # a Redis failure of any kind is a miss, never an error
+            self.breaker.failure()
+            self._error.inc(n)
+            log.debug("redis read failed: %r", exc)
+            return None
+        self.breaker.success()
+        self._time.observe(time.perf_counter() - t0)
+        found: dict[str, Features] = {}
+        for user_id, raw in zip(user_ids, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                found[user_id] = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue  # a corrupt value is a miss; the write-back replaces it
+        self._hit.inc(len(found))
+        if len(found) < n:
+            self._miss.inc(n - len(found))
+        return found
+
+    def write_back(self, values: dict[str, Features]) -> None:
+        """Store computed features in the background; the caller never waits."""
+        if not values or not self.breaker.allow():
+            return
+        task = asyncio.get_running_loop().create_task(self._write(values))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, values: dict[str, Features]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                if len(values) == 1:
+                    ((user_id, features),) = values.items()
+                    await self.client.set(self.prefix + user_id, orjson.dumps(features), ex=self.ttl)
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    for user_id, features in values.items():
+                        pipe.set(self.prefix + user_id, orjson.dumps(features), ex=self.ttl)
+                    await pipe.execute()
+        except asyncio.CancelledError:
+            self.breaker.abandon()
+            raise
+        except Exception as exc:
+            self.breaker.failure()
+            log.debug("redis write-back failed: %r", exc)
+        else:
+            self.breaker.success()
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=max(self.timeout * 4, 0.1))
+        for task in self._pending:
+            task.cancel()
+        await self.client.aclose()
