@@ -22,6 +22,7 @@ from app.predictor import Chooser, Predictor
 from app.registry import Registry
 from app.settings import Settings
 from app.telemetry.metrics import Metrics
+from app.telemetry.prediction_log import PredictionLog
 
 log = logging.getLogger("modelserve")
 
@@ -36,6 +37,8 @@ class Container:
     features: FeatureServer | None = None
     chooser: Chooser | None = None
     predictor: Predictor | None = None
+    prediction_log: PredictionLog | None = None
+    """Set when MODELSERVE_LOG_DIR is; its hooks are registered first so it closes last."""
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_fatal: Callable[[str], None] | None = None
@@ -84,4 +87,34 @@ def build_container(settings: Settings | None = None) -> Container:
         tolerance=s.selfcheck_tolerance,
         max_batch=s.max_batch_size,
     )
-    return Container(settings=s, metrics=metrics, registry=registry, pool=pool, health=Health())
+    container = Container(settings=s, metrics=metrics, registry=registry, pool=pool, health=Health())
+    if s.log_dir is not None:
+        _attach_prediction_log(container)
+    return container
+
+
+def _attach_prediction_log(c: Container) -> None:
+    """Log every prediction; registered before any other hook, so it stops after them all
+    (on_stop runs in reverse), once the shadow has drained its last results into it."""
+    s = c.settings
+    assert s.log_dir is not None
+    plog = PredictionLog(
+        s.log_dir,
+        c.metrics,
+        max_bytes=s.log_max_bytes,
+        max_age_seconds=s.log_max_age_seconds,
+        queue_size=s.log_queue_size,
+        batch_size=s.log_batch_size,
+        flush_seconds=s.log_flush_seconds,
+        user_id_mode=s.log_user_id,
+        user_id_key=s.log_user_id_key.get_secret_value().encode() if s.log_user_id_key else None,
+    )
+    c.prediction_log = plog
+
+    async def start() -> None:
+        plog.start()
+        assert c.predictor is not None
+        c.predictor.listeners.append(plog.listener)
+
+    c.on_start.insert(0, start)
+    c.on_stop.insert(0, plog.close)

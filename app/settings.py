@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -113,8 +113,28 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the service's own log."""
 
+    # --- prediction log ------------------------------------------------------
+    log_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    """Rotate a prediction log file once it reaches this many bytes."""
+    log_max_age_seconds: float = Field(3600.0, gt=0)
+    """Rotate a prediction log file once it is this old (seconds)."""
+    log_queue_size: int = Field(100_000, ge=1)
+    """Records the prediction log may hold in memory; beyond it records are dropped and counted."""
+    log_batch_size: int = Field(1000, ge=1)
+    """The log writer wakes early and writes once this many records are queued."""
+    log_flush_seconds: float = Field(0.5, gt=0)
+    """Longest a queued record waits before the log writer writes it (seconds)."""
+    log_user_id: Literal["plain", "hash"] = "plain"
+    """How user ids are logged: as sent, or as a keyed hash (HMAC-SHA256 with `log_user_id_key`)."""
+    log_user_id_key: SecretStr | None = None
+    """Secret key for `log_user_id=hash` (at least 16 characters); never logged."""
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("MODELSERVE_ADMIN_TOKEN must be at least 16 characters")
+        if self.log_user_id == "hash" and (
+            self.log_user_id_key is None or len(self.log_user_id_key.get_secret_value()) < 16
+        ):
+            raise ValueError("MODELSERVE_LOG_USER_ID=hash needs MODELSERVE_LOG_USER_ID_KEY of at least 16 characters")
         return self

@@ -1,0 +1,245 @@
+"""The prediction log: one JSON line per prediction and per shadow result.
+
+The request path only enqueues: ``listener(record, model)`` (a predictor
+listener) and ``submit(record)`` (shadow results) append the object itself
+to a bounded deque — no serialisation, no lock, no I/O. When the queue is
+full the record is dropped and counted (``prediction_log_dropped_total``);
+a request never waits on the log.
+
+A writer thread wakes every ``flush_seconds`` (or as soon as ``batch_size``
+records are queued), serialises what is queued with orjson and writes it in
+one ``write`` per batch, so the event loop never touches the disk. Files::
+
+    <dir>/predictions-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.jsonl
+
+(the pid keeps several workers apart) are rotated when they reach
+``max_bytes`` or are older than ``max_age_seconds``. ``close()`` (the
+container's shutdown hook) stops the writer after it has written everything
+queued so far; records submitted after that are counted as dropped.
+
+Line formats (``timestamp`` is ISO 8601 UTC, latencies are seconds)::
+
+    {"kind": "prediction", "timestamp", "request_id", "model_version", "variant",
+     "user_id", "features": {name: value, ...}, "prediction", "probability",
+     "latency", "feature_tier"}
+    {"kind": "shadow", "timestamp", "request_id", "primary_version", "shadow_version",
+     "primary_prediction", "primary_probability", "shadow_prediction",
+     "shadow_probability", "abs_diff", "outcome", "primary_latency", "shadow_latency"}
+
+``user_id`` is written as sent (``user_id_mode="plain"``) or as the hex
+HMAC-SHA256 of it under a secret key (``"hash"``): stable, so one user's
+predictions can still be grouped, but not reversible without the key. The
+key itself is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from app.telemetry.metrics import Metrics
+
+log = logging.getLogger("modelserve.prediction_log")
+
+UserIdMode = Literal["plain", "hash"]
+FILE_PREFIX = "predictions-"
+FILE_SUFFIX = ".jsonl"
+
+
+def hash_user_id(user_id: str, key: bytes) -> str:
+    """The keyed hash written instead of a user id (hex HMAC-SHA256)."""
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def _iso(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        directory: Path,
+        metrics: Metrics,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_age_seconds: float = 3600.0,
+        queue_size: int = 100_000,
+        batch_size: int = 1000,
+        flush_seconds: float = 0.5,
+        user_id_mode: UserIdMode = "plain",
+        user_id_key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if user_id_mode == "hash" and not user_id_key:
+            raise ValueError("hashing user ids needs a key")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.max_age_seconds = max_age_seconds
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self._key = user_id_key if user_id_mode == "hash" else None
+        self._clock = clock
+        self._records = metrics.log_records
+        self._dropped = metrics.log_dropped
+        # deque.append/popleft are atomic under the GIL: the request path needs no lock.
+        self._queue: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._opened_at = 0.0
+        self._size = 0
+        self._seq = 0
+        self._pid = os.getpid()
+        self.files: list[Path] = []
+        """Every file this log has opened, oldest first."""
+
+    # --- request path ------------------------------------------------------
+    def listener(self, record: Any, model: Any = None) -> None:
+        """Predictor listener: enqueue the ``PredictionRecord`` as is."""
+        self._enqueue(record)
+
+    def submit(self, record: dict[str, Any]) -> None:
+        """Enqueue an already-built record (e.g. ``{"kind": "shadow", ...}``); never blocks."""
+        self._enqueue(record)
+
+    def _enqueue(self, item: Any) -> None:
+        queue = self._queue
+        if self._closed or len(queue) >= self.queue_size:
+            self._dropped.inc()
+            return
+        queue.append(item)
+        if len(queue) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # --- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Write everything queued, close the file and stop the writer (idempotent)."""
+        self._closed = True  # set on the caller's thread: later submits count as dropped
+        await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self) -> None:
+        self._closed = True
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._drain()  # anything that raced the writer's last pass (or a writer never started)
+        self._close_file()
+
+    # --- writer thread -----------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            stopping = self._stopping
+            try:
+                self._drain()
+                if self._fd is not None and self._clock() - self._opened_at >= self.max_age_seconds:
+                    self._close_file()  # idle too long: the next record opens a new file
+            except Exception:  # the writer must outlive a bad record or a full disk
+                log.exception("prediction log write failed")
+            if stopping:
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            n = min(len(queue), self.batch_size)
+            lines = []
+            for _ in range(n):
+                item = queue.popleft()
+                try:
+                    lines.append(orjson.dumps(self._to_dict(item), option=_OPTIONS))
+                except Exception:
+                    log.exception("prediction log record not serialisable; skipped")
+                    self._dropped.inc()
+            if lines:
+                self._write(b"".join(lines), len(lines))
+
+    def _to_dict(self, item: Any) -> dict[str, Any]:
+        if isinstance(item, dict):
+            out = dict(item)
+            out.setdefault("kind", "shadow")
+            ts = out.get("timestamp")
+            out["timestamp"] = _iso(ts if isinstance(ts, int | float) else self._clock())
+            uid = out.get("user_id")
+            if self._key is not None and isinstance(uid, str):
+                out["user_id"] = hash_user_id(uid, self._key)
+            return out
+        uid = item.user_id
+        if self._key is not None and uid is not None:
+            uid = hash_user_id(uid, self._key)
+        return {
+            "kind": "prediction",
+            "timestamp": _iso(item.timestamp),
+            "request_id": item.request_id,
+            "model_version": item.model_version,
+            "variant": item.variant,
+            "user_id": uid,
+            "features": item.features,
+            "prediction": item.prediction,
+            "probability": item.probability,
+            "latency": item.latency,
+            "feature_tier": item.tier,
+        }
+
+    def _write(self, data: bytes, count: int) -> None:
+        now = self._clock()
+        if self._fd is not None and (self._size >= self.max_bytes or now - self._opened_at >= self.max_age_seconds):
+            self._close_file()
+        if self._fd is None:
+            self._open_file(now)
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += len(data)
+        self._records.inc(count)
+
+    def _open_file(self, now: float) -> None:
+        self._seq += 1
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
+        path = self.directory / f"{FILE_PREFIX}{stamp}-{self._pid}-{self._seq}{FILE_SUFFIX}"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._path = path
+        self._opened_at = now
+        self._size = 0
+        self.files.append(path)
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._path = None
+
+
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY
