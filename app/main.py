@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import MetricsMiddleware
-from app.api.routes import health, predict
+from app.api.routes import admin, health, predict, v2
 from app.container import Container, build_container
 from app.errors import ModelServeError
 from app.settings import Settings
@@ -35,6 +38,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         # 200 and /health/ready 503 until the model is warm and self-checked
         # (what a startupProbe expects).
         app.state.startup = asyncio.create_task(_start(c))
+        _install_drain_handler(c)
         try:
             yield
         finally:
@@ -53,9 +57,41 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
+    app.include_router(admin.router)
     app.add_middleware(MetricsMiddleware, metrics=c.metrics)
     app.openapi = lambda: _openapi(app, c)  # type: ignore[method-assign]
     return app
+
+
+def _install_drain_handler(c: Container) -> None:
+    """On SIGTERM/SIGINT: readiness 503 at once, then the server's own handler after the drain delay.
+
+    The server (uvicorn) installed its handlers before the lifespan runs; this
+    wraps them, so every worker drains the same way. During the delay requests
+    are still answered, which lets a load balancer notice the 503 and stop
+    routing here; a second signal skips the wait.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # in-process test clients run the lifespan in a thread: no signals there
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous) -> None:
+            first = not c.health.draining
+            c.health.start_draining()
+            c.metrics.ready.set(0)
+            delay = c.settings.shutdown_drain_seconds
+            if first and delay > 0:
+                log.info("draining for %.1fs before shutdown", delay)
+                loop.call_soon_threadsafe(loop.call_later, delay, previous, signum, frame)
+            else:
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 async def _start(c: Container) -> None:

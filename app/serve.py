@@ -1,19 +1,25 @@
-"""Running the app under uvicorn, with a drain on SIGTERM.
+"""Running the app under uvicorn: one worker in-process, or several under a supervisor.
 
-On the first SIGTERM/SIGINT readiness turns 503 at once; the server keeps
-answering for ``shutdown_drain_seconds`` (so a load balancer sees the 503 and
-stops routing here), then uvicorn stops accepting, lets in-flight requests
-finish and runs the lifespan shutdown (log flush, shadow drain).
+Draining on SIGTERM lives in the app's lifespan (``app.main``), so it works
+the same in every worker. Several workers share the listening socket
+(uvicorn's supervisor) and Prometheus multiprocess mode: the metrics directory
+is wiped at start, and the files of a worker that died are marked dead so its
+live gauges disappear (its counters stay summed, as Prometheus expects).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
-import threading
-from types import FrameType
+import sys
+import tempfile
+from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from app.errors import NotReady
 from app.main import create_app
@@ -21,40 +27,60 @@ from app.settings import Settings
 
 log = logging.getLogger("modelserve")
 
+STARTUP_FAILURE = 3  # uvicorn's supervisor stops instead of restarting a worker that exits with this
 
-class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+
+class FailFastServer(uvicorn.Server):
+    """A uvicorn server that stops when the app reports a failed start-up."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self.settings = settings
-        self._draining = False
         self.failed: str | None = None
 
     def fail(self, reason: str) -> None:
-        """Start-up failed: stop serving and exit non-zero rather than sit unready."""
         self.failed = reason
         self.should_exit = True
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app = self.config.app
-        container = getattr(getattr(app, "state", None), "container", None)
-        if container is not None:
-            container.health.start_draining()
-            container.metrics.ready.set(0)
-        delay = self.settings.shutdown_drain_seconds
-        if self._draining or delay <= 0:
-            super().handle_exit(sig, frame)  # a second signal exits without waiting
-            return
-        self._draining = True
-        log.info("draining for %.1fs before shutdown", delay)
-        timer = threading.Timer(delay, super().handle_exit, args=(sig, frame))
-        timer.daemon = True
-        timer.start()
+
+class MetricsAwareSupervisor(Multiprocess):
+    """uvicorn's supervisor, marking dead workers' metric files as dead."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {p.pid for p in self.processes}
+        super().keep_subprocess_alive()
+        after = {p.pid for p in self.processes}
+        _mark_dead(before - after)
+
+    def join_all(self) -> None:
+        super().join_all()
+        _mark_dead({p.pid for p in self.processes})
 
 
-def serve(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(settings)
-    config = uvicorn.Config(
+def _mark_dead(pids: set[int | None]) -> None:
+    if not pids or "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return
+    from prometheus_client import multiprocess
+
+    for pid in pids:
+        if pid is not None:
+            multiprocess.mark_process_dead(pid)
+
+
+def worker_app() -> FastAPI:
+    """App factory for supervised workers: settings from the environment; a failed start-up exits the worker."""
+    app = create_app(Settings())
+
+    def fail(reason: str) -> None:
+        log.error("start-up failed: %s", reason)
+        logging.shutdown()
+        os._exit(STARTUP_FAILURE)
+
+    app.state.container.on_fatal = fail
+    return app
+
+
+def _config(app: FastAPI | str, settings: Settings, **extra: object) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -64,13 +90,40 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
         lifespan="on",
+        **extra,  # type: ignore[arg-type]
     )
+
+
+def _prepare_metrics_dir(settings: Settings) -> Path:
+    path = settings.metrics_dir or Path(tempfile.gettempdir()) / f"modelserve-metrics-{settings.port}"
+    if path.exists():
+        shutil.rmtree(path)  # stale files from an earlier run would add to this run's counters
+    path.mkdir(parents=True)
+    return path
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # uvicorn re-raises the signal it caught once it has shut down, which would
     # end the process with -SIGTERM; a no-op handler makes a drained shutdown exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    server = DrainingServer(config, settings)
+    if settings.workers > 1:
+        metrics_dir = _prepare_metrics_dir(settings)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # Workers are fresh processes that read their settings from the environment.
+        os.environ.update({"MODELSERVE_HOST": settings.host, "MODELSERVE_PORT": str(settings.port)})
+        config = _config("app.serve:worker_app", settings, factory=True, workers=settings.workers)
+        sock = config.bind_socket()
+        supervisor = MetricsAwareSupervisor(config, sockets=[sock])
+        supervisor.run()
+        if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+            raise NotReady("a worker failed to start; see the log above")
+        return
+    app = create_app(settings)
+    server = FailFastServer(_config(app, settings))
     app.state.container.on_fatal = server.fail
     server.run()
     if server.failed:
         raise NotReady(f"start-up failed: {server.failed}")
+    sys.stdout.flush()

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     """After SIGTERM, seconds to keep serving with readiness 503 before the server stops accepting."""
     alias_poll_seconds: float = Field(2.0, ge=0)
     """How often the service checks alias symlinks for changes (0 disables polling)."""
+    metrics_dir: Path | None = None
+    """Prometheus multiprocess directory when workers > 1 (wiped at start; default: a temp dir per port)."""
     admin_token: str | None = None
     """Bearer token for /admin endpoints; unset disables them (404)."""
 
@@ -106,6 +108,20 @@ class Settings(BaseSettings):
     # --- rollout -------------------------------------------------------------
     flags_file: Path | None = None
     """Rollout flags file (JSON or YAML), reloaded when it changes."""
+    flags_poll_seconds: float = Field(1.0, ge=0)
+    """How often the flags file is checked for changes (one `stat`; 0 disables; `POST /admin/reload` reads it too)."""
+    candidate_alias: str = "candidate"
+    """Alias of the model shadowed on every request (no such link: no shadow)."""
+    shadow_enabled: bool = True
+    """Shadow the candidate alias when it exists (false: never load or run a candidate)."""
+    shadow_queue_size: int = Field(1024, ge=1)
+    """Predictions waiting for the shadow; when full, new ones are dropped and counted, never waited for."""
+    shadow_concurrency: int = Field(1, ge=1, le=16)
+    """Shadow workers, each running one batch at a time in a thread (bounds the threads a hung candidate holds)."""
+    shadow_batch_size: int = Field(64, ge=1)
+    """Most queued predictions one shadow run takes together (spreads the thread hand-off over many)."""
+    shadow_timeout_seconds: float = Field(1.0, gt=0)
+    """Longest one shadow run may take; later it counts as a timeout and its thread is left to finish."""
 
     # --- telemetry ---------------------------------------------------------
     log_dir: Path | None = None

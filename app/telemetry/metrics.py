@@ -7,7 +7,9 @@ label ever carries a user id.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 # Sub-millisecond buckets: the model itself answers in tens of microseconds.
 LATENCY_BUCKETS = (
@@ -21,6 +23,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._multiprocess: CollectorRegistry | None = None
         self.predictions = Counter("modelserve_predictions", "Predictions served.", ["model_version"], registry=r)
         self.prediction_latency = Histogram(
             "modelserve_prediction_latency_seconds",
@@ -103,5 +106,10 @@ class Metrics:
         )
 
     def exposition_registry(self) -> CollectorRegistry:
-        """The registry /metrics renders (multiprocess mode swaps in a collector)."""
-        return self.registry
+        """The registry /metrics renders: this process's, or all workers' in multiprocess mode."""
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return self.registry
+        if self._multiprocess is None:
+            self._multiprocess = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._multiprocess)
+        return self._multiprocess
