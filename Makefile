@@ -30,10 +30,10 @@ models: install
 run: install models/production
 	$(BIN)/modelserve serve --host $(HOST) --port $(PORT)
 
-test: install system-deps models/production
+test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-unit: install models/production
+unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
