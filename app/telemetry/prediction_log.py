@@ -229,6 +229,7 @@ class PredictionLog:
         self._seq += 1
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
         path = self.directory / f"{FILE_PREFIX}{stamp}-{self._pid}-{self._seq}{FILE_SUFFIX}"
+        self.directory.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._path = path
         self._opened_at = now

@@ -1,0 +1,103 @@
+"""Subcommands of the offline jobs, registered into ``modelserve`` by ``app.cli``.
+
+``register(add)`` receives ``add(name, handler, help) -> ArgumentParser``.
+Imports are lazy so ``modelserve --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Add = Callable[..., argparse.ArgumentParser]
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from app.settings import Settings
+
+    values: dict[str, Any] = {}
+    if getattr(args, "models_dir", None) is not None:
+        values["models_dir"] = args.models_dir
+    return Settings(**values)
+
+
+def _log_dir(args: argparse.Namespace) -> Path:
+    from app.errors import ModelServeError
+
+    log_dir = args.log_dir or _settings(args).log_dir
+    if log_dir is None:
+        raise ModelServeError("no prediction log: pass --log-dir or set MODELSERVE_LOG_DIR")
+    return Path(log_dir)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from app.jobs.query import render, run_query
+
+    names, rows = run_query(_log_dir(args), args.sql)
+    print(render(names, rows, args.format))
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from app.jobs.drift import EXIT_ALERT, compute_drift, parse_since, render_html, render_json, render_table
+
+    report = compute_drift(_log_dir(args), _settings(args).models_dir, args.version, parse_since(args.since))
+    if args.html is not None:
+        args.html.write_text(render_html(report), encoding="utf-8")
+    print(render_json(report) if args.json else render_table(report))
+    if args.html is not None and not args.json:
+        print(f"report: {args.html}", file=sys.stderr)
+    return EXIT_ALERT if report.status == "alert" else 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from app.jobs.batch import BatchOptions, run_batch
+
+    options = BatchOptions(
+        input=args.input,
+        output=args.output,
+        version=args.version,
+        rejects=args.rejects,
+        chunk_rows=args.chunk_rows,
+        threads=args.threads,
+        sink=args.sink,
+        sink_batch=args.sink_batch,
+        sink_concurrency=args.sink_concurrency,
+        sink_retries=args.sink_retries,
+        restart=args.restart,
+        progress=not args.no_progress,
+    )
+    summary = run_batch(_settings(args), options)
+    print(summary.render(), file=sys.stderr)
+    return 0
+
+
+def register(add: Add) -> None:
+    sp = add("query", cmd_query, "Run SQL over the prediction log (views: predictions, shadow, log).")
+    sp.add_argument("sql", help='e.g. "SELECT model_version, count(*) FROM predictions GROUP BY 1"')
+    sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
+    sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    sp = add("drift", cmd_drift, "PSI of logged traffic against the training reference (exit 3 on alert).")
+    sp.add_argument("--since", default="24h", help="window to look back over: 90s, 30m, 24h, 7d (default 24h)")
+    sp.add_argument("--version", default=None, help="version or alias to check (default: production)")
+    sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
+    sp.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write an HTML report with plots")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sp = add("batch", cmd_batch, "Score a CSV, Parquet or JSONL file into Parquet or CSV.")
+    sp.add_argument("input", type=Path, help="rows: user_id, the request features, optional request_id")
+    sp.add_argument("output", type=Path, help="output file (.parquet or .csv): the inputs + predictions")
+    sp.add_argument("--version", default=None, help="version or alias to score with (default: production)")
+    sp.add_argument("--rejects", type=Path, default=None, help="rejected rows (default: OUTPUT.rejects.jsonl)")
+    sp.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (default 100000)")
+    sp.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    sp.add_argument("--sink", default=None, metavar="URL", help="also POST results to this URL")
+    sp.add_argument("--sink-batch", type=int, default=1000, help="rows per POST (default 1000)")
+    sp.add_argument("--sink-concurrency", type=int, default=32, help="POSTs in flight (default 32)")
+    sp.add_argument("--sink-retries", type=int, default=6, help="retries per POST (default 6)")
+    sp.add_argument("--restart", action="store_true", help="ignore a checkpoint of an earlier run")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
