@@ -20,6 +20,7 @@ from app.health import Health
 from app.models import ModelPool
 from app.predictor import Chooser, Predictor
 from app.registry import Registry
+from app.rollout.service import Rollout, attach_rollout
 from app.settings import Settings
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import PredictionLog
@@ -39,6 +40,8 @@ class Container:
     predictor: Predictor | None = None
     prediction_log: PredictionLog | None = None
     """Set when MODELSERVE_LOG_DIR is; its hooks are registered first so it closes last."""
+    rollout: Rollout | None = None
+    """Flags, alias following and the shadow (``app.rollout``); its chooser routes requests."""
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_fatal: Callable[[str], None] | None = None
@@ -90,6 +93,7 @@ def build_container(settings: Settings | None = None) -> Container:
     container = Container(settings=s, metrics=metrics, registry=registry, pool=pool, health=Health())
     if s.log_dir is not None:
         _attach_prediction_log(container)
+    attach_rollout(container)
     return container
 
 

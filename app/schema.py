@@ -13,6 +13,9 @@ from the raw JSON bytes (no intermediate ``json.loads``). Strict means:
 * strings are bounded (``MAX_STRING``) and unknown categories are accepted
   (the pipeline's one-hot encoder ignores them), so a new category is not a
   client error.
+* an optional top-level ``attributes`` object (at most 32 names, each a
+  string, int or bool) carries routing attributes for rollout flags
+  (``app.rollout.flags``); it never reaches the model.
 
 Every problem is reported, each with its ``loc`` (``["body", "features",
 "amount"]``), so a client can fix all of them in one go.
@@ -32,6 +35,14 @@ from app.manifest import Feature, Manifest
 MAX_STRING = 256
 USER_ID = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 REQUEST_ID = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+# Optional routing attributes for rollout flags (country, cohort, ...): never model inputs.
+ATTRIBUTES = Annotated[
+    dict[
+        Annotated[StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")],
+        Annotated[StrictStr, Field(max_length=MAX_STRING)] | StrictInt | StrictBool,
+    ],
+    Field(max_length=32),
+]
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -62,6 +73,8 @@ class Decoded:
     user_id: str | None
     features: dict[str, Any]
     request_id: str | None = None
+    attributes: dict[str, Any] | None = None
+    """Routing attributes for rollout flags (the optional top-level ``attributes`` object)."""
 
 
 class Decoder:
@@ -75,7 +88,13 @@ class Decoder:
         self.features_type = features_td
         user_t: Any = USER_ID if self.needs_user else NotRequired[USER_ID | None]
         instance = _typed_dict(
-            "Instance", {"user_id": user_t, "features": features_td, "request_id": NotRequired[REQUEST_ID]}
+            "Instance",
+            {
+                "user_id": user_t,
+                "features": features_td,
+                "request_id": NotRequired[REQUEST_ID],
+                "attributes": NotRequired[ATTRIBUTES],
+            },
         )
         self.instance_type = instance
         batch = _typed_dict(
@@ -91,14 +110,16 @@ class Decoder:
             obj = self._one.validate_json(body)
         except ValidationError as exc:
             raise _failed(exc, ("body",)) from None
-        return Decoded(obj.get("user_id"), obj["features"], obj.get("request_id"))
+        return Decoded(obj.get("user_id"), obj["features"], obj.get("request_id"), obj.get("attributes"))
 
     def decode_batch(self, body: bytes) -> list[Decoded]:
         try:
             obj = self._batch.validate_json(body)
         except ValidationError as exc:
             raise _failed(exc, ("body",)) from None
-        return [Decoded(i.get("user_id"), i["features"], i.get("request_id")) for i in obj["instances"]]
+        return [
+            Decoded(i.get("user_id"), i["features"], i.get("request_id"), i.get("attributes")) for i in obj["instances"]
+        ]
 
     def validate_python(self, instance: Any, loc: tuple[str | int, ...] = ()) -> Decoded:
         """Validate an already-parsed instance (batch files, the V2 protocol)."""
@@ -106,7 +127,7 @@ class Decoder:
             obj = self._one.validate_python(instance)
         except ValidationError as exc:
             raise _failed(exc, loc) from None
-        return Decoded(obj.get("user_id"), obj["features"], obj.get("request_id"))
+        return Decoded(obj.get("user_id"), obj["features"], obj.get("request_id"), obj.get("attributes"))
 
     # --- schema ------------------------------------------------------------
     def json_schema(self) -> dict[str, Any]:

@@ -1,0 +1,283 @@
+"""Shadow traffic: the candidate model sees every request, users see only the primary.
+
+The request path only offers: ``Shadow.offer`` (a ``Predictor`` listener) puts
+the record on a bounded queue and returns; a full queue drops the record and
+counts it (``modelserve_shadow_predictions_total{outcome="dropped"}``), it
+never waits. Worker tasks take what is queued, up to ``batch_size`` records at
+a time, and run the candidate on them as one batch in a thread.
+
+Why a thread and why batches: onnxruntime releases the GIL while it runs, and
+only a call in a thread can be abandoned when it hangs (``wait_for`` on the
+thread's future), so a hanging candidate never blocks the event loop. The hop
+to a thread costs tens of microseconds, about as much as a one-row inference;
+batching what queued up meanwhile spreads that cost, so under load a shadow
+prediction costs a few microseconds (a 64-row run takes ~110 µs against 14 µs
+for one row).
+
+How many threads can be stuck: at most ``concurrency``. A thread slot is
+released when the candidate's call actually returns, not when it timed out;
+while every slot is held by a hung call the workers wait for a slot, the
+queue fills and further records are dropped, so the process never grows
+threads or memory behind a broken candidate.
+
+Each result becomes one record, sent to ``sink``::
+
+    {"kind": "shadow", "timestamp", "request_id", "primary_version",
+     "shadow_version", "primary_prediction", "primary_probability",
+     "shadow_prediction", "shadow_probability", "abs_diff", "outcome",
+     "primary_latency", "shadow_latency"}
+
+``outcome`` is ok, error or timeout (shadow fields null unless ok);
+``shadow_latency`` is the run time of the batch the record was in. Drops never
+ran, so every ``drops_interval`` seconds with drops a
+``{"kind": "shadow_drops", "timestamp", "shadow_version", "dropped"}`` record
+says how many (``modelserve shadow-report`` adds them up).
+
+A request that the flags already routed to the candidate's version is not
+shadowed (it would compare the version with itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from app.models import LoadedModel
+from app.predictor import PredictionRecord
+from app.telemetry.metrics import Metrics
+
+log = logging.getLogger("modelserve.rollout")
+record_log = logging.getLogger("modelserve.shadow")
+
+Sink = Callable[[dict[str, Any]], None]
+
+
+class Candidate(Protocol):
+    """What the shadow runs: a version name and a batch predict."""
+
+    @property
+    def version(self) -> str: ...
+
+    def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
+        """(labels, positive-class probabilities), one of each per row."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelCandidate:
+    """A loaded model version as a shadow candidate."""
+
+    model: LoadedModel
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
+        return self.model.runtime.predict(rows)
+
+
+def log_sink(record: dict[str, Any]) -> None:
+    """One JSON line per record on the ``modelserve.shadow`` logger (when there is no prediction log)."""
+    record_log.info(orjson.dumps(record).decode())
+
+
+class Shadow:
+    def __init__(
+        self,
+        metrics: Metrics,
+        sink: Sink = log_sink,
+        *,
+        queue_size: int = 1024,
+        concurrency: int = 1,
+        timeout: float = 1.0,
+        batch_size: int = 64,
+        drops_interval: float = 10.0,
+    ) -> None:
+        self.metrics = metrics
+        self.sink = sink
+        self.candidate: Candidate | None = None
+        """The model shadowed; ``None`` turns shadowing off (``offer`` returns at once)."""
+        self.queue_size = queue_size
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.drops_interval = drops_interval
+        self._queue: asyncio.Queue[tuple[PredictionRecord, Candidate]] = asyncio.Queue(queue_size)
+        self._running = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._busy = 0
+        self._dropped_unreported = 0
+        self._counts = {o: metrics.shadow_predictions.labels(o) for o in ("ok", "error", "timeout", "dropped")}
+        self.counts = dict.fromkeys(self._counts, 0)
+        """Outcome totals of this instance (the metric may be shared or multiprocess)."""
+
+    # --- the request path --------------------------------------------------
+    def offer(self, record: PredictionRecord, model: LoadedModel) -> None:
+        """Queue ``record`` for the candidate; never blocks (a full queue drops and counts)."""
+        candidate = self.candidate
+        if candidate is None or not self._running or candidate.version == record.model_version:
+            return
+        try:
+            self._queue.put_nowait((record, candidate))
+        except asyncio.QueueFull:
+            self._dropped_unreported += 1
+            self._count("dropped", 1)
+
+    # --- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        if self._running:
+            return
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="shadow")
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._running = True
+        self._tasks = [asyncio.create_task(self._worker(), name=f"shadow-{i}") for i in range(self.concurrency)]
+        if self.drops_interval > 0:
+            self._tasks.append(asyncio.create_task(self._report_drops_periodically(), name="shadow-drops"))
+
+    async def stop(self, drain_seconds: float = 2.0) -> None:
+        """Stop taking records, give queued ones ``drain_seconds`` to finish, then stop the workers."""
+        if not self._running:
+            return
+        self._running = False
+        deadline = time.monotonic() + drain_seconds
+        while (self._queue.qsize() or self._busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._report_drops()
+        if self._executor is not None:
+            # Don't wait for a hung candidate call; its thread ends when the call does.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def idle(self, timeout: float = 5.0) -> bool:
+        """Wait until nothing is queued or running (tests, drains); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.qsize() or self._busy:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate.version if self.candidate is not None else None,
+            "queued": self._queue.qsize(),
+            "queue_size": self.queue_size,
+            "concurrency": self.concurrency,
+            "timeout_seconds": self.timeout,
+            "outcomes": dict(self.counts),
+        }
+
+    # --- workers -------------------------------------------------------------
+    async def _worker(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            self._busy += 1
+            try:
+                while len(batch) < self.batch_size:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                # Almost always one candidate; it changes only when the alias moves.
+                while batch:
+                    candidate = batch[0][1]
+                    group = [rec for rec, c in batch if c is candidate]
+                    batch = [item for item in batch if item[1] is not candidate]
+                    await self._run(candidate, group)
+            except Exception:  # a bug here must not end shadowing for good
+                log.exception("shadow worker failed on a batch")
+            finally:
+                self._busy -= 1
+
+    async def _run(self, candidate: Candidate, records: list[PredictionRecord]) -> None:
+        assert self._slots is not None and self._executor is not None
+        await self._slots.acquire()  # released when the thread returns, even after a timeout
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            future: Future[tuple[Any, Any]] = self._executor.submit(candidate.predict, [r.features for r in records])
+        except RuntimeError:  # executor shut down
+            self._slots.release()
+            return
+        future.add_done_callback(lambda _: _call_soon(loop, self._slots.release if self._slots else None))
+        labels: Sequence[Any] = ()
+        probs: Sequence[Any] = ()
+        try:
+            labels, probs = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+            if len(labels) != len(records) or len(probs) != len(records):
+                raise ValueError(f"candidate returned {len(labels)} results for {len(records)} rows")
+            outcome = "ok"
+        except TimeoutError:
+            outcome = "timeout"
+        except Exception as exc:
+            outcome = "error"
+            log.warning("shadow %s failed: %s: %s", candidate.version, type(exc).__name__, exc)
+        elapsed = time.perf_counter() - t0
+        self._count(outcome, len(records))
+        now = time.time()
+        for i, rec in enumerate(records):
+            out: dict[str, Any] = {
+                "kind": "shadow",
+                "timestamp": now,
+                "request_id": rec.request_id,
+                "primary_version": rec.model_version,
+                "shadow_version": candidate.version,
+                "primary_prediction": rec.prediction,
+                "primary_probability": rec.probability,
+                "shadow_prediction": None,
+                "shadow_probability": None,
+                "abs_diff": None,
+                "outcome": outcome,
+                "primary_latency": rec.latency,
+                "shadow_latency": elapsed if outcome == "ok" else None,
+            }
+            if outcome == "ok":
+                p = float(probs[i])
+                diff = abs(p - rec.probability)
+                out["shadow_prediction"] = int(labels[i])
+                out["shadow_probability"] = p
+                out["abs_diff"] = diff
+                self.metrics.shadow_abs_diff.observe(diff)
+            self._emit(out)
+
+    def _count(self, outcome: str, n: int) -> None:
+        self._counts[outcome].inc(n)
+        self.counts[outcome] += n
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        try:
+            self.sink(record)
+        except Exception:  # the sink (log queue) is not allowed to break shadowing
+            log.exception("shadow record could not be written")
+
+    async def _report_drops_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.drops_interval)
+            self._report_drops()
+
+    def _report_drops(self) -> None:
+        n, self._dropped_unreported = self._dropped_unreported, 0
+        if n:
+            version = self.candidate.version if self.candidate is not None else None
+            self._emit({"kind": "shadow_drops", "timestamp": time.time(), "shadow_version": version, "dropped": n})
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None] | None) -> None:
+    if callback is None:
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed while a hung call was still running
+        loop.call_soon_threadsafe(callback)
