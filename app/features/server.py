@@ -40,7 +40,11 @@ class FeatureServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
-        self.memory = memory or MemoryTier(max_age=60.0, max_entries=100_000, stale_window=300.0, negative_ttl=5.0)
+        self.memory = (
+            memory
+            if memory is not None
+            else MemoryTier(max_age=60.0, max_entries=100_000, stale_window=300.0, negative_ttl=5.0)
+        )
         self.redis = redis
         self.budget = budget
         self.clock = clock
