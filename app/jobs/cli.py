@@ -75,6 +75,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shadow_report(args: argparse.Namespace) -> int:
+    from app.jobs.drift import parse_since
+    from app.jobs.shadow_report import compute_shadow_report, render_json, render_table
+
+    report = compute_shadow_report(_log_dir(args), parse_since(args.since), args.threshold)
+    print(render_json(report) if args.json else render_table(report))
+    return 0
+
+
 def register(add: Add) -> None:
     sp = add("query", cmd_query, "Run SQL over the prediction log (views: predictions, shadow, log).")
     sp.add_argument("sql", help='e.g. "SELECT model_version, count(*) FROM predictions GROUP BY 1"')
@@ -101,3 +110,9 @@ def register(add: Add) -> None:
     sp.add_argument("--sink-retries", type=int, default=6, help="retries per POST (default 6)")
     sp.add_argument("--restart", action="store_true", help="ignore a checkpoint of an earlier run")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sp = add("shadow-report", cmd_shadow_report, "Compare the shadowed candidate with the primary over the log.")
+    sp.add_argument("--since", default="24h", help="window to look back over: 90s, 30m, 24h, 7d (default 24h)")
+    sp.add_argument("--threshold", type=float, default=0.1, help="|probability difference| counted (default 0.1)")
+    sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
