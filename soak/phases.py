@@ -1,0 +1,347 @@
+"""One small function per fault. Each returns a ``PhaseResult``; a phase whose
+feature this build lacks returns ``skipped`` with the reason instead of running.
+
+Every phase sends only valid requests for known users, so any 4xx, any 5xx
+(except a 503 with Retry-After where a phase says features are truly
+unavailable) and any connection error is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import orjson
+
+from soak.context import Soak
+from soak.report import PhaseResult
+
+
+async def baseline(s: Soak) -> PhaseResult:
+    r = PhaseResult("baseline", "steady load, no fault")
+    await s.traffic(r)
+    r.assert_traffic()
+    target = s.alias_target()
+    r.check("every answer from the production version", set(r.versions()) == {target}, str(dict(r.versions())))
+    return r
+
+
+# --- Redis ------------------------------------------------------------------------
+def _redis_reason(s: Soak) -> str | None:
+    if s.redis is None:
+        return "no Redis tier in this build (or no redis-server binary)"
+    if s.metric_sum("modelserve_feature_lookups_total", tier="redis") == 0:
+        return "the server, started with MODELSERVE_REDIS_URL, made no Redis lookups"
+    return None
+
+
+async def redis_kill(s: Soak) -> PhaseResult:
+    r = PhaseResult("redis-kill", "redis-server SIGKILLed mid-traffic, restarted on the same port")
+    if (why := _redis_reason(s)) is not None:
+        r.skipped = why
+        return r
+    third = s.cfg.phase_seconds / 3
+    failures_before = _redis_failures(s)
+    state: dict[str, float] = {}
+
+    async def script() -> None:
+        await asyncio.sleep(third)
+        await asyncio.to_thread(s.redis.kill)
+        await asyncio.sleep(third)
+        state["failures"] = _redis_failures(s) - failures_before
+        await asyncio.to_thread(s.redis.restart)
+        hits = s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="hit")
+        state["back"] = await s.wait_for(
+            lambda: s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="hit") > hits, 30
+        )
+
+    await s.traffic(r, script)
+    r.assert_traffic()
+    r.check("Redis failures were seen while it was down", state["failures"] > 0, f"{state['failures']:.0f}")
+    r.check("Redis tier answers again after the restart", bool(state["back"]))
+    return r
+
+
+async def redis_freeze(s: Soak) -> PhaseResult:
+    r = PhaseResult("redis-freeze", "redis-server SIGSTOPped (hangs, no errors), then SIGCONT")
+    if (why := _redis_reason(s)) is not None:
+        r.skipped = why
+        return r
+    third = s.cfg.phase_seconds / 3
+    state: dict[str, float] = {}
+
+    async def script() -> None:
+        await asyncio.sleep(third)
+        before = _redis_failures(s)
+        skipped = s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="skipped")
+        await asyncio.to_thread(s.redis.freeze)
+        await asyncio.sleep(third)
+        # Lookups skipped without asking Redis can only happen while the breaker is open.
+        state["opened"] = s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="skipped") > skipped
+        state["failures"] = _redis_failures(s) - before
+        await asyncio.to_thread(s.redis.thaw)
+        hits = s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="hit")
+        state["back"] = await s.wait_for(
+            lambda: s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="hit") > hits, 30
+        )
+
+    await s.traffic(r, script)
+    r.assert_traffic()
+    worst = max((x.latency for x in r.samples), default=0.0)
+    r.check("lookups gave up (timeouts counted)", state["failures"] > 0, f"{state['failures']:.0f}")
+    r.check("the circuit breaker opened (lookups skipped)", bool(state["opened"]))
+    r.check("Redis tier answers again after SIGCONT", bool(state["back"]))
+    r.check("no request hung on the frozen Redis (max latency < 1 s)", worst < 1.0, f"max {worst * 1000:.1f} ms")
+    return r
+
+
+def _redis_failures(s: Soak) -> float:
+    m = s.metrics()
+    return sum(
+        v
+        for k, v in m.items()
+        if k.startswith("modelserve_feature_lookups_total{")
+        and 'tier="redis"' in k
+        and ('outcome="error"' in k or 'outcome="skipped"' in k or 'outcome="timeout"' in k)
+    )
+
+
+# --- upstream ------------------------------------------------------------------------
+async def _upstream(s: Soak, mode: str, description: str) -> PhaseResult:
+    r = PhaseResult(f"upstream-{mode}", description, allow_503=True)
+    if s.upstream is None:
+        r.skipped = "no upstream feature source in this build"
+        return r
+    if s.metric_sum("modelserve_feature_lookups_total", tier="upstream") == 0:
+        r.skipped = "the server, started with MODELSERVE_UPSTREAM_URL, made no upstream calls"
+        return r
+    state: dict[str, float] = {}
+
+    async def script() -> None:
+        # Without this the Redis tier would answer every miss and the upstream would never be asked.
+        if s.redis is not None:
+            await asyncio.to_thread(s.redis.flushall)
+        before = await asyncio.to_thread(s.upstream.stats)
+        await asyncio.to_thread(s.upstream.set_mode, mode)
+        await asyncio.sleep(s.cfg.phase_seconds)
+        await asyncio.to_thread(s.upstream.set_mode, "ok")
+        after = await asyncio.to_thread(s.upstream.stats)
+        state["faulted"] = after.get(mode, 0) - before.get(mode, 0)
+
+    stale_before = s.metric_sum("modelserve_feature_lookups_total", tier="memory", outcome="stale")
+    await s.traffic(r, script, seconds=0)
+    r.assert_traffic()
+    stale = s.metric_sum("modelserve_feature_lookups_total", tier="memory", outcome="stale") - stale_before
+    r.check(f"the upstream answered {mode} to the service", state["faulted"] > 0, f"{state['faulted']:.0f} calls")
+    r.notes.append(f"stale values served: {stale:.0f}")
+    return r
+
+
+async def upstream_429(s: Soak) -> PhaseResult:
+    return await _upstream(s, "429", "upstream answers 429 with Retry-After: 1")
+
+
+async def upstream_500(s: Soak) -> PhaseResult:
+    return await _upstream(s, "500", "upstream answers 500")
+
+
+async def upstream_slow(s: Soak) -> PhaseResult:
+    return await _upstream(s, "slow", "upstream answers after 2 s (beyond the request's feature budget)")
+
+
+# --- registry and rollout ----------------------------------------------------------
+async def promote_rollback(s: Soak) -> PhaseResult:
+    r = PhaseResult("promote-rollback", "modelserve promote v3, then rollback, under load (hot reload)")
+    if not s.has_admin():
+        r.skipped = "the service has no admin API / hot reload in this build"
+        return r
+    start = s.alias_target()
+    new = "v3" if start != "v3" else "v2"
+    state: dict[str, object] = {}
+
+    async def script() -> None:
+        await asyncio.sleep(s.cfg.phase_seconds / 4)
+        p = await asyncio.to_thread(s.cli, "promote", new)
+        state["promote"] = p.returncode
+        state["switched"] = await s.wait_for(lambda: s.served_version() == new, 30)
+        await asyncio.sleep(s.cfg.phase_seconds / 4)
+        p = await asyncio.to_thread(s.cli, "rollback")
+        state["rollback"] = p.returncode
+        state["back"] = await s.wait_for(lambda: s.served_version() == start, 30)
+
+    await s.traffic(r, script)
+    r.assert_traffic()
+    r.check("promote exited 0", state["promote"] == 0)
+    r.check(f"the service switched to {new} by itself", bool(state["switched"]))
+    r.check("rollback exited 0", state["rollback"] == 0)
+    r.check(f"the service returned to {start}", bool(state["back"]))
+    r.check("every answer from one of the two versions", set(r.versions()) <= {start, new}, str(dict(r.versions())))
+    return r
+
+
+def make_corrupt_copy(models_dir: Path, source: str, name: str) -> Path:
+    """A copy of ``source`` whose model.onnx no longer matches its manifest checksum."""
+    dst = models_dir / name
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(models_dir / source, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["version"] = name
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    onnx = dst / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    return dst
+
+
+async def corrupt_promote(s: Soak) -> PhaseResult:
+    r = PhaseResult("corrupt-promote", "promote of a tampered artifact: CLI, admin reload and a hand-made symlink")
+    start = s.alias_target()
+    bad = "v3-tampered"
+    make_corrupt_copy(s.models_dir, "v3", bad)
+    hot = s.has_admin()
+    state: dict[str, object] = {}
+
+    async def script() -> None:
+        await asyncio.sleep(s.cfg.phase_seconds / 4)
+        p = await asyncio.to_thread(s.cli, "promote", bad)
+        state["cli"] = p
+        state["alias_after_cli"] = s.alias_target()
+        if not hot:
+            return
+        errors_before = s.metric_sum("modelserve_model_load_errors_total")
+        # An operator bypassing the CLI: the running service must refuse the version itself.
+        tmp = s.models_dir / ".production.soak-tmp"
+        os.symlink(bad, tmp)
+        os.replace(tmp, s.models_dir / "production")
+        reload = await asyncio.to_thread(s.post, "/admin/reload", headers=s.admin_headers())
+        state["reload"] = reload
+        state["refused"] = await s.wait_for(
+            lambda: s.metric_sum("modelserve_model_load_errors_total") > errors_before, 15
+        )
+        await asyncio.sleep(s.cfg.phase_seconds / 4)
+        tmp = s.models_dir / ".production.soak-tmp"
+        os.symlink(start, tmp)
+        os.replace(tmp, s.models_dir / "production")
+        await asyncio.to_thread(s.post, "/admin/reload", headers=s.admin_headers())
+
+    await s.traffic(r, script)
+    r.assert_traffic()
+    p = state["cli"]
+    lines = p.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    r.check("CLI promote refused (non-zero exit)", p.returncode != 0, f"exit {p.returncode}")  # type: ignore[attr-defined]
+    r.check(
+        "refusal is one line naming the checksum, no traceback",
+        len(lines) == 1 and "checksum" in lines[0] and "Traceback" not in p.stderr,  # type: ignore[attr-defined]
+        lines[0] if lines else "",
+    )
+    r.check("alias unchanged after the refused promote", state["alias_after_cli"] == start)
+    r.check("no answer from the tampered version", bad not in r.versions(), str(dict(r.versions())))
+    if hot:
+        reload = state["reload"]
+        r.check(
+            "admin reload onto the tampered version is refused, not a 5xx",
+            (reload.status_code < 500 and reload.status_code != 200) or "refused" in reload.text,  # type: ignore[attr-defined]
+            f"{reload.status_code} {reload.text[:160]}",  # type: ignore[attr-defined]
+        )
+        r.check("the service counted the refused load", bool(state["refused"]))
+        r.check(f"kept serving {start} throughout", set(r.versions()) == {start}, str(dict(r.versions())))
+    else:
+        r.notes.append("hot reload absent: the running service was not asked to load the tampered version")
+    shutil.rmtree(s.models_dir / bad, ignore_errors=True)
+    return r
+
+
+async def bad_flags(s: Soak) -> PhaseResult:
+    r = PhaseResult("bad-flags", "a flags file sends everyone to v1, then is replaced by a broken file")
+    start = s.alias_target()
+    good = {"flags": [{"name": "soak-all", "version": "v1", "percent": 100}]}
+    s.flags_file.write_text(json.dumps(good))
+    routed = await s.wait_for(lambda: _one_version(s) == "v1", 10)
+    if not routed:
+        s.flags_file.write_text(json.dumps({"flags": []}))
+        r.skipped = "the service does not route by MODELSERVE_FLAGS_FILE in this build"
+        return r
+    state: dict[str, object] = {}
+
+    async def script() -> None:
+        errors = s.metric_sum("modelserve_flags_reload_errors_total")
+        await asyncio.sleep(s.cfg.phase_seconds / 3)
+        s.flags_file.write_text('{"flags": [{"name": "soak-all", "version": ')  # truncated JSON
+        state["counted"] = await s.wait_for(lambda: s.metric_sum("modelserve_flags_reload_errors_total") > errors, 15)
+        await asyncio.sleep(s.cfg.phase_seconds / 3)
+        state["kept"] = s.served_version()
+        s.flags_file.write_text(json.dumps({"flags": []}))
+        state["back"] = await s.wait_for(lambda: s.served_version() == start, 15)
+
+    await s.traffic(r, script)
+    r.assert_traffic()
+    r.check("the broken file was refused and counted", bool(state["counted"]))
+    r.check("the last good flags kept serving v1", state["kept"] == "v1", str(state["kept"]))
+    r.check(f"removing the flag returned everyone to {start}", bool(state["back"]))
+    return r
+
+
+def _one_version(s: Soak) -> str | None:
+    body = s.load.factory.body(f"soak-probe-{time.monotonic_ns()}")
+    resp = s.post("/predict", json=body)
+    if resp.status_code == 200:
+        s.ok_request_ids.add(str(body["request_id"]))
+    return resp.headers.get("x-model-version")
+
+
+# --- shadow (candidate) ------------------------------------------------------------------
+async def candidate_faults(s: Soak) -> list[PhaseResult]:
+    out = []
+    for mode in ("raise", "hang"):
+        r = PhaseResult(f"candidate-{mode}", f"the shadow candidate {'raises' if mode == 'raise' else 'hangs'}")
+        r.skipped = "no way to make the candidate raise or hang in a real process in this build"
+        out.append(r)
+    return out
+
+
+# --- shutdown ---------------------------------------------------------------------
+async def shutdown(s: Soak) -> PhaseResult:
+    """SIGTERM under load; then every 200 of the whole run must be in the prediction log."""
+    r = PhaseResult("sigterm", "SIGTERM under load: drain, exit 0, nothing accepted is missing from the log")
+    state: dict[str, object] = {}
+
+    async def script() -> None:
+        await asyncio.sleep(s.cfg.phase_seconds / 2)
+        s.server.signal(signal.SIGTERM)
+        state["exit"] = await asyncio.to_thread(s.server.proc.wait, 60)
+
+    await s.traffic(r, script)
+    bad5 = [x for x in r.samples if x.status >= 500]
+    r.check("no 5xx while draining", not bad5, str(len(bad5)))
+    r.check("exit code 0", state["exit"] == 0, f"exit {state['exit']}")
+    r.notes.append(f"{sum(1 for x in r.samples if x.status == 0)} requests refused after the listener closed")
+    files = sorted(s.log_dir.glob("predictions-*.jsonl"))
+    if not files:
+        r.notes.append("no prediction log files were written: the log check was skipped (no prediction log)")
+        r.check("prediction log present (skipped: no prediction log in this build)", True)
+        return r
+    logged: set[str] = set()
+    records = 0
+    for f in files:
+        for line in f.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            rec = orjson.loads(line)
+            if rec.get("kind", "prediction") == "prediction":
+                records += 1
+                logged.add(rec.get("request_id"))
+    missing = s.ok_request_ids - logged
+    r.check(
+        "every accepted (200) request of the run is in the prediction log",
+        not missing,
+        f"{len(s.ok_request_ids)} accepted, {records} logged, {len(missing)} missing"
+        + (f" e.g. {sorted(missing)[:3]}" if missing else ""),
+    )
+    return r
