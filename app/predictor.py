@@ -176,3 +176,61 @@ class Predictor:
             for listener in self.listeners:
                 listener(rec, model)
         return out
+
+    async def predict_instances(
+        self, instances: list[Decoded], pinned: LoadedModel | None = None
+    ) -> list[PredictionRecord]:
+        """Already-decoded instances (the V2 protocol), vectorised: each routed like /predict,
+        or all answered by ``pinned``. Unknown users are named as ``["instances", i, "user_id"]``."""
+        t0 = time.perf_counter()
+        primary = pinned or self.chooser.primary_model()
+        chosen: list[tuple[LoadedModel, str | None]] = []
+        for i, inst in enumerate(instances):
+            model, variant = (pinned, None) if pinned else self.chooser.choose(inst, primary)
+            if model.decoder is not primary.decoder:
+                model.decoder.validate_python({"user_id": inst.user_id, "features": inst.features}, ("instances", i))
+            chosen.append((model, variant))
+        stores: dict[str, tuple[dict[str, Any], str]] = {}
+        users = [inst.user_id for inst, (m, _) in zip(instances, chosen, strict=True) if m.needs_store and inst.user_id]
+        if users:
+            stores = await self.features.get_many(users)
+        missing = [i for i, inst in enumerate(instances) if chosen[i][0].needs_store and inst.user_id not in stores]
+        if missing:
+            raise UnknownUser(
+                f"unknown user(s) in {len(missing)} instance(s)",
+                [{"loc": ["instances", i, "user_id"], "msg": "unknown user", "type": "unknown_user"} for i in missing],
+            )
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for i, (model, variant) in enumerate(chosen):
+            groups.setdefault((model.version, variant), []).append(i)
+        records: list[PredictionRecord | None] = [None] * len(instances)
+        for idx in groups.values():
+            model, variant = chosen[idx[0]]
+            rows = []
+            for i in idx:
+                inst = instances[i]
+                store = stores[inst.user_id][0] if model.needs_store and inst.user_id else None
+                rows.append({**store, **inst.features} if store else inst.features)
+            labels, probs = model.runtime.predict(rows)
+            latency = time.perf_counter() - t0
+            for j, i in enumerate(idx):
+                inst = instances[i]
+                tier = stores[inst.user_id][1] if model.needs_store and inst.user_id else None
+                records[i] = PredictionRecord(
+                    inst.request_id or uuid.uuid4().hex,
+                    model.version,
+                    int(labels[j]),
+                    float(probs[j]),
+                    inst.user_id,
+                    rows[j],
+                    inst.features,
+                    latency,
+                    tier,
+                    variant,
+                )
+            self._observe(model.version, latency, len(idx))
+        out = [r for r in records if r is not None]
+        for rec, (model, _) in zip(out, chosen, strict=True):
+            for listener in self.listeners:
+                listener(rec, model)
+        return out

@@ -1,0 +1,122 @@
+"""Open Inference Protocol (V2) REST endpoints; the protocol itself lives in ``app.v2``.
+
+Errors on these routes use the protocol's statuses: 400 for bad input (where
+the rest of the service answers 422), 404 for an unknown model or version,
+503 while not ready. The body is the service's usual ``{"error", "detail"}``,
+whose ``error`` key is what V2 clients read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from app.api.body import read_json_body
+from app.api.deps import ContainerDep, PredictorDep
+from app.api.errors import error_response
+from app.errors import ModelServeError, Unavailable, ValidationFailed
+from app.v2 import MODEL_NAME, V2Service
+
+BINARY_HEADER = "inference-header-content-length"
+
+
+class V2Route(APIRoute):
+    """Answers ``ModelServeError`` with the V2 statuses (422 becomes 400)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ModelServeError as exc:
+                status = 400 if exc.status_code == 422 else exc.status_code
+                headers = None
+                if isinstance(exc, Unavailable):
+                    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+                return error_response(status, exc.message, exc.detail, headers)
+
+        return route
+
+
+router = APIRouter(prefix="/v2", tags=["v2"], route_class=V2Route)
+
+
+def get_v2(request: Request) -> V2Service:
+    service: V2Service | None = getattr(request.app.state, "v2", None)
+    if service is None:  # one per app, built on first use
+        c = request.app.state.container
+        service = request.app.state.v2 = V2Service(c.pool, c.settings.alias, c.settings.max_batch_size)
+    return service
+
+
+V2Dep = Annotated[V2Service, Depends(get_v2)]
+
+
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+@router.get("")
+async def server_metadata(request: Request) -> Response:
+    """Server name, version and protocol extensions."""
+    return _json({"name": MODEL_NAME, "version": request.app.version, "extensions": ["binary_tensor_data"]})
+
+
+@router.get("/health/live")
+async def server_live() -> Response:
+    """200 while the process runs."""
+    return _json({"live": True})
+
+
+@router.get("/health/ready")
+async def server_ready(container: ContainerDep) -> Response:
+    """200 once the primary model is warm and self-checked; 503 before that and while draining."""
+    if container.health.is_ready:
+        return _json({"ready": True})
+    return _json({"ready": False, "error": f"not ready: {container.health.reason}"}, 503, {"Retry-After": "1"})
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata(name: str, v2: V2Dep, version: str | None = None) -> Response:
+    """Inputs (one per request feature, plus ``user_id`` when store features exist) and outputs."""
+    return _json(v2.metadata(v2.resolve(name, version)))
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(name: str, v2: V2Dep, container: ContainerDep, version: str | None = None) -> Response:
+    """200 when the named model is loaded and the service is ready; 404 for an unknown model."""
+    v2.resolve(name, version)
+    if container.health.is_ready:
+        return _json({"name": name, "ready": True})
+    return _json({"name": name, "ready": False, "error": f"not ready: {container.health.reason}"}, 503)
+
+
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer(
+    request: Request, name: str, v2: V2Dep, predictor: PredictorDep, container: ContainerDep, version: str | None = None
+) -> Response:
+    """Inference on V2 tensors (JSON, or Triton's binary tensor extension for inputs)."""
+    target = v2.resolve(name, version)
+    body = await read_json_body(request, container.settings.batch_max_body_bytes)
+    header = request.headers.get(BINARY_HEADER)
+    header_length = None
+    if header is not None:
+        try:
+            header_length = int(header)
+        except ValueError:
+            raise ValidationFailed(
+                f"{BINARY_HEADER} must be a whole number",
+                [{"loc": ["header", BINARY_HEADER], "msg": "not a whole number", "type": "binary_header"}],
+            ) from None
+    response = await v2.infer(predictor, target, body, header_length)
+    return _json(response, headers={"X-Model-Version": response["model_version"]})
