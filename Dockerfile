@@ -1,0 +1,88 @@
+# syntax=docker/dockerfile:1
+#
+# modelserve image. Stages:
+#   build         virtualenv with the package and its dependencies (all from wheels)
+#   models        runs `modelserve train`: models/ (v1..v3, aliases) and data/features.parquet
+#   runtime-bare  the service without models: mount them at /srv/modelserve/models
+#   runtime       (default) runtime-bare with the trained models and feature table baked in
+#
+#   docker build -t modelserve .
+#   docker build --target runtime-bare -t modelserve:bare .
+#   docker run -p 8000:8000 -v "$PWD/models:/srv/modelserve/models:ro" modelserve
+#
+# Settings are MODELSERVE_* environment variables (app/settings.py); the defaults
+# below point at the baked-in paths and can be overridden at `docker run -e`.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+
+# Dependencies first, from pyproject.toml alone: editing app/ reuses this layer.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install --no-cache-dir --only-binary=:all: -r requirements.txt
+
+COPY README.md ./
+COPY app ./app
+RUN pip install --no-cache-dir --no-deps . \
+    && python -m compileall -q /opt/venv/lib
+
+# ---------------------------------------------------------------------------
+FROM build AS models
+
+WORKDIR /srv/modelserve
+ENV MODELSERVE_MODELS_DIR=/srv/modelserve/models \
+    MODELSERVE_FEATURE_TABLE=/srv/modelserve/data/features.parquet
+RUN modelserve train && modelserve verify
+
+# ---------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime-bare
+
+ARG UID=10001
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    MODELSERVE_HOST=0.0.0.0 \
+    MODELSERVE_PORT=8000 \
+    MODELSERVE_MODELS_DIR=/srv/modelserve/models \
+    MODELSERVE_FEATURE_TABLE=/srv/modelserve/data/features.parquet \
+    MODELSERVE_LOG_DIR=/var/lib/modelserve/predictions
+
+# A numeric UID so that Kubernetes' runAsNonRoot can verify it without /etc/passwd.
+# Models and code stay root-owned (read-only to the service); only the
+# prediction log directory belongs to it.
+RUN groupadd --system --gid "${UID}" modelserve \
+    && useradd --system --uid "${UID}" --gid modelserve --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin modelserve \
+    && mkdir -p /srv/modelserve/models /srv/modelserve/data /var/lib/modelserve/predictions \
+    && chown "${UID}:${UID}" /var/lib/modelserve/predictions
+
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /srv/modelserve
+USER ${UID}:${UID}
+EXPOSE 8000
+
+# Liveness only: /health/live depends on nothing external. The slim image has no
+# curl, so the check uses the interpreter that is already there.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('MODELSERVE_PORT', '8000') + '/health/live', timeout=2)"]
+
+# Exec form: modelserve is PID 1 and receives SIGTERM itself (readiness 503, drain, flush).
+ENTRYPOINT ["modelserve"]
+CMD ["serve"]
+
+# ---------------------------------------------------------------------------
+FROM runtime-bare AS runtime
+
+COPY --from=models /srv/modelserve/models /srv/modelserve/models
+COPY --from=models /srv/modelserve/data /srv/modelserve/data
