@@ -40,6 +40,7 @@ lint: install
 	$(BIN)/ruff check app tests bench
 	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy app
+	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/lint-deploy.sh
 
 bench: install system-deps models/production
 	$(BIN)/python -m bench.run
