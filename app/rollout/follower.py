@@ -56,13 +56,18 @@ class ModelFollower:
         self.on_candidate = on_candidate
         self.flag_models: dict[str, LoadedModel] = {}
         """Version -> loaded model, for every version a flag names that loaded."""
+        self.candidate_model: LoadedModel | None = None
+        """The shadowed model, kept out of the pool's aliases: readiness lists what must be ready, and the
+        candidate never has to be."""
         self._failed: dict[str, str] = {}  # alias or "flag:<version>" -> target that failed
         self._lock = asyncio.Lock()
         self.last_sync: float | None = None
         self.recent_errors: list[dict[str, Any]] = []
 
     def _loaded(self, version: str) -> LoadedModel | None:
-        for model in (*self.pool.by_alias.values(), *self.flag_models.values()):
+        for model in (*self.pool.by_alias.values(), *self.flag_models.values(), self.candidate_model):
+            if model is None:
+                continue
             if model.version == version:
                 return model
         return None
@@ -107,7 +112,7 @@ class ModelFollower:
             return result
 
     async def _follow(self, alias: str, target: str | None, force: bool, result: SyncResult) -> None:
-        current = self.pool.by_alias.get(alias)
+        current = self.candidate_model if alias == self.candidate else self.pool.by_alias.get(alias)
         current_version = current.version if current is not None else None
         if target == current_version:
             return
@@ -118,20 +123,21 @@ class ModelFollower:
                     self._failed[alias] = "<missing>"
                     log.error("alias %s has disappeared; still serving %s", alias, current_version)
                 return
-            self.pool.unassign(alias)
+            self.candidate_model = None
             self._set_info(alias, current_version, None)
-            if alias == self.candidate:
-                self.on_candidate(None)
+            self.on_candidate(None)
             result.changed.append({"alias": alias, "from": current_version, "to": None})
             log.info("alias %s removed (was %s)", alias, current_version)
             return
         model = await self._load(alias, target, force, result)
         if model is None:
             return
-        self.pool.assign(alias, model)
-        self._set_info(alias, current_version, target)
         if alias == self.candidate:
+            self.candidate_model = model
             self.on_candidate(model)
+        else:
+            self.pool.assign(alias, model)
+        self._set_info(alias, current_version, target)
         result.changed.append({"alias": alias, "from": current_version, "to": target})
         log.info("alias %s: %s -> %s", alias, current_version or "-", target)
 

@@ -125,13 +125,25 @@ class Rollout:
                 log.exception("rollout poll failed")
 
     # --- state -----------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        """Alias -> version served: the primary (and any other pool alias) plus the shadowed candidate."""
+        out = self.chooser.pool.aliases()
+        candidate = self.follower.candidate_model
+        if candidate is not None and self.follower.candidate:
+            out[self.follower.candidate] = candidate.version
+        return out
+
     def describe(self) -> dict[str, Any]:
         pool = self.chooser.pool
+        candidate = self.follower.candidate_model
         return {
-            "aliases": pool.aliases(),
+            "aliases": self.aliases(),
             "flags": [{**f.describe(), "loaded": f.version in self.chooser.models} for f in self.chooser.flags],
             "flags_file": self.watcher.describe() if self.watcher is not None else None,
-            "loaded_versions": sorted({m.version for m in (*pool.by_alias.values(), *self.chooser.models.values())}),
+            "loaded_versions": sorted(
+                {m.version for m in (*pool.by_alias.values(), *self.chooser.models.values())}
+                | ({candidate.version} if candidate is not None else set())
+            ),
             "shadow": self.shadow.describe(),
             "last_sync": self.follower.last_sync,
             "recent_errors": self.follower.recent_errors,
