@@ -83,7 +83,7 @@ class ModelPool:
             return self.by_version[version]
         manifest = self.registry.verify(version)
         path = self.registry.version_dir(version) / "model.onnx"
-        runtime = OnnxModel(path, manifest, self.intra_op_threads, self.inter_op_threads)
+        runtime = OnnxModel.from_manifest(path, manifest, self.intra_op_threads, self.inter_op_threads)
         decoder = self._decoder_for(manifest)
         model = LoadedModel(version, manifest, runtime, decoder, tuple(f.name for f in manifest.store_features))
         rows = [manifest.sample.row]

@@ -14,21 +14,44 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 
 from app.errors import ArtifactError
-from app.manifest import Manifest
+from app.manifest import Manifest, Outputs
 
 NUMERIC = frozenset({"float", "int", "bool"})
 
 
-class OnnxModel:
-    """One loaded ``model.onnx`` with its manifest's feature order."""
+class FeatureSpec(Protocol):
+    """What the runtime needs of a feature: its name and dtype (manifest or training spec)."""
 
-    def __init__(self, path: Path, manifest: Manifest, intra_op_threads: int = 1, inter_op_threads: int = 1) -> None:
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+
+class OnnxModel:
+    """One loaded ONNX model with its features' order and types.
+
+    Used by the service (``from_manifest``) and by training, which records
+    the expected output of the manifest sample through this same code.
+    """
+
+    def __init__(
+        self,
+        model: Path | bytes,
+        features: Sequence[FeatureSpec],
+        *,
+        version: str = "",
+        outputs: Outputs | None = None,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+    ) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = inter_op_threads
@@ -36,21 +59,45 @@ class OnnxModel:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.log_severity_level = 3
+        source = str(model) if isinstance(model, Path) else model
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ArtifactError(f"{manifest.version}: model.onnx does not load: {exc}") from None
-        self.version = manifest.version
-        self.columns = [(f.name, f.dtype in NUMERIC) for f in manifest.features]
-        inputs = {i.name for i in self.session.get_inputs()}
-        missing = [name for name, _ in self.columns if name not in inputs]
-        if missing or len(inputs) != len(self.columns):
-            raise ArtifactError(f"{manifest.version}: model inputs {sorted(inputs)} do not match the manifest features")
+            raise ArtifactError(f"{version}: model.onnx does not load: {exc}") from None
+        outputs = outputs or Outputs()
+        self.version = version
+        self.columns = [(f.name, f.dtype in NUMERIC) for f in features]
+        if self.input_names != [name for name, _ in self.columns]:
+            raise ArtifactError(f"{version}: model inputs {self.input_names} do not match the features")
         outs = [o.name for o in self.session.get_outputs()]
-        if manifest.outputs.label not in outs or manifest.outputs.probabilities not in outs:
-            raise ArtifactError(f"{manifest.version}: model outputs {outs} lack label/probabilities")
-        self._outputs = [manifest.outputs.label, manifest.outputs.probabilities]
-        self._positive = manifest.outputs.classes.index(manifest.outputs.positive_class)
+        if outputs.label not in outs or outputs.probabilities not in outs:
+            raise ArtifactError(f"{version}: model outputs {outs} lack label/probabilities")
+        self._outputs = [outputs.label, outputs.probabilities]
+        self._positive = outputs.classes.index(outputs.positive_class)
+
+    @classmethod
+    def from_manifest(
+        cls, path: Path, manifest: Manifest, intra_op_threads: int = 1, inter_op_threads: int = 1
+    ) -> OnnxModel:
+        return cls(
+            path,
+            manifest.features,
+            version=manifest.version,
+            outputs=manifest.outputs,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+        )
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    def describe(self) -> dict[str, Any]:
+        """Names, element types and shapes of the graph's inputs and outputs."""
+        return {
+            "inputs": [(i.name, i.type, i.shape) for i in self.session.get_inputs()],
+            "outputs": [(o.name, o.type, o.shape) for o in self.session.get_outputs()],
+        }
 
     def feeds(self, rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
         """Input tensors for rows holding every feature by name."""
@@ -82,3 +129,7 @@ class OnnxModel:
 
     def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         return self.run(self.feeds(rows))
+
+    def predict_columns(self, columns: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Predict whole columns (a DataFrame or a mapping of name -> sequence)."""
+        return self.run(self.feeds_from_columns({name: columns[name] for name, _ in self.columns}))

@@ -9,19 +9,17 @@ The ONNX graph has one input per feature, named as the feature, shape
 as NaN), strings as string tensors. Its outputs are ``label`` (int64 ``[N]``)
 and ``probabilities`` (float32 ``[N, 2]``).
 
-Training-side checks run the graph with onnxruntime here, single-threaded so
-that a recorded expected output is bit-for-bit reproducible; the service runs
-it through ``app.runtime``.
+Training-side checks run the graph through ``app.runtime`` — the service's
+own feeds and session settings (single-threaded, so a recorded expected
+output is bit-for-bit reproducible) — so the manifest sample's expected
+output is what the service computes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -66,18 +64,6 @@ def export_onnx(pipeline: Pipeline, features: Sequence[Feature]) -> bytes:
     return bytes(onx.SerializeToString())
 
 
-def onnx_inputs(frame: pd.DataFrame, features: Sequence[Feature]) -> dict[str, np.ndarray]:
-    """ONNX feeds for model-input rows: float32 (NaN for null) or object columns."""
-    feeds: dict[str, np.ndarray] = {}
-    for f in features:
-        column = frame[f.name]
-        if f.dtype == "string":
-            feeds[f.name] = column.to_numpy(dtype=object).reshape(-1, 1)
-        else:
-            feeds[f.name] = column.to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
-    return feeds
-
-
 def threshold_ties(pipeline: Pipeline, frame: pd.DataFrame, tolerance: float = 1e-5) -> np.ndarray:
     """Which rows sit on one of the model's tree split thresholds (bool per row).
 
@@ -100,30 +86,3 @@ def threshold_ties(pipeline: Pipeline, frame: pd.DataFrame, tolerance: float = 1
     threshold = np.concatenate([t.threshold[t.feature >= 0] for t in trees])
     near = np.abs(z[:, feature] - threshold) <= tolerance * np.maximum(1.0, np.abs(threshold))
     return np.asarray(near.any(axis=1))
-
-
-class OnnxModel:
-    """An onnxruntime session over a serialized model, for training-side checks."""
-
-    def __init__(self, model: bytes | Path) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        source = str(model) if isinstance(model, Path) else model
-        self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-    @property
-    def input_names(self) -> list[str]:
-        return [i.name for i in self._session.get_inputs()]
-
-    def describe(self) -> dict[str, Any]:
-        """Names, element types and shapes of the graph's inputs and outputs."""
-        return {
-            "inputs": [(i.name, i.type, i.shape) for i in self._session.get_inputs()],
-            "outputs": [(o.name, o.type, o.shape) for o in self._session.get_outputs()],
-        }
-
-    def predict(self, frame: pd.DataFrame, features: Sequence[Feature]) -> tuple[np.ndarray, np.ndarray]:
-        """``(label [N] int64, probabilities [N, 2] float32)``."""
-        label, probabilities = self._session.run(["label", "probabilities"], onnx_inputs(frame, features))
-        return np.asarray(label), np.asarray(probabilities)

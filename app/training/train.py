@@ -53,9 +53,11 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from app.errors import ArtifactError
 from app.registry import set_alias, sha256_file
-from app.training.data import FEATURE_NAMES, FEATURES, generate_events, generate_users, model_frame, write_feature_table
-from app.training.export import OnnxModel, build_pipeline, export_onnx, threshold_ties
+from app.runtime import OnnxModel
+from app.training.data import FEATURES, generate_events, generate_users, model_frame, write_feature_table
+from app.training.export import build_pipeline, export_onnx, threshold_ties
 from app.training.manifest import build_manifest, feature_reference, prediction_reference, sample_candidates
 
 log = logging.getLogger(__name__)
@@ -145,16 +147,17 @@ def fit_version(version: str, data: Dataset, seed: int) -> Artifact:
     pipeline = build_pipeline(FEATURES, estimator)
     pipeline.fit(model_frame(data.train), data.train["label"].to_numpy())
     onnx = export_onnx(pipeline, FEATURES)
-    model = OnnxModel(onnx)
-    if model.input_names != list(FEATURE_NAMES):
-        raise TrainingError(f"{version}: ONNX inputs {model.input_names} != features {list(FEATURE_NAMES)}")
+    try:
+        model = OnnxModel(onnx, FEATURES, version=version)
+    except ArtifactError as exc:
+        raise TrainingError(exc.message) from None
 
     sample = _checked_sample(version, data, pipeline, model)
 
     holdout_frame = model_frame(data.holdout)
     y = data.holdout["label"].to_numpy()
-    holdout_label, holdout_proba = model.predict(holdout_frame, FEATURES)
-    diff = np.abs(holdout_proba[:, 1].astype(np.float64) - pipeline.predict_proba(holdout_frame)[:, 1])
+    holdout_label, holdout_positive = model.predict_columns(holdout_frame)
+    diff = np.abs(holdout_positive.astype(np.float64) - pipeline.predict_proba(holdout_frame)[:, 1])
     apart = np.flatnonzero(diff > HOLDOUT_TOLERANCE)
     unexplained = apart[~threshold_ties(pipeline, holdout_frame.iloc[apart])]
     if len(unexplained):
@@ -163,7 +166,7 @@ def fit_version(version: str, data: Dataset, seed: int) -> Artifact:
             f" (max diff {diff[unexplained].max():.3g}), not explained by split-threshold ties"
         )
 
-    positive = np.clip(holdout_proba[:, 1].astype(np.float64), 1e-7, 1 - 1e-7)
+    positive = np.clip(holdout_positive.astype(np.float64), 1e-7, 1 - 1e-7)
     metrics: dict[str, float | int] = {
         "roc_auc": round(float(roc_auc_score(y, positive)), 6),
         "accuracy": round(float(accuracy_score(y, holdout_label)), 6),
@@ -176,7 +179,7 @@ def fit_version(version: str, data: Dataset, seed: int) -> Artifact:
         estimator=type(estimator).__name__,
         features=FEATURES,
         sample=sample,
-        reference={"features": data.reference, "prediction": prediction_reference(holdout_proba[:, 1])},
+        reference={"features": data.reference, "prediction": prediction_reference(holdout_positive)},
         metrics=metrics,
         files={},
     )
@@ -198,8 +201,8 @@ def _checked_sample(version: str, data: Dataset, pipeline: Pipeline, model: Onnx
     worst = 0.0
     for request, row in data.samples:
         frame = model_frame([row])
-        label, probabilities = model.predict(frame, FEATURES)
-        expected = float(probabilities[0, 1])
+        label, positive = model.predict_columns(frame)
+        expected = float(positive[0])
         diff = abs(expected - float(pipeline.predict_proba(frame)[0, 1]))
         if diff <= SAMPLE_TOLERANCE:
             return {"request": request, "row": row, "expected": {"prediction": int(label[0]), "probability": expected}}

@@ -142,7 +142,7 @@ class TestSkew:
     def test_feed_matches_training_frame(self, trained, table, bodies, version):
         """The tensors the server builds equal the training frame column by column (float32, NaN for null)."""
         manifest = Registry(trained.models_dir).verify(version)
-        runtime = OnnxModel(trained.models_dir / version / "model.onnx", manifest)
+        runtime = OnnxModel.from_manifest(trained.models_dir / version / "model.onnx", manifest)
         rows = [{**table[b["user_id"]], **b["features"]} for b in bodies]
         assert feed_matches_frame(runtime, rows, model_frame(rows)) == []
 
@@ -161,7 +161,7 @@ class TestSkew:
         app = create_app(trained.settings(selfcheck_tolerance=1.0))
         with serving(app) as client:
             model = app.state.container.pool.get("production")
-            model.runtime = SkewedOnnxModel(trained.models_dir / "v2" / "model.onnx", model.manifest)
+            model.runtime = SkewedOnnxModel.from_manifest(trained.models_dir / "v2" / "model.onnx", model.manifest)
             mismatches = compare(client, pipeline, "v2", bodies, table)
         nulls = {i for i, b in enumerate(bodies) if b["features"]["score"] is None}
         assert mismatches, "the skewed transform went unnoticed"

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from app.registry import set_alias, sha256_file
+from app.runtime import OnnxModel
 from app.training.data import (
     FEATURE_NAMES,
     FEATURES,
@@ -26,7 +27,7 @@ from app.training.data import (
     generate_users,
     model_frame,
 )
-from app.training.export import OnnxModel, threshold_ties
+from app.training.export import threshold_ties
 from app.training.reference import PREDICTION_EDGES, categorical_reference, histogram, numeric_reference
 from app.training.train import prepare, train
 
@@ -203,7 +204,7 @@ class TestArtifacts:
 
     def test_onnx_graph_has_one_input_per_feature(self, trained: Path) -> None:
         """Inputs are named and typed as the features, [None, 1]; outputs are label and probabilities."""
-        graph = OnnxModel(trained / "models" / "v2" / "model.onnx").describe()
+        graph = OnnxModel(trained / "models" / "v2" / "model.onnx", FEATURES).describe()
         expected = [(f.name, "tensor(string)" if f.dtype == "string" else "tensor(float)") for f in FEATURES]
         assert [(name, kind) for name, kind, _ in graph["inputs"]] == expected
         assert all(shape[1] == 1 for _, _, shape in graph["inputs"])
@@ -233,8 +234,8 @@ class TestArtifacts:
         bodies = generate_requests(400, 11, table)
         frame = model_frame([resolve(b, table) for b in bodies])
         pipeline = joblib.load(trained / "models" / version / "pipeline.joblib")
-        _, onnx_proba = OnnxModel(trained / "models" / version / "model.onnx").predict(frame, FEATURES)
-        diff = np.abs(onnx_proba[:, 1] - pipeline.predict_proba(frame)[:, 1])
+        _, onnx_positive = OnnxModel(trained / "models" / version / "model.onnx", FEATURES).predict_columns(frame)
+        diff = np.abs(onnx_positive - pipeline.predict_proba(frame)[:, 1])
         apart = np.flatnonzero(diff > 1e-5)
         assert len(apart) <= 4
         assert threshold_ties(pipeline, frame.iloc[apart]).all()
@@ -290,8 +291,8 @@ class TestManifest:
         """sample.expected is the ONNX output for sample.row, and the pipeline agrees within 1e-5."""
         sample = manifest(trained, version)["sample"]
         frame = model_frame([sample["row"]])
-        label, proba = OnnxModel(trained / "models" / version / "model.onnx").predict(frame, FEATURES)
-        assert sample["expected"] == {"prediction": int(label[0]), "probability": float(proba[0, 1])}
+        label, positive = OnnxModel(trained / "models" / version / "model.onnx", FEATURES).predict_columns(frame)
+        assert sample["expected"] == {"prediction": int(label[0]), "probability": float(positive[0])}
         pipeline = joblib.load(trained / "models" / version / "pipeline.joblib")
         assert abs(pipeline.predict_proba(frame)[0, 1] - sample["expected"]["probability"]) <= 1e-5
 
