@@ -103,7 +103,9 @@ def register(add: Add) -> None:
     sp.add_argument("--version", default=None, help="version or alias to score with (default: production)")
     sp.add_argument("--rejects", type=Path, default=None, help="rejected rows (default: OUTPUT.rejects.jsonl)")
     sp.add_argument("--chunk-rows", type=int, default=100_000, help="rows per chunk (default 100000)")
-    sp.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    sp.add_argument(
+        "--threads", type=int, default=1, help="onnxruntime threads (default 1: the other core reads and writes)"
+    )
     sp.add_argument("--sink", default=None, metavar="URL", help="also POST results to this URL")
     sp.add_argument("--sink-batch", type=int, default=1000, help="rows per POST (default 1000)")
     sp.add_argument("--sink-concurrency", type=int, default=32, help="POSTs in flight (default 32)")

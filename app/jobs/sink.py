@@ -1,0 +1,90 @@
+"""POSTing batch results to an HTTP sink: async, bounded concurrency, retries with jitter.
+
+Each POST carries an ``Idempotency-Key`` header that is the same on every
+retry and on a rerun of the job, so a sink that remembers keys stores each
+batch once even when a response was lost. Retried: connection errors and
+timeouts, 408, 429 and 5xx — after ``min(cap, base · 2^attempt)`` scaled by a
+uniform random factor (full jitter), or the ``Retry-After`` the sink asked
+for if that is longer. Any other status fails the job at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from app.errors import ModelServeError
+
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class SinkFailed(ModelServeError):
+    pass
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+class Sink:
+    def __init__(
+        self,
+        url: str,
+        *,
+        concurrency: int = 32,
+        retries: int = 6,
+        timeout: float = 30.0,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 5.0,
+        rand: Callable[[], float] = random.random,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._rand = rand
+        self._slots = asyncio.Semaphore(concurrency)
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, trust_env=False)
+        self.posts = 0
+        self.retried = 0
+
+    async def post(self, key: str, payload: dict[str, Any]) -> None:
+        body = orjson.dumps(payload)
+        headers = {"content-type": "application/json", "idempotency-key": key}
+        async with self._slots:
+            for attempt in range(self.retries + 1):
+                wait = 0.0
+                try:
+                    response = await self._client.post(self.url, content=body, headers=headers)
+                except httpx.TransportError as exc:
+                    problem = f"{type(exc).__name__}"
+                else:
+                    if response.is_success:
+                        self.posts += 1
+                        return
+                    if response.status_code not in RETRY_STATUS:
+                        raise SinkFailed(f"sink {self.url} refused batch {key}: HTTP {response.status_code}")
+                    problem = f"HTTP {response.status_code}"
+                    wait = _retry_after(response)
+                if attempt == self.retries:
+                    raise SinkFailed(f"sink {self.url}: batch {key} failed after {attempt + 1} attempts ({problem})")
+                ceiling = min(self.backoff_cap, self.backoff_base * 2**attempt)
+                self.retried += 1
+                await asyncio.sleep(max(wait, ceiling * self._rand()))
+
+    async def post_all(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        await asyncio.gather(*(self.post(k, p) for k, p in items))
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,194 @@
+"""``modelserve batch`` end to end: counts, parity with /predict, the sink, and resuming."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from app.cli import main
+from app.errors import ModelServeError
+from app.jobs.batch import BatchOptions, run_batch
+from app.main import create_app
+from app.training.data import generate_requests
+from tests.conftest import Workspace, serving
+
+
+def flat_rows(ws: Workspace, n: int, seed: int) -> list[dict[str, Any]]:
+    users = pd.read_parquet(ws.feature_table)
+    return [
+        {"user_id": b["user_id"], **b["features"], "request_id": f"r-{i}"}
+        for i, b in enumerate(generate_requests(n, seed=seed, users_df=users))
+    ]
+
+
+def with_bad_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = [dict(r) for r in rows]
+    rows[3]["amount"] = float("inf")  # finite_number
+    rows[10]["user_id"] = "u-unknown"  # unknown user (the feature server)
+    rows[17]["device"] = None  # null where not nullable
+    rows[25]["user_id"] = ""  # too short
+    return rows
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def rejects(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+class TestCounts:
+    @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+    def test_rows_in_equal_rows_out_plus_rejects(self, trained: Workspace, tmp_path: Path, fmt: str) -> None:
+        """Every input row is either in the output or in the rejects file with its reasons."""
+        rows = with_bad_rows(flat_rows(trained, 500, seed=21))
+        src = tmp_path / f"in.{fmt}"
+        if fmt == "parquet":
+            write_parquet(rows, src)
+        elif fmt == "csv":
+            pd.DataFrame(rows).to_csv(src, index=False)
+        else:
+            src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        out = tmp_path / "out.parquet"
+        summary = run_batch(trained.settings(), BatchOptions(src, out, chunk_rows=128, progress=False))
+        table = pq.read_table(out)
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert summary.rows_in == 500 == table.num_rows + len(bad)
+        assert sorted(r["row"] for r in bad) == [3, 10, 17, 25]
+        assert all(r["errors"] and r["errors"][0]["msg"] for r in bad)
+        assert table.column("request_id").to_pylist() == [
+            r["request_id"] for i, r in enumerate(rows) if i not in {3, 10, 17, 25}
+        ]
+        assert set(table.column_names) >= {"user_id", "amount", "prediction", "probability", "model_version"}
+        assert not (tmp_path / "out.parquet.parts").exists()
+
+    def test_cli_writes_csv_and_prints_a_summary(
+        self, trained: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The command writes CSV output, prints a summary, and refuses unknown columns on one line."""
+        monkeypatch.setenv("MODELSERVE_FEATURE_TABLE", str(trained.feature_table))
+        src = write_parquet(flat_rows(trained, 50, seed=2), tmp_path / "in.parquet")
+        args = ["--models-dir", str(trained.models_dir), "batch", str(src), str(tmp_path / "o.csv"), "--no-progress"]
+        assert main(args) == 0
+        assert "50 written" in capsys.readouterr().err
+        assert len(pd.read_csv(tmp_path / "o.csv")) == 50
+        bad = write_parquet([{**r, "extra": 1} for r in flat_rows(trained, 5, seed=2)], tmp_path / "bad.parquet")
+        assert main([*args[:3], str(bad), str(tmp_path / "o2.csv"), "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: input unknown columns ['extra']") and len(err.strip().splitlines()) == 1
+
+
+class TestParity:
+    def test_same_rows_give_identical_probabilities_via_predict_and_batch(
+        self, trained: Workspace, tmp_path: Path
+    ) -> None:
+        """Each row's probability from batch equals the one /predict answers, bit for bit."""
+        rows = flat_rows(trained, 300, seed=33)
+        out = tmp_path / "out.parquet"
+        run_batch(trained.settings(), BatchOptions(write_parquet(rows, tmp_path / "in.parquet"), out, progress=False))
+        batch = pq.read_table(out).to_pylist()
+        with serving(create_app(trained.settings())) as client:
+            for row, got in zip(rows, batch, strict=True):
+                features = {k: row[k] for k in ("amount", "device", "score", "first_purchase")}
+                answer = client.post("/predict", json={"user_id": row["user_id"], "features": features}).json()
+                assert answer["probability"] == got["probability"]
+                assert answer["prediction"] == got["prediction"]
+                assert answer["model_version"] == got["model_version"]
+
+
+class FlakySink:
+    """A sink that fails some POSTs (503, with and without Retry-After) and remembers idempotency keys."""
+
+    def __init__(self, fail_every: int = 3, refuse_chunk: int | None = None) -> None:
+        self.fail_every = fail_every
+        self.refuse_chunk = refuse_chunk
+        self.attempts: dict[str, int] = {}
+        self.stored: dict[str, list[dict[str, Any]]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        key = request.headers["Idempotency-Key"]
+        body = orjson.loads(request.get_data())
+        with self.lock:
+            n = self.attempts[key] = self.attempts.get(key, 0) + 1
+            if self.refuse_chunk is not None and body["chunk"] == self.refuse_chunk:
+                return Response("no", status=400)
+            if n == 1 and hash(key) % self.fail_every == 0:
+                return Response("busy", status=503, headers={"Retry-After": "0"})
+            if n == 1 and hash(key) % self.fail_every == 1:
+                return Response("oops", status=502)
+            self.stored.setdefault(key, body["rows"])
+        return Response("{}", status=200, content_type="application/json")
+
+
+class TestSink:
+    def test_flaky_sink_loses_nothing(self, trained: Workspace, tmp_path: Path, httpserver: HTTPServer) -> None:
+        """With a third of first attempts failing, every output row reaches the sink exactly once per key."""
+        sink = FlakySink()
+        httpserver.expect_request("/sink", method="POST").respond_with_handler(sink)
+        rows = with_bad_rows(flat_rows(trained, 1000, seed=44))
+        options = BatchOptions(
+            write_parquet(rows, tmp_path / "in.parquet"),
+            tmp_path / "out.parquet",
+            chunk_rows=256,
+            sink=httpserver.url_for("/sink"),
+            sink_batch=50,
+            sink_concurrency=8,
+            progress=False,
+        )
+        summary = run_batch(trained.settings(), options)
+        posted = sorted(r["row"] for batch in sink.stored.values() for r in batch)
+        assert posted == sorted(set(range(1000)) - {3, 10, 17, 25})
+        assert summary.post_retries > 0 and any(n > 1 for n in sink.attempts.values())
+        table = pq.read_table(tmp_path / "out.parquet")
+        by_row = {r["row"]: r for batch in sink.stored.values() for r in batch}
+        assert [by_row[i]["probability"] for i in posted] == table.column("probability").to_pylist()
+
+
+class TestResume:
+    def test_rerun_after_interruption_does_not_duplicate(
+        self, trained: Workspace, tmp_path: Path, httpserver: HTTPServer
+    ) -> None:
+        """A run stopped at chunk 2 (the sink refuses it) leaves a checkpoint; the rerun posts and
+        writes only the remaining chunks, and the output has every row exactly once."""
+        first = FlakySink(fail_every=10**9, refuse_chunk=2)
+        httpserver.expect_request("/sink", method="POST").respond_with_handler(first)
+        rows = flat_rows(trained, 1000, seed=55)
+        src = write_parquet(rows, tmp_path / "in.parquet")
+        out = tmp_path / "out.parquet"
+
+        def options() -> BatchOptions:
+            return BatchOptions(
+                src, out, chunk_rows=200, sink=httpserver.url_for("/sink"), sink_batch=100, progress=False
+            )
+
+        with pytest.raises(ModelServeError, match="refused"):
+            run_batch(trained.settings(), options())
+        assert not out.exists()
+        checkpoint = orjson.loads((tmp_path / "out.parquet.parts" / "checkpoint.json").read_bytes())
+        assert set(checkpoint["done"]) >= {"0", "1"} and "2" not in checkpoint["done"]
+        done_before = {int(k) for k in checkpoint["done"]}
+        keys_before = set(first.stored)
+
+        httpserver.clear()
+        second = FlakySink(fail_every=10**9)
+        httpserver.expect_request("/sink", method="POST").respond_with_handler(second)
+        summary = run_batch(trained.settings(), options())
+        assert summary.chunks_skipped == len(done_before)
+        assert not (set(second.attempts) & keys_before)  # nothing posted twice
+        assert {int(k.split("-")[1]) for k in second.stored} == set(range(5)) - done_before
+        posted = sorted(r["row"] for s in (first, second) for batch in s.stored.values() for r in batch)
+        assert posted == list(range(1000))
+        table = pq.read_table(out)
+        assert table.column("request_id").to_pylist() == [r["request_id"] for r in rows]
