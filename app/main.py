@@ -120,7 +120,7 @@ def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:
     for name, sub in (("PredictRequest", decoder.json_schema()), ("BatchRequest", decoder.batch_json_schema())):
         sub = dict(sub)
         for def_name, definition in sub.pop("$defs", {}).items():
-            components[def_name] = definition
+            components[def_name] = _rewrite_refs(definition)  # nested $refs must point into components too
         components[name] = _rewrite_refs(sub)
     app.openapi_schema = schema
     return schema

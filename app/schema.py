@@ -41,7 +41,8 @@ ATTRIBUTES = Annotated[
         Annotated[StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")],
         Annotated[StrictStr, Field(max_length=MAX_STRING)] | StrictInt | StrictBool,
     ],
-    Field(max_length=32),
+    # The schema must refuse names outside the pattern too, as the decoder does.
+    Field(max_length=32, json_schema_extra={"additionalProperties": False}),
 ]
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)

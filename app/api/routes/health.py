@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from app.api.deps import ContainerDep
 
@@ -29,7 +29,7 @@ async def ready(container: ContainerDep) -> Response:
     return Response(orjson.dumps(body), status_code=503, media_type="application/json", headers={"Retry-After": "1"})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)  # documents the text exposition format
 async def metrics(container: ContainerDep) -> Response:
     """Prometheus text exposition."""
     return Response(generate_latest(container.metrics.exposition_registry()), media_type=CONTENT_TYPE_LATEST)

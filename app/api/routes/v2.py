@@ -47,6 +47,16 @@ class V2Route(APIRoute):
 
 router = APIRouter(prefix="/v2", tags=["v2"], route_class=V2Route)
 
+NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "Not ready (starting, failed self-check, draining)"}}
+MODEL_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown model or version"}, **NOT_READY}
+INFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid input: every offending tensor named"},
+    404: {"description": "Unknown model, version or user"},
+    413: {"description": "Body too large"},
+    415: {"description": "Not JSON"},
+    **NOT_READY,
+}
+
 
 def get_v2(request: Request) -> V2Service:
     service: V2Service | None = getattr(request.app.state, "v2", None)
@@ -75,7 +85,7 @@ async def server_live() -> Response:
     return _json({"live": True})
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=NOT_READY)
 async def server_ready(container: ContainerDep) -> Response:
     """200 once the primary model is warm and self-checked; 503 before that and while draining."""
     if container.health.is_ready:
@@ -83,15 +93,15 @@ async def server_ready(container: ContainerDep) -> Response:
     return _json({"ready": False, "error": f"not ready: {container.health.reason}"}, 503, {"Retry-After": "1"})
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}", responses=MODEL_ERRORS)
+@router.get("/models/{name}/versions/{version}", responses=MODEL_ERRORS)
 async def model_metadata(name: str, v2: V2Dep, version: str | None = None) -> Response:
     """Inputs (one per request feature, plus ``user_id`` when store features exist) and outputs."""
     return _json(v2.metadata(v2.resolve(name, version)))
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/ready", responses=MODEL_ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", responses=MODEL_ERRORS)
 async def model_ready(name: str, v2: V2Dep, container: ContainerDep, version: str | None = None) -> Response:
     """200 when the named model is loaded and the service is ready; 404 for an unknown model."""
     v2.resolve(name, version)
@@ -100,8 +110,8 @@ async def model_ready(name: str, v2: V2Dep, container: ContainerDep, version: st
     return _json({"name": name, "ready": False, "error": f"not ready: {container.health.reason}"}, 503)
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/infer", responses=INFER_ERRORS)
+@router.post("/models/{name}/versions/{version}/infer", responses=INFER_ERRORS)
 async def infer(
     request: Request, name: str, v2: V2Dep, predictor: PredictorDep, container: ContainerDep, version: str | None = None
 ) -> Response:
