@@ -53,20 +53,28 @@ class Sink:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._rand = rand
-        self._slots = asyncio.Semaphore(concurrency)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, trust_env=False)
+        # One single-connection client per slot rather than one pool of ``concurrency``
+        # connections: httpcore's pool rescans every connection on each request, which
+        # measured ~12 ms of CPU per POST at 50 in flight (and sequential speed overall).
+        self._clients: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        self._all: list[httpx.AsyncClient] = []
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        for _ in range(concurrency):
+            client = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, trust_env=False)
+            self._all.append(client)
+            self._clients.put_nowait(client)
         self.posts = 0
         self.retried = 0
 
     async def post(self, key: str, payload: dict[str, Any]) -> None:
         body = orjson.dumps(payload)
         headers = {"content-type": "application/json", "idempotency-key": key}
-        async with self._slots:
+        client = await self._clients.get()
+        try:
             for attempt in range(self.retries + 1):
                 wait = 0.0
                 try:
-                    response = await self._client.post(self.url, content=body, headers=headers)
+                    response = await client.post(self.url, content=body, headers=headers)
                 except httpx.TransportError as exc:
                     problem = f"{type(exc).__name__}"
                 else:
@@ -82,9 +90,11 @@ class Sink:
                 ceiling = min(self.backoff_cap, self.backoff_base * 2**attempt)
                 self.retried += 1
                 await asyncio.sleep(max(wait, ceiling * self._rand()))
+        finally:
+            self._clients.put_nowait(client)
 
     async def post_all(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         await asyncio.gather(*(self.post(k, p) for k, p in items))
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await asyncio.gather(*(c.aclose() for c in self._all))

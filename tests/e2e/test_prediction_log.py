@@ -57,8 +57,8 @@ class TestPredictionLogUnderLoad:
         env = workspace.env(
             MODELSERVE_LOG_DIR=str(log_dir),
             MODELSERVE_LOG_FLUSH_SECONDS="5",  # nothing written before SIGTERM unless batches fill
-            MODELSERVE_LOG_BATCH_SIZE="500",
-            MODELSERVE_LOG_MAX_BYTES="20000",  # several rotations during the run
+            MODELSERVE_LOG_BATCH_SIZE="20",
+            MODELSERVE_LOG_MAX_BYTES="4096",  # several rotations during the run
             MODELSERVE_SHUTDOWN_DRAIN_SECONDS="0",
         )
         with ServerProcess(env, tmp_path / "server.log") as server:
