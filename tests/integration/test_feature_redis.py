@@ -120,7 +120,8 @@ class TestRedisFailure:
             redis_connect_timeout_ms=5.0,
             redis_timeout_ms=5.0,
             redis_breaker_threshold=3,
-            redis_breaker_cooldown_seconds=0.5,
+            # Long enough that no half-open probe happens inside the loop, however slow the machine.
+            redis_breaker_cooldown_seconds=60,
         )
         assert server.redis is not None
         await server.get(users[0])  # connects while healthy
@@ -137,6 +138,7 @@ class TestRedisFailure:
         assert 1 <= errors <= 3 and errors + skipped == 10
 
         redis_server.thaw()
+        server.redis.breaker.cooldown = 0.5
         await asyncio.sleep(0.6)
         # The probe may still meet a backlog of answers the frozen server owed; allow a few cool-downs.
         deadline = time.monotonic() + 10
