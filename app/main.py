@@ -29,7 +29,16 @@ from app.settings import Settings
 log = logging.getLogger("modelserve")
 
 
-def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, container: Container | None = None, *, warm_before_listening: bool = False
+) -> FastAPI:
+    """The app. ``warm_before_listening`` holds the lifespan until the model is ready.
+
+    A single server loads in the background so its probes answer while it
+    warms up. A supervised worker (``--workers N``) waits instead: its
+    siblings serve meanwhile, and a worker that replaces a dead one must not
+    take connections off the shared socket only to answer 503.
+    """
     c = container or build_container(settings)
 
     @asynccontextmanager
@@ -39,6 +48,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         # (what a startupProbe expects).
         app.state.startup = asyncio.create_task(_start(c))
         _install_drain_handler(c)
+        if warm_before_listening:
+            await asyncio.shield(app.state.startup)
         try:
             yield
         finally:
@@ -59,7 +70,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(admin.router)
-    app.add_middleware(MetricsMiddleware, metrics=c.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=c.metrics, health=c.health)
     app.openapi = lambda: _openapi(app, c)  # type: ignore[method-assign]
     return app
 

@@ -98,7 +98,7 @@ def _mark_dead(pids: set[int | None]) -> None:
 
 def worker_app() -> FastAPI:
     """App factory for supervised workers: settings from the environment; a failed start-up exits the worker."""
-    app = create_app(Settings())
+    app = create_app(Settings(), warm_before_listening=True)
 
     def fail(reason: str) -> None:
         log.error("start-up failed: %s", reason)

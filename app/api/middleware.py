@@ -13,15 +13,25 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.health import Health
 from app.telemetry.metrics import Metrics
 
 _CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    """Counts and times every HTTP request; while draining, asks clients to close their connection.
+
+    ``Connection: close`` during the drain window makes keep-alive clients
+    reconnect for their next request (and meet a clean refusal once the
+    listener has closed) instead of racing the server's close of an idle
+    keep-alive connection.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, health: Health) -> None:
         self.app = app
         self.metrics = metrics
+        self.health = health
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -35,6 +45,8 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self.health.draining:
+                    message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             await send(message)
 
         try:
