@@ -86,8 +86,13 @@ class ModelCandidate:
 
 
 def log_sink(record: dict[str, Any]) -> None:
-    """One JSON line per record on the ``modelserve.shadow`` logger (when there is no prediction log)."""
-    record_log.info(orjson.dumps(record).decode())
+    """One JSON line per record on the ``modelserve.shadow`` logger (when there is no prediction log).
+
+    At DEBUG level: without a prediction log, shadow records are opt-in
+    (``MODELSERVE_LOG_LEVEL=debug``) rather than a line on stderr per request.
+    """
+    if record_log.isEnabledFor(logging.DEBUG):
+        record_log.debug(orjson.dumps(record).decode())
 
 
 class Shadow:

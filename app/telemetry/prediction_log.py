@@ -10,9 +10,10 @@ A writer thread wakes every ``flush_seconds`` (or as soon as ``batch_size``
 records are queued), serialises what is queued with orjson and writes it in
 one ``write`` per batch, so the event loop never touches the disk. Files::
 
-    <dir>/predictions-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.jsonl
+    <dir>/predictions-<UTC yyyymmddTHHMMSS>-<host>-<pid>-<seq>.jsonl
 
-(the pid keeps several workers apart) are rotated when they reach
+(host and pid keep writers apart: several workers, and several pods sharing
+one log volume, where every container's pid is 1) are rotated when they reach
 ``max_bytes`` or are older than ``max_age_seconds``. ``close()`` (the
 container's shutdown hook) stops the writer after it has written everything
 queued so far; records submitted after that are counted as dropped.
@@ -40,6 +41,8 @@ import hashlib
 import hmac
 import logging
 import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -106,6 +109,7 @@ class PredictionLog:
         self._size = 0
         self._seq = 0
         self._pid = os.getpid()
+        self._host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:63] or "host"
         self.files: list[Path] = []
         """Every file this log has opened, oldest first."""
 
@@ -228,7 +232,7 @@ class PredictionLog:
     def _open_file(self, now: float) -> None:
         self._seq += 1
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
-        path = self.directory / f"{FILE_PREFIX}{stamp}-{self._pid}-{self._seq}{FILE_SUFFIX}"
+        path = self.directory / f"{FILE_PREFIX}{stamp}-{self._host}-{self._pid}-{self._seq}{FILE_SUFFIX}"
         self.directory.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._path = path

@@ -88,14 +88,15 @@ class TestFormat:
             "timestamp": "2023-11-14T22:13:20Z",
         }
 
-    def test_file_name_carries_time_pid_and_sequence(self, tmp_path: Path) -> None:
-        """Files are predictions-<UTC stamp>-<pid>-<seq>.jsonl so workers never share one."""
+    def test_file_name_carries_time_host_pid_and_sequence(self, tmp_path: Path) -> None:
+        """Files are predictions-<UTC stamp>-<host>-<pid>-<seq>.jsonl so workers and pods never share one."""
         import os
+        import socket
 
         plog = PredictionLog(tmp_path, Metrics(), clock=FakeClock())
         plog.listener(record(), None)
         plog.close_sync()
-        assert [p.name for p in plog.files] == [f"predictions-20231114T221320-{os.getpid()}-1.jsonl"]
+        assert [p.name for p in plog.files] == [f"predictions-20231114T221320-{socket.gethostname()}-{os.getpid()}-1.jsonl"]
 
 
 class TestUserIdHashing:
