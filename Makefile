@@ -27,8 +27,9 @@ models/production: | $(STAMP)
 models: install
 	$(BIN)/modelserve train --force
 
+# The prediction log goes to logs/ (query it with `modelserve query`, `modelserve drift`).
 run: install models/production
-	$(BIN)/modelserve serve --host $(HOST) --port $(PORT)
+	MODELSERVE_LOG_DIR=$${MODELSERVE_LOG_DIR:-logs} $(BIN)/modelserve serve --host $(HOST) --port $(PORT)
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,8 +43,13 @@ lint: install
 	$(BIN)/mypy app
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/lint-deploy.sh
 
+# Each suite prints a Markdown table (also written under bench/results/).
 bench: install system-deps models/production
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.features
+	$(BIN)/python -m bench.rollout
+	$(BIN)/python -m bench.jobs
+	$(BIN)/python -m bench.v2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
