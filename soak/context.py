@@ -147,6 +147,9 @@ class Soak:
         return os.readlink(self.models_dir / alias)
 
     # --- resources -------------------------------------------------------------
+    def server_threads(self) -> int:
+        return int(psutil.Process(self.server.proc.pid).num_threads())
+
     def rss_bytes(self) -> int:
         proc = psutil.Process(self.server.proc.pid)
         total = proc.memory_info().rss

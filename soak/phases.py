@@ -15,9 +15,11 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from soak import candidates
 from soak.context import Soak
 from soak.report import PhaseResult
 
@@ -297,13 +299,87 @@ def _one_version(s: Soak) -> str | None:
 
 
 # --- shadow (candidate) ------------------------------------------------------------------
-async def candidate_faults(s: Soak) -> list[PhaseResult]:
-    out = []
-    for mode in ("raise", "hang"):
-        r = PhaseResult(f"candidate-{mode}", f"the shadow candidate {'raises' if mode == 'raise' else 'hangs'}")
-        r.skipped = "no way to make the candidate raise or hang in a real process in this build"
-        out.append(r)
-    return out
+def _shadow_state(s: Soak) -> dict[str, Any] | None:
+    r = s.get("/admin/models", headers=s.admin_headers())
+    if r.status_code != 200:
+        return None
+    shadow = r.json().get("shadow")
+    return shadow if isinstance(shadow, dict) else None
+
+
+def _outcomes(s: Soak) -> dict[str, float]:
+    return {
+        o: s.metric_sum("modelserve_shadow_predictions_total", outcome=o) for o in ("ok", "error", "timeout", "dropped")
+    }
+
+
+async def _point_candidate(s: Soak, version: str) -> bool:
+    tmp = s.models_dir / ".candidate.soak-tmp"
+    os.symlink(version, tmp)
+    os.replace(tmp, s.models_dir / "candidate")
+    await asyncio.to_thread(s.post, "/admin/reload", headers=s.admin_headers())
+    return await s.wait_for(lambda: (_shadow_state(s) or {}).get("candidate") == version, 30)
+
+
+async def _candidate(s: Soak, mode: str, description: str) -> PhaseResult:
+    r = PhaseResult(f"candidate-{mode}", description)
+    state = _shadow_state(s)
+    if state is None or "candidate" not in state:
+        r.skipped = "no shadow candidate (admin API shows none) in this build"
+        return r
+    original = os.readlink(s.models_dir / "candidate") if (s.models_dir / "candidate").is_symlink() else None
+    if original is None:
+        r.skipped = "the registry has no candidate alias"
+        return r
+    name = f"{original}-{mode}"
+    builder = candidates.make_raising if mode == "raise" else candidates.make_slow
+    await asyncio.to_thread(builder, s.models_dir, original, name)
+    start = s.alias_target()
+    if not await _point_candidate(s, name):
+        r.check(f"the service loaded {name} as the candidate", False, str(_shadow_state(s)))
+        return r
+    state: dict[str, Any] = {}
+
+    async def script() -> None:
+        before = _outcomes(s)
+        await asyncio.sleep(s.cfg.phase_seconds / 3)
+        state["threads"] = [s.server_threads()]
+        await asyncio.sleep(s.cfg.phase_seconds * 2 / 3)
+        state["threads"].append(s.server_threads())
+        after = _outcomes(s)
+        state["delta"] = {k: after[k] - before[k] for k in after}
+        # Put the real candidate back under load: the shadow must recover by itself.
+        state["restored"] = await _point_candidate(s, original)
+        ok = _outcomes(s)["ok"]
+        state["recovered"] = await s.wait_for(lambda: _outcomes(s)["ok"] > ok, 30)
+
+    await s.traffic(r, script, seconds=0)
+    delta = state["delta"]
+    r.assert_traffic()
+    r.check(f"every answer from the primary ({start})", set(r.versions()) == {start}, str(dict(r.versions())))
+    if mode == "raise":
+        r.check("candidate errors counted, none reached a user", delta["error"] > 0, str(delta))
+    else:
+        r.check(
+            "candidate runs timed out (or were dropped), none waited on",
+            delta["timeout"] + delta["dropped"] > 0,
+            str(delta),
+        )
+        t1, t2 = state["threads"]
+        r.check("no thread piles up behind the stuck candidate (<= +1)", t2 <= t1 + 1, f"{t1} -> {t2}")
+    r.check(f"the candidate alias returned to {original}", bool(state["restored"]))
+    r.check("the shadow recovered under load (ok outcomes again)", bool(state["recovered"]))
+    r.notes.append(f"shadow outcomes while faulty: {', '.join(f'{k}={v:.0f}' for k, v in delta.items())}")
+    shutil.rmtree(s.models_dir / name, ignore_errors=True)
+    return r
+
+
+async def candidate_raise(s: Soak) -> PhaseResult:
+    return await _candidate(s, "raise", "the candidate raises on every shadow run (an input the path lacks)")
+
+
+async def candidate_hang(s: Soak) -> PhaseResult:
+    return await _candidate(s, "hang", "each candidate run takes >= 0.13 s against a 0.05 s shadow timeout (CPU-bound)")
 
 
 # --- shutdown ---------------------------------------------------------------------

@@ -40,6 +40,8 @@ PHASES: list[Phase] = [
     phases.promote_rollback,
     phases.corrupt_promote,
     phases.bad_flags,
+    phases.candidate_raise,
+    phases.candidate_hang,
 ]
 
 
@@ -76,6 +78,8 @@ async def run_soak(cfg: Config, root: Path, say: Callable[[str], None] = print) 
             # healthy upstream sometimes needs longer, and a 503 then would not be a fault's doing.
             "MODELSERVE_FEATURE_BUDGET_MS": "1000",
             "MODELSERVE_UPSTREAM_TIMEOUT_MS": "400",
+            # The slow candidate (soak/candidates.py) needs >= 0.13 s a run even on an idle core.
+            "MODELSERVE_SHADOW_TIMEOUT_SECONDS": "0.05",
         }
         if redis is not None:
             env["MODELSERVE_REDIS_URL"] = redis.url
@@ -95,9 +99,6 @@ async def run_soak(cfg: Config, root: Path, say: Callable[[str], None] = print) 
             rss_start = s.rss_bytes()
             for phase in PHASES:
                 results.append(await _timed(phase, s, say))
-            for r in await phases.candidate_faults(s):
-                results.append(r)
-                say(f"  {r.name}: skipped ({r.skipped})" if r.skipped else f"  {r.name}: done")
             rss_end = s.rss_bytes()
             results.append(_rss_result(s, rss_start, rss_end))
             results.append(await _timed(phases.shutdown, s, say))
