@@ -40,7 +40,7 @@ class Config:
 
 
 SHORT = Config(short=True, phase_seconds=3.0, rate=100.0, concurrency=4, max_requests=2_000, rss_growth_limit_mb=64)
-FULL = Config(short=False, phase_seconds=30.0, rate=300.0, concurrency=8, max_requests=20_000, rss_growth_limit_mb=64)
+FULL = Config(short=False, phase_seconds=20.0, rate=200.0, concurrency=8, max_requests=20_000, rss_growth_limit_mb=64)
 
 
 def has_module(name: str) -> bool:

@@ -248,8 +248,8 @@ async def corrupt_promote(s: Soak) -> PhaseResult:
     if hot:
         reload = state["reload"]
         r.check(
-            "admin reload onto the tampered version is refused, not a 5xx",
-            (reload.status_code < 500 and reload.status_code != 200) or "refused" in reload.text,  # type: ignore[attr-defined]
+            "admin reload onto the tampered version is a 409 naming the checksum",
+            reload.status_code == 409 and "checksum" in reload.text,  # type: ignore[attr-defined]
             f"{reload.status_code} {reload.text[:160]}",  # type: ignore[attr-defined]
         )
         r.check("the service counted the refused load", bool(state["refused"]))
