@@ -75,7 +75,8 @@ def render_report(results: Results, checks: Iterable[Check] = (), notes: Iterabl
         "",
         f"Server pinned to CPU {SERVER_CPU}, `wrk -t1` to CPU {LOAD_CPU}; "
         f"{plan.rounds} round{'s' if plan.rounds != 1 else ''} × {plan.duration_s} s per concurrency, scenarios "
-        "alternating; medians over rounds, ratios are medians of per-round ratios. "
+        "alternating; medians over rounds, ratios are medians of per-round ratios; "
+        "p99 is corrected for coordinated omission by wrk, so a single stall shows. "
         f"Load average (1 min): {load}.",
         *notes,
         "",

@@ -2,6 +2,13 @@
 
 The Lua script's ``done()`` hook prints one machine-readable line (after a
 marker) that ``run_wrk`` parses, so nothing depends on wrk's human output.
+
+Percentiles are wrk's, which are corrected for coordinated omission: before
+``done()`` runs, wrk 4 (``stats_correct``) adds, for every response slower than
+the mean interval per connection, the samples a client sending at a steady
+rate would have seen. One stall of S ms thus counts about S / interval times,
+so p99 tells stalls apart loudly (and ``mean × requests`` can exceed the run's
+duration). p50 barely moves; the closed-loop mean latency is C / req/s.
 """
 
 from __future__ import annotations
