@@ -116,79 +116,27 @@ class Predictor:
         return record
 
     async def predict_batch(self, body: bytes) -> list[PredictionRecord]:
-        t0 = time.perf_counter()
-        primary = self.chooser.primary_model()
-        instances = primary.decoder.decode_batch(body)
-        # Group by chosen version so each group is one vectorised run.
-        groups: dict[str, tuple[LoadedModel, list[int], str | None]] = {}
-        chosen: list[tuple[LoadedModel, str | None]] = []
-        for i, inst in enumerate(instances):
-            model, variant = self.chooser.choose(inst, primary)
-            if model.decoder is not primary.decoder:
-                model.decoder.validate_python(
-                    {"user_id": inst.user_id, "features": inst.features}, ("body", "instances", i)
-                )
-            chosen.append((model, variant))
-            key = f"{model.version}\x00{variant}"
-            groups.setdefault(key, (model, [], variant))[1].append(i)
-        stores: dict[str, tuple[dict[str, Any], str]] = {}
-        users = [inst.user_id for inst in instances if inst.user_id is not None]
-        if any(m.needs_store for m, _ in chosen) and users:
-            stores = await self.features.get_many(users)
-            missing = [i for i, inst in enumerate(instances) if chosen[i][0].needs_store and inst.user_id not in stores]
-            if missing:
-                raise UnknownUser(
-                    f"unknown user(s) in {len(missing)} instance(s)",
-                    [
-                        {"loc": ["body", "instances", i, "user_id"], "msg": "unknown user", "type": "unknown_user"}
-                        for i in missing
-                    ],
-                )
-        records: list[PredictionRecord | None] = [None] * len(instances)
-        for model, idx, variant in groups.values():
-            rows = []
-            for i in idx:
-                inst = instances[i]
-                if model.needs_store and inst.user_id is not None:
-                    rows.append({**stores[inst.user_id][0], **inst.features})
-                else:
-                    rows.append(inst.features)
-            labels, probs = model.runtime.predict(rows)
-            latency = time.perf_counter() - t0
-            for j, i in enumerate(idx):
-                inst = instances[i]
-                tier = stores[inst.user_id][1] if model.needs_store and inst.user_id in stores else None
-                records[i] = PredictionRecord(
-                    inst.request_id or uuid.uuid4().hex,
-                    model.version,
-                    int(labels[j]),
-                    float(probs[j]),
-                    inst.user_id,
-                    rows[j],
-                    inst.features,
-                    latency,
-                    tier,
-                    variant,
-                )
-            self._observe(model.version, latency, len(idx))
-        out = [r for r in records if r is not None]
-        for rec, (model, _) in zip(out, chosen, strict=True):
-            for listener in self.listeners:
-                listener(rec, model)
-        return out
+        instances = self.chooser.primary_model().decoder.decode_batch(body)
+        return await self.predict_instances(instances, loc=("body", "instances"))
 
     async def predict_instances(
-        self, instances: list[Decoded], pinned: LoadedModel | None = None
+        self,
+        instances: list[Decoded],
+        pinned: LoadedModel | None = None,
+        loc: tuple[str, ...] = ("instances",),
     ) -> list[PredictionRecord]:
-        """Already-decoded instances (the V2 protocol), vectorised: each routed like /predict,
-        or all answered by ``pinned``. Unknown users are named as ``["instances", i, "user_id"]``."""
+        """Decoded instances, vectorised: each routed like /predict, or all answered by ``pinned``.
+
+        Instances are grouped by the version chosen for them so each group is
+        one inference run. Unknown users are named as ``[*loc, i, "user_id"]``.
+        """
         t0 = time.perf_counter()
         primary = pinned or self.chooser.primary_model()
         chosen: list[tuple[LoadedModel, str | None]] = []
         for i, inst in enumerate(instances):
             model, variant = (pinned, None) if pinned else self.chooser.choose(inst, primary)
             if model.decoder is not primary.decoder:
-                model.decoder.validate_python({"user_id": inst.user_id, "features": inst.features}, ("instances", i))
+                model.decoder.validate_python({"user_id": inst.user_id, "features": inst.features}, (*loc, i))
             chosen.append((model, variant))
         stores: dict[str, tuple[dict[str, Any], str]] = {}
         users = [inst.user_id for inst, (m, _) in zip(instances, chosen, strict=True) if m.needs_store and inst.user_id]
@@ -198,7 +146,7 @@ class Predictor:
         if missing:
             raise UnknownUser(
                 f"unknown user(s) in {len(missing)} instance(s)",
-                [{"loc": ["instances", i, "user_id"], "msg": "unknown user", "type": "unknown_user"} for i in missing],
+                [{"loc": [*loc, i, "user_id"], "msg": "unknown user", "type": "unknown_user"} for i in missing],
             )
         groups: dict[tuple[str, str | None], list[int]] = {}
         for i, (model, variant) in enumerate(chosen):
