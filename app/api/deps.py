@@ -1,4 +1,8 @@
-"""Injected dependencies, as ``Annotated`` aliases ending in ``Dep``."""
+"""Injected dependencies, as ``Annotated`` aliases ending in ``Dep``.
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
+its thread pool, a thread hop per request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from app.errors import NotReady
 from app.predictor import Predictor
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     return request.app.state.container
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     predictor = request.app.state.container.predictor
     if predictor is None or not request.app.state.container.health.ready:
         raise NotReady("model not ready", retry_after=1)

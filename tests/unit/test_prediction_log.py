@@ -96,7 +96,8 @@ class TestFormat:
         plog = PredictionLog(tmp_path, Metrics(), clock=FakeClock())
         plog.listener(record(), None)
         plog.close_sync()
-        assert [p.name for p in plog.files] == [f"predictions-20231114T221320-{socket.gethostname()}-{os.getpid()}-1.jsonl"]
+        expected = f"predictions-20231114T221320-{socket.gethostname()}-{os.getpid()}-1.jsonl"
+        assert [p.name for p in plog.files] == [expected]
 
 
 class TestUserIdHashing:

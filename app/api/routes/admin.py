@@ -27,7 +27,7 @@ from app.api.errors import error_response
 from app.rollout.service import Rollout
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     token = request.app.state.container.settings.admin_token
     if not token:
         raise HTTPException(404, "Not Found")

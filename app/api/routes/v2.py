@@ -58,7 +58,7 @@ INFER_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_v2(request: Request) -> V2Service:
+async def get_v2(request: Request) -> V2Service:
     service: V2Service | None = getattr(request.app.state, "v2", None)
     if service is None:  # one per app, built on first use
         c = request.app.state.container
