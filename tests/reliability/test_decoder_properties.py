@@ -62,7 +62,8 @@ GOOD_VALUES: dict[str, st.SearchStrategy[Any]] = {
 # Values of the wrong JSON type for each dtype (strict: no coercion at all).
 BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "float": st.text(max_size=5) | st.booleans() | st.just([1.0]) | st.just({"v": 1.0}),
-    "int": st.text(max_size=5) | st.booleans() | st.floats().filter(lambda x: x != int(x) if x == x else True),
+    # Any float, whole ones too: JSON writes 2.0 as "2.0", which a strict int refuses.
+    "int": st.text(max_size=5) | st.booleans() | st.floats(),
     "bool": st.integers(0, 1) | st.sampled_from(["true", "false", "1", ""]) | st.just(1.0),
     "string": FINITE | st.integers() | st.booleans() | st.just(["ios"]) | st.just({"s": "ios"}),
 }
