@@ -47,16 +47,18 @@ async def redis_kill(s: Soak) -> PhaseResult:
     if (why := _redis_reason(s)) is not None:
         r.skipped = why
         return r
+    redis = s.redis
+    assert redis is not None  # _redis_reason checked it
     third = s.cfg.phase_seconds / 3
     failures_before = _redis_failures(s)
     state: dict[str, float] = {}
 
     async def script() -> None:
         await asyncio.sleep(third)
-        await asyncio.to_thread(s.redis.kill)
+        await asyncio.to_thread(redis.kill)
         await asyncio.sleep(third)
         state["failures"] = _redis_failures(s) - failures_before
-        await asyncio.to_thread(s.redis.restart)
+        await asyncio.to_thread(redis.restart)
         hits = s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="hit")
         state["back"] = await s.wait_for(
             lambda: s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="hit") > hits, 30
@@ -74,6 +76,8 @@ async def redis_freeze(s: Soak) -> PhaseResult:
     if (why := _redis_reason(s)) is not None:
         r.skipped = why
         return r
+    redis = s.redis
+    assert redis is not None  # _redis_reason checked it
     third = s.cfg.phase_seconds / 3
     state: dict[str, float] = {}
 
@@ -81,12 +85,12 @@ async def redis_freeze(s: Soak) -> PhaseResult:
         await asyncio.sleep(third)
         before = _redis_failures(s)
         skipped = s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="skipped")
-        await asyncio.to_thread(s.redis.freeze)
+        await asyncio.to_thread(redis.freeze)
         await asyncio.sleep(third)
         # Lookups skipped without asking Redis can only happen while the breaker is open.
         state["opened"] = s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="skipped") > skipped
         state["failures"] = _redis_failures(s) - before
-        await asyncio.to_thread(s.redis.thaw)
+        await asyncio.to_thread(redis.thaw)
         hits = s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="hit")
         state["back"] = await s.wait_for(
             lambda: s.metric_sum("modelserve_feature_lookups_total", tier="redis", outcome="hit") > hits, 30
@@ -116,7 +120,8 @@ def _redis_failures(s: Soak) -> float:
 # --- upstream ------------------------------------------------------------------------
 async def _upstream(s: Soak, mode: str, description: str) -> PhaseResult:
     r = PhaseResult(f"upstream-{mode}", description, allow_503=True)
-    if s.upstream is None:
+    upstream = s.upstream
+    if upstream is None:
         r.skipped = "no upstream feature source in this build"
         return r
     if s.metric_sum("modelserve_feature_lookups_total", tier="upstream") == 0:
@@ -128,11 +133,11 @@ async def _upstream(s: Soak, mode: str, description: str) -> PhaseResult:
         # Without this the Redis tier would answer every miss and the upstream would never be asked.
         if s.redis is not None:
             await asyncio.to_thread(s.redis.flushall)
-        before = await asyncio.to_thread(s.upstream.stats)
-        await asyncio.to_thread(s.upstream.set_mode, mode)
+        before = await asyncio.to_thread(upstream.stats)
+        await asyncio.to_thread(upstream.set_mode, mode)
         await asyncio.sleep(s.cfg.phase_seconds)
-        await asyncio.to_thread(s.upstream.set_mode, "ok")
-        after = await asyncio.to_thread(s.upstream.stats)
+        await asyncio.to_thread(upstream.set_mode, "ok")
+        after = await asyncio.to_thread(upstream.stats)
         state["faulted"] = after.get(mode, 0) - before.get(mode, 0)
 
     stale_before = s.metric_sum("modelserve_feature_lookups_total", tier="memory", outcome="stale")
@@ -323,8 +328,8 @@ async def _point_candidate(s: Soak, version: str) -> bool:
 
 async def _candidate(s: Soak, mode: str, description: str) -> PhaseResult:
     r = PhaseResult(f"candidate-{mode}", description)
-    state = _shadow_state(s)
-    if state is None or "candidate" not in state:
+    shadow = _shadow_state(s)
+    if shadow is None or "candidate" not in shadow:
         r.skipped = "no shadow candidate (admin API shows none) in this build"
         return r
     original = os.readlink(s.models_dir / "candidate") if (s.models_dir / "candidate").is_symlink() else None
