@@ -103,6 +103,11 @@ class OnnxModel:
         """Input tensors for rows holding every feature by name."""
         out: dict[str, np.ndarray] = {}
         n = len(rows)
+        if n == 1:  # the /predict case: skip the per-column list and reshape
+            row = rows[0]
+            for name, numeric in self.columns:
+                out[name] = np.array([[row[name]]], dtype=np.float32 if numeric else object)
+            return out
         for name, numeric in self.columns:
             col = [row[name] for row in rows]
             if numeric:

@@ -2,15 +2,22 @@
 
 The embedded default: loaded once at start-up into a dict keyed by user_id
 with plain Python values, so a lookup is a dict access.
+
+The serving process reads the file through a short-lived child process
+(``isolated=True``): reading Parquet maps Arrow's libraries and allocator
+arenas (~60 MB measured here) that would otherwise stay resident in every
+worker for the rest of its life, for a table that is read once.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import orjson
 
 from app.errors import ArtifactError
 from app.features.base import Features, unknown_user
@@ -24,17 +31,17 @@ class OfflineTable:
         self.columns: tuple[str, ...] = tuple(next(iter(rows.values())).keys()) if rows else ()
 
     @classmethod
-    def load(cls, path: Path, columns: Iterable[str] | None = None) -> OfflineTable:
-        try:
-            table = pq.read_table(path)
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"feature table {path} cannot be read: {exc}") from None
-        if "user_id" not in table.column_names:
-            raise ArtifactError(f"feature table {path} has no user_id column")
-        wanted = [c for c in table.column_names if c != "user_id" and (columns is None or c in set(columns))]
-        data = {c: table.column(c).to_pylist() for c in ["user_id", *wanted]}
-        rows = {uid: {c: data[c][i] for c in wanted} for i, uid in enumerate(data["user_id"])}
-        return cls(rows)
+    def load(cls, path: Path, columns: Iterable[str] | None = None, *, isolated: bool = True) -> OfflineTable:
+        names = None if columns is None else list(columns)
+        if not isolated:
+            return cls(read_rows(Path(path), names))
+        code = "import sys; from app.features.table import _dump; _dump(sys.argv[1], sys.argv[2:])"
+        args = [sys.executable, "-c", code, str(path), *(names or [])]
+        proc = subprocess.run(args, capture_output=True, timeout=300, check=False)
+        if proc.returncode != 0:
+            lines = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise ArtifactError(lines[-1] if lines else f"feature table {path} cannot be read")
+        return cls(orjson.loads(proc.stdout))
 
     def require(self, names: Iterable[str]) -> None:
         missing = [n for n in names if n not in self.columns]
@@ -62,3 +69,28 @@ class OfflineTable:
 
     def __contains__(self, user_id: Any) -> bool:
         return user_id in self.rows
+
+
+def read_rows(path: Path, columns: list[str] | None = None) -> dict[str, Features]:
+    """user_id -> {store feature: value} from the Parquet file (all columns, or ``columns``)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"feature table {path} cannot be read: {exc}") from None
+    if "user_id" not in table.column_names:
+        raise ArtifactError(f"feature table {path} has no user_id column")
+    wanted = [c for c in table.column_names if c != "user_id" and (not columns or c in set(columns))]
+    data = {c: table.column(c).to_pylist() for c in ["user_id", *wanted]}
+    return {uid: {c: data[c][i] for c in wanted} for i, uid in enumerate(data["user_id"])}
+
+
+def _dump(path: str, columns: list[str]) -> None:
+    """Child-process side of ``OfflineTable.load``: the rows as JSON on stdout, or one error line."""
+    try:
+        rows = read_rows(Path(path), columns or None)
+    except ArtifactError as exc:
+        print(exc.message, file=sys.stderr)
+        sys.exit(1)
+    sys.stdout.buffer.write(orjson.dumps(rows))
