@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import shutil
 import sys
@@ -38,7 +39,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -48,7 +49,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from app.errors import ModelServeError
-from app.jobs.sink import Sink
 from app.jobs.validate import (
     UNKNOWN_USER,
     Checked,
@@ -62,9 +62,14 @@ from app.models import LoadedModel, ModelPool
 from app.registry import Registry
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from app.jobs.sink import Sink
+
 INPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 CHECKPOINT = "checkpoint.json"
+_MIN_SLICE = 4096
+"""Rows below which a chunk is not worth splitting across inference threads."""
 _ARROW = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "string": pa.string()}
 
 
@@ -80,6 +85,8 @@ class BatchOptions:
     rejects: Path | None = None
     chunk_rows: int = 100_000
     threads: int = 1
+    slices: int | None = None
+    """Inference threads per chunk (``None``: one per CPU, up to 2, when ``threads`` is 1)."""
     sink: str | None = None
     sink_batch: int = 1000
     sink_concurrency: int = 32
@@ -252,29 +259,50 @@ class ChunkResult:
 async def _store_columns(
     features: Any, model: LoadedModel, users: pa.Array
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Store feature columns for ``users`` and a mask of the users the feature server knows."""
-    unique = pc.unique(users).to_pylist()
+    """Store feature columns for ``users`` and a mask of the users the feature server knows.
+
+    One hashing pass (``dictionary_encode``) gives the distinct users and each
+    row's position among them; the feature values are laid out per distinct
+    user once and spread to the rows with one NumPy ``take`` per column, so
+    string values are shared, not copied per row.
+    """
+    encoded = pc.dictionary_encode(users)
+    unique = encoded.dictionary.to_pylist()
+    rows = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.intp)
     found = await features.get_many(unique)
-    known = [u for u in unique if u in found]
-    position = pc.index_in(users, value_set=pa.array(known, pa.string()))
-    ok = ~np.asarray(position.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    take = np.asarray(pc.fill_null(position, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    known = np.fromiter((u in found for u in unique), dtype=bool, count=len(unique))
+    entries = [found.get(u) for u in unique]
     columns: dict[str, np.ndarray] = {}
+    numeric = {f.name for f in model.manifest.features if f.dtype != "string"}
     for name in model.store_features:
-        values = [found[u][0][name] for u in known]
-        numeric = any(f.name == name and f.dtype != "string" for f in model.manifest.features)
-        arr = np.array(values, dtype=np.float64 if numeric else object) if values else np.empty(0)
-        columns[name] = arr[take] if len(arr) else np.full(len(users), np.nan if numeric else None)
-    return columns, ok
+        if name in numeric:
+            values = np.array([e[0][name] if e is not None else np.nan for e in entries], dtype=np.float64)
+        else:
+            values = np.empty(len(entries), dtype=object)
+            values[:] = [e[0][name] if e is not None else None for e in entries]
+        columns[name] = values[rows] if len(values) else np.full(len(users), np.nan if name in numeric else None)
+    return columns, known[rows] if len(known) else np.zeros(len(users), dtype=bool)
+
+
+def _column_numpy(a: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A column as NumPy; strings without nulls as one shared object per distinct value."""
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    if pa.types.is_string(a.type) and a.null_count == 0:
+        a = pc.dictionary_encode(a)
+    if pa.types.is_dictionary(a.type) and a.null_count == 0:
+        values = np.empty(len(a.dictionary), dtype=object)
+        values[:] = a.dictionary.to_pylist()
+        return values[np.asarray(a.indices.to_numpy(zero_copy_only=False), dtype=np.intp)]
+    if pa.types.is_dictionary(a.type):
+        a = a.dictionary_decode()
+    return a.to_numpy(zero_copy_only=False)
 
 
 def _feeds(model: LoadedModel, table: pa.Table, store: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     columns: dict[str, Any] = dict(store)
     for f in model.manifest.request_features:
-        a = table.column(f.name).combine_chunks()
-        if pa.types.is_dictionary(a.type):
-            a = a.dictionary_decode()
-        columns[f.name] = a.to_numpy(zero_copy_only=False)
+        columns[f.name] = _column_numpy(table.column(f.name))
     return model.runtime.feeds_from_columns(columns)
 
 
@@ -294,7 +322,14 @@ def _reject_lines(table: pa.Table, start: int, errors: dict[int, list[dict[str, 
 
 
 async def score_chunk(
-    index: int, start: int, table: pa.Table, checked: Checked, model: LoadedModel, features: Any
+    index: int,
+    start: int,
+    table: pa.Table,
+    checked: Checked,
+    model: LoadedModel,
+    features: Any,
+    pool: ThreadPoolExecutor | None = None,
+    slices: int = 1,
 ) -> ChunkResult:
     errors = dict(checked.errors)
     valid = checked.valid
@@ -314,7 +349,7 @@ async def score_chunk(
     else:
         store = {}
     good = table.filter(pa.array(valid)) if not valid.all() else table
-    out = await asyncio.to_thread(_infer, model, good, store)
+    out = await asyncio.to_thread(_infer, model, good, store, pool, slices)
     reasons: dict[str, int] = {}
     for errs in errors.values():
         for e in errs:
@@ -324,10 +359,31 @@ async def score_chunk(
     return ChunkResult(index, start, out, _reject_lines(table, start, errors), reasons, table.num_rows, kept)
 
 
-def _infer(model: LoadedModel, good: pa.Table, store: dict[str, np.ndarray]) -> pa.Table:
+def _run_model(model: LoadedModel, feeds: dict[str, np.ndarray], pool: ThreadPoolExecutor | None, slices: int) -> Any:
+    """(labels, probabilities) of ``feeds``; with ``pool``, as ``slices`` slices run side by side.
+
+    onnxruntime releases the GIL and every output row depends only on its input
+    row, so slices scored in parallel threads give the same values as one run.
+    """
+    n = len(next(iter(feeds.values())))
+    if pool is None or slices < 2 or n < 2 * _MIN_SLICE:
+        return model.runtime.run(feeds)
+    bounds = np.linspace(0, n, slices + 1).astype(int)
+    parts = [{k: v[lo:hi] for k, v in feeds.items()} for lo, hi in itertools.pairwise(bounds)]
+    results = list(pool.map(model.runtime.run, parts))
+    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+def _infer(
+    model: LoadedModel,
+    good: pa.Table,
+    store: dict[str, np.ndarray],
+    pool: ThreadPoolExecutor | None = None,
+    slices: int = 1,
+) -> pa.Table:
     n = good.num_rows
     if n:
-        labels, probs = model.runtime.run(_feeds(model, good, store))
+        labels, probs = _run_model(model, _feeds(model, good, store), pool, slices)
         pred = pa.array(np.asarray(labels, dtype=np.int64))
         prob = pa.array(np.asarray(probs, dtype=np.float64))
     else:
@@ -396,7 +452,14 @@ class Parts:
         if self._schema is None:
             self._schema = table.schema
             if self.fmt == "parquet":
-                self._parquet = pq.ParquetWriter(self.final, table.schema, compression="snappy")
+                # Dictionary pages only for text columns: a number column rarely repeats enough
+                # to keep one, and building it first then falling back doubles the write cost.
+                text = [
+                    f.name
+                    for f in table.schema
+                    if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                ]
+                self._parquet = pq.ParquetWriter(self.final, table.schema, compression="snappy", use_dictionary=text)
             else:
                 self._csv = pacsv.CSVWriter(str(self.final), _csv_ready(table).schema)
         elif table.schema != self._schema:
@@ -517,12 +580,16 @@ async def _run(settings: Settings, options: BatchOptions) -> Summary:
     if parts.discarded:
         print("note: a checkpoint of a different run was discarded; starting over", file=sys.stderr)
     summary = Summary(output=options.output, rejects=rejects_path, version=version)
+    if options.sink:
+        from app.jobs.sink import Sink  # httpx only when posting
     sink = (
         Sink(options.sink, concurrency=options.sink_concurrency, retries=options.sink_retries) if options.sink else None
     )
     total = pq.ParquetFile(options.input).metadata.num_rows if fmt_in == "parquet" else None
     bar = _progress(total, options.progress)
     io_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-io")
+    slices = _slices(options)
+    infer_pool = ThreadPoolExecutor(max_workers=slices, thread_name_prefix="batch-infer") if slices > 1 else None
     pending: list[asyncio.Future[None]] = []
     loop = asyncio.get_running_loop()
     count = 0
@@ -539,7 +606,7 @@ async def _run(settings: Settings, options: BatchOptions) -> Summary:
                 summary.rejected += done["rejected"]
                 bar.update(table.num_rows)
                 continue
-            result = await score_chunk(index, start, table, checked, model, features)
+            result = await score_chunk(index, start, table, checked, model, features, infer_pool, slices)
             summary.rows_in += result.rows_in
             summary.rows_out += result.output.num_rows
             summary.rejected += len(result.rejects)
@@ -563,6 +630,8 @@ async def _run(settings: Settings, options: BatchOptions) -> Summary:
         await asyncio.gather(*pending, return_exceptions=True)
         bar.close()
         io_pool.shutdown(wait=True)
+        if infer_pool is not None:
+            infer_pool.shutdown(wait=True)
         parts.close()
         if sink is not None:
             summary.posts, summary.post_retries = sink.posts, sink.retried
@@ -571,6 +640,12 @@ async def _run(settings: Settings, options: BatchOptions) -> Summary:
             await features.close()
     summary.seconds = time.perf_counter() - began
     return summary
+
+
+def _slices(options: BatchOptions) -> int:
+    if options.slices is not None:
+        return max(1, options.slices)
+    return max(1, min(os.cpu_count() or 1, 2)) if options.threads <= 1 else 1
 
 
 async def _complete(parts: Parts, result: ChunkResult, written: Any, sink: Sink | None, items: list[Any]) -> None:
