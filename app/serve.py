@@ -98,7 +98,9 @@ def _mark_dead(pids: set[int | None]) -> None:
 
 def worker_app() -> FastAPI:
     """App factory for supervised workers: settings from the environment; a failed start-up exits the worker."""
-    app = create_app(Settings(), warm_before_listening=True)
+    settings = Settings()
+    configure_logging(settings)  # a spawned worker starts with no logging configured
+    app = create_app(settings, warm_before_listening=True)
 
     def fail(reason: str) -> None:
         log.error("start-up failed: %s", reason)
@@ -132,8 +134,19 @@ def _prepare_metrics_dir(settings: Settings) -> Path:
     return path
 
 
-def serve(settings: Settings) -> None:
+def configure_logging(settings: Settings) -> None:
+    """The service's log: one format, the configured level.
+
+    httpx and httpcore stay at WARNING whatever the level: httpx logs every
+    request's full URL at INFO, userinfo (an upstream password) included.
+    """
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings)
     # uvicorn re-raises the signal it caught once it has shut down, which would
     # end the process with -SIGTERM; a no-op handler makes a drained shutdown exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

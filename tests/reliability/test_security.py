@@ -391,9 +391,7 @@ class TestNoSecretsInLogsOrErrors:
 
 @pytest.mark.e2e
 class TestNoUpstreamCredentialsInLogs:
-    # httpx logs every request's full URL, userinfo included, at INFO; the fix is to raise the
-    # "httpx" logger to WARNING where serve() configures logging. Strict: passing turns this red.
-    @pytest.mark.xfail(strict=True, reason="httpx's INFO request log carries the upstream URL's password")
+    # httpx logs every request's full URL, userinfo included, at INFO: serve() keeps it at WARNING.
     def test_upstream_url_password_never_logged(self, workspace, tmp_path):
         """Credentials in MODELSERVE_UPSTREAM_URL never reach the log, even at debug level on every call."""
         password = "upstream-pw-" + "k3" * 10
