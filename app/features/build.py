@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from app.features.base import FeatureSource
-from app.features.breaker import CircuitBreaker
 from app.features.memory import MemoryTier
-from app.features.redis_tier import RedisTier, connect, key_prefix
 from app.features.server import FeatureServer
 from app.features.table import OfflineTable
-from app.features.upstream import RetryBudget, UpstreamSource
 from app.settings import Settings
 from app.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from app.features.redis_tier import RedisTier
+
+# The Redis and upstream tiers are imported only when configured: redis-py and
+# httpx cost ~0.5 s of start-up that the embedded default (and every batch job)
+# does not need.
 
 
 def compute_source(s: Settings, metrics: Metrics, store_features: Sequence[str]) -> FeatureSource:
     """The upstream API when ``upstream_url`` is set, else the offline table (loaded now)."""
     if s.upstream_url:
+        from app.features.upstream import RetryBudget, UpstreamSource
+
         return UpstreamSource(
             s.upstream_url,
             metrics,
@@ -38,6 +45,9 @@ def compute_source(s: Settings, metrics: Metrics, store_features: Sequence[str])
 def redis_tier(s: Settings, metrics: Metrics, store_features: Sequence[str]) -> RedisTier | None:
     if not s.redis_url:
         return None
+    from app.features.breaker import CircuitBreaker
+    from app.features.redis_tier import RedisTier, connect, key_prefix
+
     connect_timeout, read_timeout = s.redis_connect_timeout_ms / 1000, s.redis_timeout_ms / 1000
     breaker = CircuitBreaker(
         s.redis_breaker_threshold,

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from app.errors import FeaturesUnavailable, UnknownUser
 from app.features.base import Features, FeatureSource, PartiallyUnavailable, unknown_user
 from app.features.memory import MemoryTier
-from app.features.redis_tier import RedisTier
 from app.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from app.features.redis_tier import RedisTier  # imported only when Redis is configured
 
 
 class FeatureServer:
