@@ -38,8 +38,8 @@ unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench soak
+	$(BIN)/ruff format --check app tests bench soak
 	$(BIN)/mypy app
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/lint-deploy.sh
 
@@ -50,6 +50,11 @@ bench: install system-deps models/production
 	$(BIN)/python -m bench.rollout
 	$(BIN)/python -m bench.jobs
 	$(BIN)/python -m bench.v2
+
+# A real server under sustained load while faults are injected (see RELIABILITY.md);
+# `make test` runs the short form.
+soak: install system-deps
+	$(BIN)/python -m soak.run $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
