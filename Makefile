@@ -37,6 +37,12 @@ test: install system-deps
 unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+integration: install system-deps
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: install system-deps
+	$(BIN)/python -m pytest tests/e2e tests/deploy tests/reliability $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check app tests bench soak
 	$(BIN)/ruff format --check app tests bench soak
