@@ -202,6 +202,13 @@ class Shadow:
                     candidate = batch[0][1]
                     group = [rec for rec, c in batch if c is candidate]
                     batch = [item for item in batch if item[1] is not candidate]
+                    if candidate is not self.candidate:
+                        # Queued for a candidate that has since been replaced (or turned off):
+                        # running them on it would keep the new one waiting behind a model
+                        # that may be the very reason it was replaced. Counted as dropped.
+                        self._dropped_unreported += len(group)
+                        self._count("dropped", len(group))
+                        continue
                     await self._run(candidate, group)
             except Exception:  # a bug here must not end shadowing for good
                 log.exception("shadow worker failed on a batch")

@@ -144,7 +144,8 @@ class TestIsolation:
                 worst = max(worst, time.perf_counter() - t0)
             assert worst < 0.1  # the event loop never waited on the candidate
             assert hanging.entered == 2  # at most `concurrency` calls are ever stuck
-            assert len([t for t in threading.enumerate() if t.name.startswith("shadow")]) <= 2
+            assert shadow._executor is not None
+            assert len(shadow._executor._threads) <= 2  # this shadow's threads (earlier tests' may linger)
             assert count(metrics, "timeout") == 2
             assert count(metrics, "dropped") > 0
         finally:
@@ -194,3 +195,33 @@ class TestIsolation:
         assert await shadow.idle()
         await shadow.stop()
         assert shadow.counts["ok"] == 3
+
+
+class TestCandidateReplaced:
+    async def test_records_queued_for_a_replaced_candidate_are_dropped_not_run(self):
+        """After the candidate changes, records still queued for the old one are counted as dropped, not run on it."""
+        hanging = HangingCandidate()
+        shadow, records, metrics = make(hanging, timeout=5.0, batch_size=1)
+        await shadow.start()
+        try:
+            shadow.offer(record(0), None)
+            deadline = time.monotonic() + 5
+            while hanging.entered == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            assert hanging.entered == 1  # the worker is stuck in the old candidate
+            for i in range(1, 6):
+                shadow.offer(record(i), None)  # queued behind it, for the old candidate
+            fresh = FakeCandidate(0.5)
+            fresh.version = "v4"
+            shadow.candidate = fresh
+            shadow.offer(record(6), None)
+            hanging.release.set()
+            assert await shadow.idle()
+        finally:
+            hanging.release.set()
+            await shadow.stop()
+        assert hanging.entered == 1  # the 5 queued records never ran on the old candidate
+        assert count(metrics, "dropped") == 5
+        assert fresh.rows == 1
+        shadows = [r for r in records if r["kind"] == "shadow"]
+        assert [r["shadow_version"] for r in shadows if r["outcome"] == "ok"] == ["v3", "v4"]

@@ -66,10 +66,7 @@ async def reload(container: ContainerDep) -> Response:
     rollout = _rollout(container)
     result = await rollout.reload()
     if result.errors:
-        detail = [
-            {"loc": ["models", e["target"]], "msg": f"{e['version']}: {e['error']}", "type": "version_refused"}
-            for e in result.errors
-        ]
+        detail = [{"loc": ["models", e["target"]], "msg": e["error"], "type": "version_refused"} for e in result.errors]
         return error_response(409, f"{len(result.errors)} version(s) refused; the previous ones keep serving", detail)
     body = {"changed": result.changed, **rollout.describe()}
     return Response(orjson.dumps(body), media_type="application/json")
