@@ -14,7 +14,7 @@ One module per concern (``machine``, ``server``, ``wrk``, ``rounds``,
 """
 
 from bench.machine import LOAD_CPU, ROOT, SERVER_CPU, BenchError, free_port, require_tools
-from bench.report import Check, render_report, render_table, write_report
+from bench.report import Check, publish, render_report, render_table, write_report
 from bench.rounds import Plan, Results, Scenario, Summary, run_bench
 from bench.server import Server
 from bench.wrk import WrkResult, run_wrk, write_load_script
@@ -32,6 +32,7 @@ __all__ = [
     "Summary",
     "WrkResult",
     "free_port",
+    "publish",
     "render_report",
     "render_table",
     "require_tools",

@@ -96,3 +96,11 @@ def write_report(text: str, results: Results, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.with_suffix(".json").write_text(json.dumps(results.to_json(), indent=2) + "\n")
+
+
+def publish(text: str, results: Results, path: Path) -> None:
+    """Write the report (Markdown + every round as JSON) and print it."""
+    write_report(text, results, path)
+    print()
+    print(text)
+    print(f"written to {path}")

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.harness import ROOT, BenchError, Check, Plan, Results, render_report, run_bench, write_report
+from bench.harness import ROOT, BenchError, Check, Plan, Results, publish, render_report, run_bench
 from bench.run import MANIFEST, MODELS_DIR, _exit_on_sigterm, predict_bodies, service_scenario
 
 RESULTS = ROOT / "bench" / "results" / "rollout.md"
@@ -69,10 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     notes = [f"Bodies: {source}.", f"Prediction log: {'on' if args.log else 'off (shadow records to the logger)'}."]
     report = render_report(results, checks(results), notes)
-    write_report(report, results, args.output)
-    print()
-    print(report)
-    print(f"written to {args.output}")
+    publish(report, results, args.output)
     return 0
 
 

@@ -33,9 +33,9 @@ from bench.harness import (
     Plan,
     Results,
     Scenario,
+    publish,
     render_report,
     run_bench,
-    write_report,
 )
 
 BASELINE = "floor"
@@ -218,10 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
     report = render_report(results, service_checks(results), [f"Bodies: {source}."])
-    write_report(report, results, args.output)
-    print()
-    print(report)
-    print(f"written to {args.output}")
+    publish(report, results, args.output)
     return 0
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, BenchError, Check, Plan, Results, render_report, run_bench, write_report
+from bench.harness import ROOT, BenchError, Check, Plan, Results, publish, render_report, run_bench
 from bench.run import MANIFEST, predict_bodies, service_scenario
 
 V2_PATH = "/v2/models/modelserve/infer"
@@ -82,10 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     notes = [f"Bodies: {source}; V2 sends the same rows, one per request, to `{V2_PATH}`."]
     report = render_report(results, checks(results), notes)
-    write_report(report, results, args.output)
-    print()
-    print(report)
-    print(f"written to {args.output}")
+    publish(report, results, args.output)
     return 0
 
 
