@@ -41,6 +41,8 @@ COLUMNS: dict[str, str] = {
     "outcome": "VARCHAR",
     "primary_latency": "DOUBLE",
     "shadow_latency": "DOUBLE",
+    # shadow_drops records (periodic counts of records the shadow queue dropped)
+    "dropped": "BIGINT",
 }
 PREDICTION_COLUMNS = (
     "timestamp, request_id, model_version, variant, user_id, features, prediction, probability, latency, feature_tier"

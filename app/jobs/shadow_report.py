@@ -24,21 +24,7 @@ from typing import Any
 
 import orjson
 
-from app.jobs.logdata import log_files
-
-COLUMNS = {
-    "kind": "VARCHAR",
-    "timestamp": "TIMESTAMPTZ",
-    "primary_version": "VARCHAR",
-    "shadow_version": "VARCHAR",
-    "primary_prediction": "BIGINT",
-    "shadow_prediction": "BIGINT",
-    "abs_diff": "DOUBLE",
-    "outcome": "VARCHAR",
-    "primary_latency": "DOUBLE",
-    "shadow_latency": "DOUBLE",
-    "dropped": "BIGINT",
-}
+from app.jobs.logdata import connect
 
 
 @dataclass
@@ -94,26 +80,12 @@ class ShadowReport:
         }
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def compute_shadow_report(
     log_dir: Path, since: timedelta, threshold: float = 0.1, now: datetime | None = None
 ) -> ShadowReport:
-    import duckdb
-
-    files = log_files(log_dir)
     start = (now or datetime.now(UTC)) - since
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
-    paths = "[" + ", ".join(_quote(str(f)) for f in files) + "]"
-    con.execute(
-        f"CREATE TABLE log AS SELECT * FROM read_json({paths}, format = 'newline_delimited', "
-        f"columns = {columns}, ignore_errors = true) WHERE timestamp >= ?",
-        [start],
-    )
+    con = connect(log_dir)
+    con.execute("CREATE TEMP TABLE windowed AS SELECT * FROM log WHERE timestamp >= ?", [start])
     rows = con.execute(
         """
         SELECT primary_version, shadow_version, count(*),
@@ -128,12 +100,12 @@ def compute_shadow_report(
                quantile_cont(primary_latency, 0.5) * 1000, quantile_cont(primary_latency, 0.99) * 1000,
                quantile_cont(shadow_latency, 0.5) FILTER (WHERE outcome = 'ok') * 1000,
                quantile_cont(shadow_latency, 0.99) FILTER (WHERE outcome = 'ok') * 1000
-        FROM log WHERE kind = 'shadow'
+        FROM windowed WHERE kind = 'shadow'
         GROUP BY 1, 2 ORDER BY 3 DESC
         """,
         [threshold],
     ).fetchall()
-    dropped = con.execute("SELECT coalesce(sum(dropped), 0) FROM log WHERE kind = 'shadow_drops'").fetchone()
+    dropped = con.execute("SELECT coalesce(sum(dropped), 0) FROM windowed WHERE kind = 'shadow_drops'").fetchone()
     con.close()
     return ShadowReport(since, threshold, [PairStats(*row) for row in rows], int(dropped[0]) if dropped else 0)
 
