@@ -10,20 +10,15 @@ import time
 import httpx
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import metric_value
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
 
 def total(text: str, name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
+    return metric_value(text, name, labels)
 
 
 def worker_pids(srv: ServerProcess) -> set[int]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from tests.conftest import serving
+from tests.support.metrics import metric_value
 
 
 def manifest(ws, version="v2"):
@@ -24,15 +24,6 @@ def client(trained):
 @pytest.fixture
 def sample(trained):
     return manifest(trained)["sample"]
-
-
-def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
-    total = 0.0
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
-                total += s.value
-    return total
 
 
 class TestPredict:

@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.features.breaker import State
 from app.features.build import build_feature_server
@@ -16,6 +15,7 @@ from app.features.table import OfflineTable
 from app.main import create_app
 from app.telemetry.metrics import Metrics
 from tests.conftest import Workspace, serving
+from tests.support.metrics import metric_value
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -152,15 +152,6 @@ class TestRedisFailure:
         assert server.redis.breaker.state is State.CLOSED
         assert metrics.circuit_state._value.get() == State.CLOSED
         await server.close()
-
-
-def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
-    total = 0.0
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
-                total += s.value
-    return total
 
 
 def sample_request(ws: Workspace) -> dict:
