@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from app.errors import ModelServeError
+from app.retry import parse_retry_after
 
 _HEADERS = ((b"content-type", b"application/json"), (b"user-agent", b"modelserve-batch"))
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -27,14 +28,6 @@ RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 class SinkFailed(ModelServeError):
     pass
-
-
-def _retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else 0.0
-    except ValueError:
-        return 0.0
 
 
 class Sink:
@@ -98,7 +91,7 @@ class Sink:
                     if response.status_code not in RETRY_STATUS:
                         raise SinkFailed(f"sink {self.url} refused batch {key}: HTTP {response.status_code}")
                     problem = f"HTTP {response.status_code}"
-                    wait = _retry_after(response)
+                    wait = parse_retry_after(response.headers.get("retry-after")) or 0.0
                 if attempt == self.retries:
                     raise SinkFailed(f"sink {self.url}: batch {key} failed after {attempt + 1} attempts ({problem})")
                 ceiling = min(self.backoff_cap, self.backoff_base * 2**attempt)
