@@ -46,9 +46,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from app.registry import Registry
+    from app.model.repository import Repository
 
-    return Registry(_settings(args).models_dir)
+    return Repository(_settings(args).models_dir)
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
@@ -94,7 +94,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from app.models import ModelPool
+    from app.model.pool import ModelPool
 
     reg = _registry(args)
     names = args.versions or reg.versions()

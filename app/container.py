@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from app.features.build import build_feature_server
 from app.features.server import FeatureServer
 from app.health import Health
-from app.models import ModelPool
+from app.model.pool import ModelPool
+from app.model.repository import Repository
 from app.predictor import Chooser, Predictor
-from app.registry import Registry
 from app.rollout.service import Rollout, attach_rollout
 from app.settings import Settings
 from app.telemetry.metrics import Metrics
@@ -32,7 +32,7 @@ log = logging.getLogger("modelserve")
 class Container:
     settings: Settings
     metrics: Metrics
-    registry: Registry
+    repository: Repository
     pool: ModelPool
     health: Health
     features: FeatureServer | None = None
@@ -50,7 +50,7 @@ class Container:
     async def start(self) -> None:
         s = self.settings
         self.metrics.ready.set(0)
-        primary_version = self.registry.resolve(s.alias)
+        primary_version = self.repository.resolve(s.alias)
         model = await asyncio.to_thread(self.pool.load, primary_version)
         self.pool.assign(s.alias, model)
         self.metrics.model_info.labels(s.alias, primary_version).set(1)
@@ -81,16 +81,16 @@ class Container:
 def build_container(settings: Settings | None = None) -> Container:
     s = settings or Settings()
     metrics = Metrics()
-    registry = Registry(s.models_dir)
+    repository = Repository(s.models_dir)
     pool = ModelPool(
-        registry,
+        repository,
         intra_op_threads=s.ort_intra_op_threads,
         inter_op_threads=s.ort_inter_op_threads,
         warmup_iterations=s.warmup_iterations,
         tolerance=s.selfcheck_tolerance,
         max_batch=s.max_batch_size,
     )
-    container = Container(settings=s, metrics=metrics, registry=registry, pool=pool, health=Health())
+    container = Container(settings=s, metrics=metrics, repository=repository, pool=pool, health=Health())
     if s.log_dir is not None:
         _attach_prediction_log(container)
     attach_rollout(container)

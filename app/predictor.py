@@ -15,8 +15,8 @@ from typing import Any
 
 from app.errors import UnknownUser
 from app.features.server import FeatureServer
-from app.models import LoadedModel, ModelPool
-from app.schema import Decoded
+from app.model.decoder import Decoded
+from app.model.pool import LoadedModel, ModelPool
 from app.telemetry.metrics import Metrics
 
 

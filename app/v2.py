@@ -55,10 +55,10 @@ from pydantic import ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from app.errors import ModelNotFound, NotReady, UnknownUser, ValidationFailed
-from app.manifest import Feature
-from app.models import LoadedModel, ModelPool
+from app.model.decoder import Decoded
+from app.model.manifest import Feature
+from app.model.pool import LoadedModel, ModelPool
 from app.predictor import Predictor
-from app.schema import Decoded
 
 MODEL_NAME = "modelserve"
 PLATFORM = "onnxruntime_onnx"

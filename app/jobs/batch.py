@@ -57,9 +57,9 @@ from app.jobs.validate import (
     merge,
     validate_table,
 )
-from app.manifest import Manifest
-from app.models import LoadedModel, ModelPool
-from app.registry import Registry
+from app.model.manifest import Manifest
+from app.model.pool import LoadedModel, ModelPool
+from app.model.repository import Repository
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -561,9 +561,9 @@ async def _run(settings: Settings, options: BatchOptions) -> Summary:
     if options.chunk_rows < 1 or options.sink_batch < 1 or options.sink_concurrency < 1:
         raise BatchError("--chunk-rows, --sink-batch and --sink-concurrency must be positive")
     rejects_path = options.rejects or options.output.with_name(options.output.name + ".rejects.jsonl")
-    registry = Registry(settings.models_dir)
-    version = registry.resolve(options.version or settings.alias)
-    pool = ModelPool(registry, intra_op_threads=max(1, options.threads), warmup_iterations=1)
+    repository = Repository(settings.models_dir)
+    version = repository.resolve(options.version or settings.alias)
+    pool = ModelPool(repository, intra_op_threads=max(1, options.threads), warmup_iterations=1)
     model = await asyncio.to_thread(pool.load, version)
     features = None
     if model.needs_store:

@@ -4,7 +4,7 @@ For one model version (default: the one ``production`` points to) the
 prediction records of the last ``--since`` are compared with the manifest's
 ``reference``: every feature (request and store features, as logged) and the
 predicted probability. The binning is the manifest's own
-(:func:`app.training.reference.histogram`), PSI and its smoothing are in
+(:func:`app.model.reference.histogram`), PSI and its smoothing are in
 :mod:`app.jobs.psi`. The worst status decides the exit code of the command
 (``EXIT_ALERT`` on any alert), so a CronJob can page.
 """
@@ -26,8 +26,8 @@ import orjson
 from app.errors import ModelServeError
 from app.jobs import psi
 from app.jobs.logdata import EmptyLog, connect
-from app.manifest import Manifest
-from app.registry import Registry
+from app.model.manifest import Manifest
+from app.model.repository import Repository
 
 EXIT_ALERT = 3
 PREDICTION = "(prediction)"
@@ -90,9 +90,9 @@ class DriftReport:
 
 
 def compute_drift(log_dir: Path, models_dir: Path, version: str | None, since: timedelta) -> DriftReport:
-    registry = Registry(models_dir)
-    resolved = registry.resolve(version or "production")
-    manifest = registry.read_manifest(resolved)
+    repository = Repository(models_dir)
+    resolved = repository.resolve(version or "production")
+    manifest = repository.read_manifest(resolved)
     reference = manifest.reference
     if not reference.get("features") and not reference.get("prediction"):
         raise ModelServeError(f"{resolved}: manifest.json has no reference distributions")

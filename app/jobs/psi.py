@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from app.training.reference import histogram, other_freq
+from app.model.reference import histogram, other_freq
 
 EPSILON = 1e-4
 WARN = 0.1

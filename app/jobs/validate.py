@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.errors import ModelServeError
-from app.manifest import Manifest
-from app.schema import MAX_STRING
+from app.model.decoder import MAX_STRING
+from app.model.manifest import Manifest
 
 USER_ID_MAX = 128
 REQUEST_ID_MAX = 128

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.models import LoadedModel, ModelPool
+from app.model.decoder import Decoded
+from app.model.pool import LoadedModel, ModelPool
 from app.predictor import Chooser
 from app.rollout.flags import Flag
-from app.schema import Decoded
 
 
 class FlagChooser(Chooser):

@@ -38,9 +38,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import ModelServeError
-from app.registry import NAME_RE
+from app.model.decoder import Decoded
+from app.model.repository import NAME_RE
 from app.rollout.bucketing import normalized_bucket
-from app.schema import Decoded
 
 Scalar = str | int | bool
 

@@ -1,4 +1,4 @@
-"""Following the registry: aliases and flag versions → loaded models, without a restart.
+"""Following the repository: aliases and flag versions → loaded models, without a restart.
 
 ``sync()`` compares what the models directory says (the primary alias, the
 candidate alias) and what the flags name with what is loaded, loads what is
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import ModelServeError
-from app.models import LoadedModel, ModelPool
-from app.registry import Registry
+from app.model.pool import LoadedModel, ModelPool
+from app.model.repository import Repository
 from app.telemetry.metrics import Metrics
 
 log = logging.getLogger("modelserve.rollout")
@@ -41,14 +41,14 @@ class SyncResult:
 class ModelFollower:
     def __init__(
         self,
-        registry: Registry,
+        repository: Repository,
         pool: ModelPool,
         metrics: Metrics,
         primary: str = "production",
         candidate: str | None = "candidate",
         on_candidate: Callable[[LoadedModel | None], None] = lambda _: None,
     ) -> None:
-        self.registry = registry
+        self.repository = repository
         self.pool = pool
         self.metrics = metrics
         self.primary = primary
@@ -96,7 +96,7 @@ class ModelFollower:
         """Bring loaded models in line with the aliases on disk and ``flag_versions``."""
         async with self._lock:
             result = SyncResult()
-            on_disk = await asyncio.to_thread(self.registry.aliases)
+            on_disk = await asyncio.to_thread(self.repository.aliases)
             for alias in (self.primary, self.candidate):
                 if alias:
                     await self._follow(alias, on_disk.get(alias), force, result)

@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from app.models import LoadedModel, ModelPool
+from app.model.pool import LoadedModel, ModelPool
+from app.model.repository import Repository
 from app.predictor import Predictor
-from app.registry import Registry
 from app.rollout.chooser import FlagChooser
 from app.rollout.follower import ModelFollower, SyncResult
 from app.rollout.shadow import ModelCandidate, Shadow, Sink, log_sink
@@ -49,7 +49,7 @@ def record_sink(owner: Any) -> Sink:
 
 class Rollout:
     def __init__(
-        self, settings: Settings, registry: Registry, pool: ModelPool, metrics: Metrics, sink: Sink | None = None
+        self, settings: Settings, repository: Repository, pool: ModelPool, metrics: Metrics, sink: Sink | None = None
     ) -> None:
         s = settings
         self.settings = settings
@@ -64,7 +64,7 @@ class Rollout:
         )
         candidate_alias = s.candidate_alias if s.shadow_enabled and s.candidate_alias else None
         self.follower = ModelFollower(
-            registry, pool, metrics, s.alias, candidate_alias, on_candidate=self._set_candidate
+            repository, pool, metrics, s.alias, candidate_alias, on_candidate=self._set_candidate
         )
         self.watcher = FlagsWatcher(s.flags_file, metrics) if s.flags_file is not None else None
         self._lock = asyncio.Lock()
@@ -153,7 +153,7 @@ class Rollout:
 def attach_rollout(container: Any) -> Rollout:
     """Build the rollout for a container: its chooser routes, its hooks start and stop it."""
     rollout = Rollout(
-        container.settings, container.registry, container.pool, container.metrics, sink=record_sink(container)
+        container.settings, container.repository, container.pool, container.metrics, sink=record_sink(container)
     )
     container.rollout = rollout
     container.chooser = rollout.chooser

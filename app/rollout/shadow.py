@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from app.models import LoadedModel
+from app.model.pool import LoadedModel
 from app.predictor import PredictionRecord
 from app.telemetry.metrics import Metrics
 

@@ -6,6 +6,6 @@
 - ``manifest``: the estimator-independent parts of ``manifest.json``;
 - ``train``: ``train()``, which writes versions, aliases and the feature table.
 
-Nothing is imported here, so ``app.training.reference`` stays light for the
+Nothing is imported here, so ``app.model.reference`` stays light for the
 jobs that only need the binning rule.
 """

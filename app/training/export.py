@@ -9,7 +9,7 @@ The ONNX graph has one input per feature, named as the feature, shape
 as NaN), strings as string tensors. Its outputs are ``label`` (int64 ``[N]``)
 and ``probabilities`` (float32 ``[N, 2]``).
 
-Training-side checks run the graph through ``app.runtime`` — the service's
+Training-side checks run the graph through ``app.model.runtime`` — the service's
 own feeds and session settings (single-threaded, so a recorded expected
 output is bit-for-bit reproducible) — so the manifest sample's expected
 output is what the service computes.

@@ -1,6 +1,6 @@
 """The pieces of ``manifest.json`` that do not depend on the estimator.
 
-The structure is the contract in DESIGN §3; ``app.registry``, the runtime,
+The structure is the contract in DESIGN §3; ``app.model.repository``, the runtime,
 the request schema and the drift job all parse it.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.model.reference import PREDICTION_EDGES, categorical_reference, numeric_reference
 from app.training.data import FEATURES, Feature
-from app.training.reference import PREDICTION_EDGES, categorical_reference, numeric_reference
 
 TASK = "binary_classification"
 OUTPUTS: dict[str, Any] = {"label": "label", "probabilities": "probabilities", "classes": [0, 1], "positive_class": 1}

@@ -54,8 +54,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from app.errors import ArtifactError
-from app.registry import set_alias, sha256_file
-from app.runtime import OnnxModel
+from app.model.repository import set_alias, sha256_file
+from app.model.runtime import OnnxModel
 from app.training.data import FEATURES, generate_events, generate_users, model_frame, write_feature_table
 from app.training.export import build_pipeline, export_onnx, threshold_ties
 from app.training.manifest import build_manifest, feature_reference, prediction_reference, sample_candidates

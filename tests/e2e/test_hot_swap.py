@@ -10,7 +10,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from app.registry import Registry
+from app.model.repository import Repository
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +26,7 @@ class TestHotSwap:
         env = workspace.env(
             MODELSERVE_ALIAS_POLL_SECONDS="0.2", MODELSERVE_ADMIN_TOKEN=TOKEN, MODELSERVE_WARMUP_ITERATIONS="2"
         )
-        registry = Registry(workspace.models_dir)
+        repository = Repository(workspace.models_dir)
         with ServerProcess(env, tmp_path / "server.log") as srv:
             srv.wait_ready()
             stop = threading.Event()
@@ -57,9 +57,9 @@ class TestHotSwap:
                 for i in range(6):
                     time.sleep(0.5)
                     if i % 2 == 0:
-                        registry.promote("v3")
+                        repository.promote("v3")
                     else:
-                        registry.rollback()
+                        repository.rollback()
                     if i % 3 == 0:  # sometimes the admin call, sometimes polling
                         r = httpx.post(srv.url + "/admin/reload", headers=auth, timeout=30)
                         assert r.status_code == 200, r.text

@@ -11,9 +11,9 @@ import pytest
 
 from app.cli import main
 from app.jobs import psi
-from app.models import ModelPool
+from app.model.pool import ModelPool
+from app.model.repository import Repository
 from app.predictor import PredictionRecord
-from app.registry import Registry
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import PredictionLog
 from app.training.data import generate_requests
@@ -22,8 +22,8 @@ from tests.conftest import Workspace
 
 def write_log(ws: Workspace, log_dir: Path, n: int, seed: int, shift: dict[str, float] | None = None) -> None:
     """Predict ``n`` generated requests with the production model and log them like the server does."""
-    registry = Registry(ws.models_dir)
-    model = ModelPool(registry, warmup_iterations=0).load(registry.resolve("production"))
+    repository = Repository(ws.models_dir)
+    model = ModelPool(repository, warmup_iterations=0).load(repository.resolve("production"))
     users = pd.read_parquet(ws.feature_table)
     store = users.set_index("user_id").to_dict("index")
     bodies = generate_requests(n, seed=seed, users_df=users, shift=shift)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from app.main import create_app
-from app.registry import Registry, set_alias, sha256_file
+from app.model.repository import Repository, set_alias, sha256_file
 from tests.conftest import serving
 from tests.integration.test_api import metric_value
 from tests.unit.test_rollout_shadow import FakeCandidate, HangingCandidate, RaisingCandidate
@@ -80,7 +80,7 @@ class TestHotReload:
         body = sample(workspace)["request"]
         with serving(create_app(workspace.settings(admin_token=TOKEN))) as c:
             assert c.post("/predict", json=body).json()["model_version"] == "v2"
-            Registry(workspace.models_dir).promote("v1")
+            Repository(workspace.models_dir).promote("v1")
             r = c.post("/admin/reload", headers=auth)
             assert r.status_code == 200, r.text
             assert r.json()["changed"] == [{"alias": "production", "from": "v2", "to": "v1"}]
@@ -88,7 +88,7 @@ class TestHotReload:
             text = c.get("/metrics").text
             assert metric_value(text, "modelserve_model_info", {"alias": "production", "version": "v1"}) == 1
             assert metric_value(text, "modelserve_model_info", {"alias": "production", "version": "v2"}) == 0
-            Registry(workspace.models_dir).rollback()
+            Repository(workspace.models_dir).rollback()
             assert c.post("/admin/reload", headers=auth).status_code == 200
             assert c.post("/predict", json=body).json()["model_version"] == "v2"
 
@@ -113,7 +113,7 @@ class TestHotReload:
         body = sample(workspace)["request"]
         with serving(create_app(workspace.settings(alias_poll_seconds=0.05))) as c:
             container = c.app.state.container
-            Registry(workspace.models_dir).promote("v1")
+            Repository(workspace.models_dir).promote("v1")
             wait_for(lambda: c.post("/predict", json=body).json()["model_version"] == "v1")
             (workspace.models_dir / "candidate").unlink()
             wait_for(lambda: container.rollout.shadow.candidate is None)

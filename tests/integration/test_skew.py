@@ -27,8 +27,8 @@ import pandas as pd
 import pytest
 
 from app.main import create_app
-from app.registry import Registry
-from app.runtime import OnnxModel
+from app.model.repository import Repository
+from app.model.runtime import OnnxModel
 from app.training.data import model_frame
 from tests.conftest import serving
 
@@ -130,7 +130,7 @@ class TestSkew:
     @pytest.mark.parametrize("version", VERSIONS)
     def test_served_matches_training(self, trained, table, bodies, version):
         """Every corpus row gets the training pipeline's label and probability from the served path."""
-        reg = Registry(trained.models_dir)
+        reg = Repository(trained.models_dir)
         pipeline = reg.load_pipeline(version)
         # MODELSERVE_ALIAS names what the service serves; a version name resolves to itself.
         app = create_app(trained.settings(alias=version))
@@ -141,7 +141,7 @@ class TestSkew:
     @pytest.mark.parametrize("version", VERSIONS)
     def test_feed_matches_training_frame(self, trained, table, bodies, version):
         """The tensors the server builds equal the training frame column by column (float32, NaN for null)."""
-        manifest = Registry(trained.models_dir).verify(version)
+        manifest = Repository(trained.models_dir).verify(version)
         runtime = OnnxModel.from_manifest(trained.models_dir / version / "model.onnx", manifest)
         rows = [{**table[b["user_id"]], **b["features"]} for b in bodies]
         assert feed_matches_frame(runtime, rows, model_frame(rows)) == []
@@ -156,7 +156,7 @@ class TestSkew:
 
     def test_skewed_transform_is_caught(self, trained, table, bodies):
         """A serving transform that differs from training (null score → 0) makes the check fail."""
-        reg = Registry(trained.models_dir)
+        reg = Repository(trained.models_dir)
         pipeline = reg.load_pipeline("v2")
         app = create_app(trained.settings(selfcheck_tolerance=1.0))
         with serving(app) as client:

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import ValidationFailed
-from app.manifest import Manifest
-from app.schema import MAX_STRING, Decoder
+from app.model.decoder import MAX_STRING, Decoder
+from app.model.manifest import Manifest
 
 DTYPES = ("float", "int", "bool", "string")
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True)

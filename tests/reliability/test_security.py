@@ -22,8 +22,8 @@ import yaml
 
 from app.errors import ArtifactError
 from app.main import create_app
-from app.models import ModelPool
-from app.registry import Registry
+from app.model.pool import ModelPool
+from app.model.repository import Repository
 from tests.conftest import Workspace, serving
 from tests.support.server import MODELSERVE, ServerProcess, free_port
 
@@ -184,14 +184,14 @@ class TestNoUnpicklingBeforeChecksum:
     def test_promote_never_unpickles(self, workspace, evil):
         """Promoting a version with a planted pickle fails on the checksum and runs nothing."""
         with pytest.raises(ArtifactError, match="checksum"):
-            Registry(workspace.models_dir).promote("v1")
+            Repository(workspace.models_dir).promote("v1")
         assert cli(workspace, "promote", "v1").returncode != 0
         assert not evil.exists()
 
     def test_verify_never_unpickles(self, workspace, evil):
         """verify (registry and CLI) fails on the checksum and runs nothing."""
         with pytest.raises(ArtifactError, match="checksum"):
-            Registry(workspace.models_dir).verify("v1")
+            Repository(workspace.models_dir).verify("v1")
         assert cli(workspace, "verify", "v1").returncode != 0
         assert not evil.exists()
 
@@ -201,7 +201,7 @@ class TestNoUnpicklingBeforeChecksum:
         manifest = json.loads((vdir / "manifest.json").read_text())
         manifest["files"]["pipeline.joblib"] = hashlib.sha256((vdir / "pipeline.joblib").read_bytes()).hexdigest()
         (vdir / "manifest.json").write_text(json.dumps(manifest))
-        pool = ModelPool(Registry(workspace.models_dir), warmup_iterations=1)
+        pool = ModelPool(Repository(workspace.models_dir), warmup_iterations=1)
         pool.load("v1")
         assert cli(workspace, "verify", "v1").returncode == 0
         with serving(create_app(workspace.settings(alias="v1"))) as c:

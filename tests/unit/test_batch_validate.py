@@ -11,8 +11,8 @@ import pytest
 
 from app.errors import ValidationFailed
 from app.jobs.validate import BadColumns, check_columns, convert_csv_table, merge, validate_table
-from app.registry import Registry
-from app.schema import Decoder
+from app.model.decoder import Decoder
+from app.model.repository import Repository
 from tests.conftest import Workspace
 
 # Values per Arrow type, good and bad, for the request features of the demo model
@@ -81,7 +81,7 @@ def tables() -> list[pa.Table]:
 
 @pytest.fixture(scope="module")
 def manifest(trained: Workspace) -> Any:
-    return Registry(trained.models_dir).read_manifest("v2")
+    return Repository(trained.models_dir).read_manifest("v2")
 
 
 class TestEquivalence:

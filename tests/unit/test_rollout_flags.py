@@ -7,10 +7,10 @@ import os
 
 import pytest
 
+from app.model.decoder import Decoded
 from app.rollout.bucketing import in_rollout
 from app.rollout.flags import FlagsError, parse_flags
 from app.rollout.watch import FlagsWatcher
-from app.schema import Decoded
 from app.telemetry.metrics import Metrics
 
 YAML = """

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.registry import set_alias, sha256_file
-from app.runtime import OnnxModel
+from app.model.reference import PREDICTION_EDGES, categorical_reference, histogram, numeric_reference
+from app.model.repository import set_alias, sha256_file
+from app.model.runtime import OnnxModel
 from app.training.data import (
     FEATURE_NAMES,
     FEATURES,
@@ -28,7 +29,6 @@ from app.training.data import (
     model_frame,
 )
 from app.training.export import threshold_ties
-from app.training.reference import PREDICTION_EDGES, categorical_reference, histogram, numeric_reference
 from app.training.train import prepare, train
 
 SMALL = {"n_users": 300, "n_events": 3000}

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from app.errors import ValidationFailed
-from app.manifest import Manifest
-from app.schema import Decoder
+from app.model.decoder import Decoder
+from app.model.manifest import Manifest
 
 
 def make_manifest(store: bool = True) -> Manifest:

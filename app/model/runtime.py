@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.errors import ArtifactError
-from app.manifest import Manifest, Outputs
+from app.model.manifest import Manifest, Outputs
 
 NUMERIC = frozenset({"float", "int", "bool"})
 

@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAd
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from app.errors import ValidationFailed
-from app.manifest import Feature, Manifest
+from app.model.manifest import Feature, Manifest
 
 MAX_STRING = 256
 USER_ID = Annotated[StrictStr, Field(min_length=1, max_length=128)]

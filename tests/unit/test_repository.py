@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from app.errors import ArtifactError, InvalidName, ModelNotFound
-from app.registry import Registry, check_name
+from app.model.repository import Repository, check_name
 
 
 class TestNames:
@@ -42,7 +42,7 @@ class TestNames:
 
     def test_registry_never_builds_paths_from_bad_names(self, workspace):
         """Every registry entry point refuses a traversal before touching the disk."""
-        reg = Registry(workspace.models_dir)
+        reg = Repository(workspace.models_dir)
         for call in (reg.verify, reg.version_dir, reg.resolve, reg.load_pipeline):
             with pytest.raises(InvalidName):
                 call("../data")
@@ -53,7 +53,7 @@ class TestNames:
 class TestChecksums:
     def test_verify_ok(self, workspace):
         """Untouched artifacts verify."""
-        reg = Registry(workspace.models_dir)
+        reg = Repository(workspace.models_dir)
         assert reg.verify("v2").version == "v2"
 
     @pytest.mark.parametrize("fname", ["model.onnx", "pipeline.joblib"])
@@ -64,7 +64,7 @@ class TestChecksums:
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
         with pytest.raises(ArtifactError, match="checksum mismatch"):
-            Registry(workspace.models_dir).verify("v1")
+            Repository(workspace.models_dir).verify("v1")
 
     def test_pickle_not_loaded_before_checksum(self, workspace, tmp_path):
         """A malicious pipeline.joblib is never unpickled when its checksum does not match."""
@@ -76,25 +76,25 @@ class TestChecksums:
 
         (workspace.models_dir / "v1" / "pipeline.joblib").write_bytes(pickle.dumps(Evil()))
         with pytest.raises(ArtifactError):
-            Registry(workspace.models_dir).load_pipeline("v1")
+            Repository(workspace.models_dir).load_pipeline("v1")
         assert not marker.exists()
 
     def test_missing_file(self, workspace):
         """A missing artifact is an error naming the file."""
         (workspace.models_dir / "v3" / "model.onnx").unlink()
         with pytest.raises(ArtifactError, match=r"model\.onnx"):
-            Registry(workspace.models_dir).verify("v3")
+            Repository(workspace.models_dir).verify("v3")
 
     def test_unknown_version(self, workspace):
         """An unknown version is ModelNotFound."""
         with pytest.raises(ModelNotFound):
-            Registry(workspace.models_dir).verify("v99")
+            Repository(workspace.models_dir).verify("v99")
 
 
 class TestPromote:
     def test_promote_and_rollback(self, workspace):
         """promote swaps the link and records it; rollback returns to the previous target."""
-        reg = Registry(workspace.models_dir)
+        reg = Repository(workspace.models_dir)
         assert reg.aliases()["production"] == "v2"
         assert reg.promote("v3") == "v2"
         assert os.readlink(workspace.models_dir / "production") == "v3"  # relative link
@@ -106,7 +106,7 @@ class TestPromote:
     def test_promote_refuses_tampered(self, workspace):
         """A version whose files fail their checksums is never promoted."""
         (workspace.models_dir / "v1" / "model.onnx").write_bytes(b"not a model")
-        reg = Registry(workspace.models_dir)
+        reg = Repository(workspace.models_dir)
         with pytest.raises(ArtifactError):
             reg.promote("v1")
         assert reg.aliases()["production"] == "v2"
@@ -115,13 +115,13 @@ class TestPromote:
     def test_rollback_without_history(self, workspace):
         """Rolling back an alias that never changed is a clear error."""
         with pytest.raises(ArtifactError, match="nothing to roll back"):
-            Registry(workspace.models_dir).rollback("production")
+            Repository(workspace.models_dir).rollback("production")
 
     def test_swap_is_atomic(self, workspace):
         """The alias always resolves while it is being swapped repeatedly."""
         import threading
 
-        reg = Registry(workspace.models_dir)
+        reg = Repository(workspace.models_dir)
         stop = threading.Event()
         seen: set[str] = set()
         errors: list[Exception] = []
@@ -145,4 +145,4 @@ class TestPromote:
     def test_alias_cannot_shadow_a_version(self, workspace):
         """An alias may not take the name of an existing version directory."""
         with pytest.raises(InvalidName):
-            Registry(workspace.models_dir).promote("v3", alias="v1")
+            Repository(workspace.models_dir).promote("v3", alias="v1")

@@ -1,6 +1,6 @@
 """Loaded models: verify → load → warm up → self-check, and the alias map.
 
-Registry semantics follow MLServer: a version is not served until it has
+Repository semantics follow MLServer: a version is not served until it has
 loaded, warmed up and matched its manifest sample; on a swap the new version
 is fully ready before the alias points at it, and a version that fails keeps
 the old one serving.
@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 
 from app.errors import ArtifactError, NotReady
-from app.manifest import Manifest
-from app.registry import Registry
-from app.runtime import OnnxModel
-from app.schema import Decoder
+from app.model.decoder import Decoder
+from app.model.manifest import Manifest
+from app.model.repository import Repository
+from app.model.runtime import OnnxModel
 
 log = logging.getLogger("modelserve.models")
 
@@ -56,11 +56,11 @@ def self_check(model: LoadedModel, tolerance: float) -> None:
 
 
 class ModelPool:
-    """Loads versions from the registry and keeps alias -> loaded model."""
+    """Loads versions from the repository and keeps alias -> loaded model."""
 
     def __init__(
         self,
-        registry: Registry,
+        repository: Repository,
         *,
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
@@ -68,7 +68,7 @@ class ModelPool:
         tolerance: float = 1e-4,
         max_batch: int = 1000,
     ) -> None:
-        self.registry = registry
+        self.repository = repository
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.warmup_iterations = warmup_iterations
@@ -81,8 +81,8 @@ class ModelPool:
         """A ready model: checksums verified, session built, warmed up and self-checked."""
         if version in self.by_version:
             return self.by_version[version]
-        manifest = self.registry.verify(version)
-        path = self.registry.version_dir(version) / "model.onnx"
+        manifest = self.repository.verify(version)
+        path = self.repository.version_dir(version) / "model.onnx"
         runtime = OnnxModel.from_manifest(path, manifest, self.intra_op_threads, self.inter_op_threads)
         decoder = self._decoder_for(manifest)
         model = LoadedModel(version, manifest, runtime, decoder, tuple(f.name for f in manifest.store_features))

@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.errors import ArtifactError, InvalidName, ModelNotFound
-from app.manifest import Manifest
+from app.model.manifest import Manifest
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARTIFACT_FILES = ("model.onnx", "pipeline.joblib")
@@ -76,7 +76,7 @@ class VersionInfo:
     metrics: dict[str, Any]
 
 
-class Registry:
+class Repository:
     """Versions and aliases under one models directory."""
 
     def __init__(self, models_dir: Path) -> None:
