@@ -1,0 +1,226 @@
+"""V2 tensors ↔ columns ↔ decoded rows, as pure functions.
+
+JSON ``data`` and binary tensors (Triton's extension: raw bytes after the
+JSON header, ``binary_data_size`` per input) both become one flat column per
+input; columns become one decoded instance per row. Problems are collected,
+not raised one by one, so a bad request is answered with every offending
+tensor named: each is an error entry ``{"loc", "msg", "type"}`` whose ``loc``
+is ``["body", "inputs", name, part?, row?]``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from app.errors import ValidationFailed
+from app.model.decoder import Decoded, Decoder
+from app.v2.types import NUMPY, USER_ID, InferInput, InferRequest
+
+Errors = list[dict[str, Any]]
+_CONTAINERS = (list, dict)
+
+
+def read_columns(
+    request: InferRequest,
+    body: bytes,
+    header_length: int | None,
+    features: Mapping[str, tuple[str, ...]],
+    expected: Sequence[str],
+    max_batch: int,
+) -> tuple[dict[str, list[Any]], int]:
+    """(one flat column per input, the batch size N), or ``ValidationFailed`` listing every problem.
+
+    ``features`` maps each feature input to its accepted datatypes; ``expected``
+    is every input the model takes (``user_id`` included when it needs one).
+    Binary tensors are read from ``body`` after its first ``header_length``
+    bytes, in input order.
+    """
+    errors: Errors = []
+    columns: dict[str, list[Any]] = {}
+    offset = header_length or len(body)
+    for inp in request["inputs"]:
+        name = inp["name"]
+        binary_size = inp.get("parameters", {}).get("binary_data_size")
+        raw = None
+        if binary_size is not None:
+            if header_length is None:
+                errors.append(
+                    input_error(
+                        name, "parameters", "binary_data_size needs Inference-Header-Content-Length", "binary_size"
+                    )
+                )
+                continue
+            if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
+                errors.append(input_error(name, "parameters", "binary_data_size must be a whole number", "binary_size"))
+                continue
+            raw, offset = body[offset : offset + binary_size], offset + binary_size
+            if len(raw) != binary_size:
+                errors.append(input_error(name, "data", "binary data shorter than binary_data_size", "binary_size"))
+                continue
+        if name in columns:
+            errors.append(input_error(name, None, "input given more than once", "duplicate_input"))
+        elif name == USER_ID or name in features:
+            col = column(inp, ("BYTES",) if name == USER_ID else features[name], raw, errors)
+            if col is not None:
+                columns[name] = col
+        else:
+            errors.append(
+                input_error(name, None, f"unknown input; the model takes {', '.join(expected)}", "extra_input")
+            )
+    if header_length is not None and offset != len(body):
+        errors.append(
+            {"loc": ["body"], "msg": f"{len(body) - offset} bytes of binary data unclaimed", "type": "binary_size"}
+        )
+    for name in expected:
+        if name not in columns and not any(e["loc"][2:3] == [name] for e in errors):
+            errors.append(input_error(name, None, "missing input", "missing_input"))
+    sizes = {name: len(col) for name, col in columns.items()}
+    if len(set(sizes.values())) > 1:
+        errors.append(
+            {
+                "loc": ["body", "inputs"],
+                "msg": "inputs differ in batch size: " + ", ".join(f"{k}={v}" for k, v in sizes.items()),
+                "type": "batch_size",
+            }
+        )
+    n = next(iter(sizes.values()), 0)
+    if n > max_batch:
+        errors.append({"loc": ["body", "inputs"], "msg": f"batch of {n} over {max_batch}", "type": "batch_size"})
+    if errors:
+        raise failed(errors)
+    return columns, n
+
+
+def column(inp: InferInput, accepted: tuple[str, ...], raw: bytes | None, errors: Errors) -> list[Any] | None:
+    """The input's values as a flat list of length N, or None with the problems appended to ``errors``."""
+    name, shape, datatype = inp["name"], inp["shape"], inp["datatype"]
+    problems = len(errors)
+    if datatype not in accepted:
+        errors.append(
+            input_error(name, "datatype", f"datatype {datatype} not accepted; use {' or '.join(accepted)}", "datatype")
+        )
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+        errors.append(input_error(name, "shape", f"shape {shape} is not [N] or [N, 1] with N >= 1", "shape"))
+    if len(errors) > problems:
+        return None
+    n = shape[0]
+    if raw is not None:
+        if "data" in inp:
+            errors.append(input_error(name, "data", "both data and binary_data_size given", "binary_size"))
+            return None
+        return from_binary(name, datatype, raw, n, errors)
+    if "data" not in inp:
+        errors.append(input_error(name, "data", "no data", "missing"))
+        return None
+    data = inp["data"]
+    if len(shape) == 2 and data and isinstance(data[0], list) and all(isinstance(v, list) for v in data):
+        if not all(len(v) == 1 for v in data):
+            errors.append(input_error(name, "data", f"nested data does not match shape {shape}", "shape"))
+            return None
+        data = [v[0] for v in data]
+    if len(data) != n or any(isinstance(v, _CONTAINERS) for v in data):
+        errors.append(input_error(name, "data", f"data does not match shape {shape}", "shape"))
+        return None
+    return data
+
+
+def from_binary(name: str, datatype: str, raw: bytes, n: int, errors: Errors) -> list[Any] | None:
+    """``n`` values of a binary tensor, or None with the problem appended to ``errors``.
+
+    BYTES elements are each a little-endian uint32 length and that many UTF-8
+    bytes; every other datatype is ``n`` fixed-size little-endian values.
+    """
+    if datatype == "BYTES":
+        values: list[Any] = []
+        pos = 0
+        try:
+            while pos < len(raw):
+                (size,) = struct.unpack_from("<I", raw, pos)
+                chunk = raw[pos + 4 : pos + 4 + size]
+                if len(chunk) != size:
+                    raise ValueError("truncated element")
+                values.append(chunk.decode("utf-8"))
+                pos += 4 + size
+        except (struct.error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            errors.append(input_error(name, "data", f"bad BYTES binary data: {exc}", "binary_data"))
+            return None
+    else:
+        dtype = np.dtype(NUMPY[datatype])
+        if len(raw) != n * dtype.itemsize:
+            errors.append(input_error(name, "data", f"{len(raw)} bytes is not {n} × {datatype}", "shape"))
+            return None
+        array = np.frombuffer(raw, dtype=dtype)
+        if datatype == "BOOL":
+            if array.size and array.max() > 1:
+                errors.append(input_error(name, "data", "BOOL bytes must be 0 or 1", "binary_data"))
+                return None
+            values = array.astype(bool).tolist()
+        else:
+            values = array.tolist()
+    if len(values) != n:
+        errors.append(input_error(name, "data", f"{len(values)} values for shape [{n}]", "shape"))
+        return None
+    return values
+
+
+def decode_rows(
+    decoder: Decoder, columns: dict[str, list[Any]], n: int, request_id: str, features: Sequence[str]
+) -> list[Decoded]:
+    """One decoded instance per row (request id ``id:i`` for row ``i`` of a batch), or every row's errors."""
+    users = columns.get(USER_ID)
+    feature_columns = [(name, columns[name]) for name in features]
+    instances: list[Decoded] = []
+    errors: Errors = []
+    for i in range(n):
+        obj: dict[str, Any] = {
+            "features": {name: col[i] for name, col in feature_columns},
+            "request_id": request_id if n == 1 else f"{request_id}:{i}",
+        }
+        if users is not None:
+            obj["user_id"] = users[i]
+        try:
+            instances.append(decoder.validate_python(obj))
+        except ValidationFailed as exc:
+            errors.extend({**d, "loc": row_loc(d["loc"], i)} for d in exc.detail)
+    if errors:
+        raise failed(errors)
+    return instances
+
+
+def input_error(name: str, part: str | None, msg: str, kind: str) -> dict[str, Any]:
+    loc: list[str | int] = ["body", "inputs", name]
+    if part is not None:
+        loc.append(part)
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def row_loc(loc: Sequence[str | int], row: int) -> list[str | int]:
+    """A decoder loc (``("features", name)`` or ``("user_id",)``) as the V2 input's row."""
+    name = loc[1] if len(loc) > 1 and loc[0] == "features" else loc[0] if loc else "<instance>"
+    return ["body", "inputs", name, "data", row]
+
+
+def user_row_loc(entry: dict[str, Any]) -> dict[str, Any]:
+    """A predictor error entry (``["instances", i, "user_id"]``) as the ``user_id`` input's row."""
+    loc = list(entry.get("loc", []))
+    if "instances" in loc and loc.index("instances") + 1 < len(loc):
+        loc = ["body", "inputs", USER_ID, "data", loc[loc.index("instances") + 1]]
+    return {**entry, "loc": loc}
+
+
+def failed(errors: Errors) -> ValidationFailed:
+    """One error for all entries, its message naming each input (and row) at most once, ten at most."""
+    names = []
+    for e in errors:
+        loc = e["loc"][2:] if e["loc"][:2] == ["body", "inputs"] else e["loc"][1:]
+        label = str(loc[0]) if loc else e["msg"]
+        if len(loc) >= 3 and isinstance(loc[-1], int):
+            label += f"[{loc[-1]}]"
+        if label not in names:
+            names.append(label)
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return ValidationFailed(f"invalid input: {len(errors)} error(s) in {shown}", errors)

@@ -1,0 +1,167 @@
+"""The Open Inference Protocol (V2, REST) data plane: resolve a model name, describe it, infer.
+
+Knows nothing of HTTP; ``app/api/routes/v2.py`` translates. What the protocol
+leaves to the server is decided here:
+
+Names and versions
+    ``modelserve`` (``MODEL_NAME``) is the service's model: without a version
+    it is routed exactly like ``/predict`` (primary alias, then rollout flags
+    per user). An alias that is loaded (``production``, ``candidate``) is also
+    a model name and pins that alias's model. ``versions/{v}`` picks a loaded
+    version: under ``modelserve`` any loaded one, under an alias only the one
+    the alias points at. Anything else is 404.
+
+Inputs
+    One tensor per ``request`` feature of the manifest, named after it, plus a
+    ``user_id`` BYTES tensor when the model has ``store`` features (they are
+    then fetched through the same feature server as ``/predict``). Shapes
+    ``[N]`` or ``[N, 1]``, every input the same ``N``; data flat or nested
+    as the shape says. Datatypes by manifest dtype (``DATATYPES``, the first
+    is what metadata advertises)::
+
+        float   FP32 (FP64 accepted)        int   INT64 (any INT*/UINT*)
+        bool    BOOL                        string  BYTES (UTF-8)
+
+    Values are then checked by the manifest-generated decoder, so the rules
+    are those of ``/predict``: no string for a number, no bool for a number,
+    finite floats only (NaN is refused), JSON ``null`` only for nullable
+    features. Missing, unknown and duplicate inputs are refused. The Triton
+    binary tensor extension (``Inference-Header-Content-Length``, the default
+    of ``tritonclient``) is accepted for inputs; answers are always JSON.
+
+Outputs
+    ``label`` (INT64 ``[N]``) and ``probability`` (FP32 ``[N]``, the positive
+    class), the same numbers ``/predict`` answers; ``outputs`` in the request
+    selects and orders them (output parameters such as ``binary_data`` are
+    ignored). Request and input ``parameters`` are accepted and ignored.
+    ``id`` is echoed; without one a fresh id is answered, and it (suffixed
+    ``:i`` for row ``i`` of a batch) is the prediction log's request id.
+
+Errors are ``ValidationFailed`` (the route answers 400, the protocol's status),
+``ModelNotFound`` (404) and ``NotReady`` (503), each naming what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import ModelNotFound, NotReady, UnknownUser
+from app.model.pool import LoadedModel, ModelPool
+from app.predictor import Predictor, new_request_id
+from app.v2.codec import decode_rows, read_columns, user_row_loc
+from app.v2.types import (
+    DATATYPES,
+    MODEL_NAME,
+    OUTPUT_TYPES,
+    OUTPUTS,
+    PLATFORM,
+    USER_ID,
+    parse_request,
+    requested_outputs,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a ``/v2/models/{name}[/versions/{v}]`` path names."""
+
+    name: str
+    model: LoadedModel
+    """The model answering metadata (the primary when routed)."""
+    pinned: bool
+    """False: route per instance like /predict; True: always ``model``."""
+    versions: list[str]
+
+
+class V2Service:
+    def __init__(self, pool: ModelPool, primary_alias: str, max_batch: int) -> None:
+        self.pool = pool
+        self.primary_alias = primary_alias
+        self.max_batch = max_batch
+        self._inputs: dict[str, tuple[dict[str, tuple[str, ...]], list[str]]] = {}
+
+    # --- names --------------------------------------------------------------
+    def resolve(self, name: str, version: str | None) -> Target:
+        if name == MODEL_NAME:
+            model = self.pool.get(self.primary_alias)  # NotReady while starting
+            if version is None:
+                return Target(name, model, False, sorted(self.pool.by_version))
+            pinned = self.pool.by_version.get(version)
+            if pinned is None:
+                raise ModelNotFound(f"model {name!r} has no loaded version {version!r}", _loc("version", version))
+            return Target(name, pinned, True, sorted(self.pool.by_version))
+        aliased = self.pool.by_alias.get(name)
+        if aliased is None:
+            if name == self.primary_alias:
+                raise NotReady(f"model {name!r} is not loaded yet")
+            raise ModelNotFound(
+                f"unknown model {name!r}; serving {', '.join([MODEL_NAME, *sorted(self.pool.by_alias)])}",
+                _loc("name", name),
+            )
+        if version is not None and version != aliased.version:
+            raise ModelNotFound(
+                f"model {name!r} serves version {aliased.version!r}, not {version!r}", _loc("version", version)
+            )
+        return Target(name, aliased, True, [aliased.version])
+
+    def metadata(self, target: Target) -> dict[str, Any]:
+        manifest = target.model.manifest
+        inputs = [{"name": USER_ID, "datatype": "BYTES", "shape": [-1]}] if target.model.needs_store else []
+        inputs += [
+            {"name": f.name, "datatype": DATATYPES[f.dtype][0], "shape": [-1]} for f in manifest.request_features
+        ]
+        return {
+            "name": target.name,
+            "versions": target.versions,
+            "platform": PLATFORM,
+            "inputs": inputs,
+            "outputs": [{"name": o, "datatype": OUTPUT_TYPES[o], "shape": [-1]} for o in OUTPUTS],
+            "parameters": {
+                "version": target.model.version,
+                "store_features": [f.name for f in manifest.store_features],
+                "nullable": [f.name for f in manifest.request_features if f.nullable],
+                "positive_class": manifest.outputs.positive_class,
+            },
+        }
+
+    # --- inference ------------------------------------------------------------
+    async def infer(
+        self, predictor: Predictor, target: Target, body: bytes, header_length: int | None = None
+    ) -> dict[str, Any]:
+        """The V2 response for a request body (JSON, or JSON + binary tensors)."""
+        request = parse_request(body, header_length)
+        wanted = requested_outputs(request)
+        request_id = request.get("id") or new_request_id()
+        model = target.model
+        features, expected = self._expected_inputs(model)
+        columns, n = read_columns(request, body, header_length, features, expected, self.max_batch)
+        instances = decode_rows(model.decoder, columns, n, request_id, list(features))
+        try:
+            records = await predictor.predict_instances(instances, model if target.pinned else None)
+        except UnknownUser as exc:
+            raise UnknownUser(exc.message, [user_row_loc(d) for d in exc.detail]) from None
+        data = {
+            "label": [r.prediction for r in records],
+            "probability": [r.probability for r in records],
+        }
+        n = len(records)
+        return {
+            "model_name": target.name,
+            "model_version": ",".join(sorted({r.model_version for r in records})),
+            "id": request_id,
+            "outputs": [{"name": o, "datatype": OUTPUT_TYPES[o], "shape": [n], "data": data[o]} for o in wanted],
+        }
+
+    def _expected_inputs(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+        """(accepted datatypes per request feature, input names), computed once per version."""
+        known = self._inputs.get(model.version)
+        if known is None:
+            features = {f.name: DATATYPES[f.dtype] for f in model.manifest.request_features}
+            known = features, [*([USER_ID] if model.needs_store else []), *features]
+            self._inputs[model.version] = known
+        return known
+
+
+def _loc(kind: str, value: str) -> list[dict[str, Any]]:
+    return [{"loc": ["path", kind], "msg": f"no such model {kind} {value!r}", "type": "not_found"}]

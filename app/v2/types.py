@@ -1,0 +1,109 @@
+"""The V2 request envelope and the datatypes each manifest dtype accepts.
+
+``parse_request`` is the only place a V2 body is validated as JSON; the
+tensors it carries are turned into columns by :mod:`app.v2.codec`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, NotRequired
+
+from pydantic import ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
+from app.errors import ValidationFailed
+
+MODEL_NAME = "modelserve"
+PLATFORM = "onnxruntime_onnx"
+USER_ID = "user_id"
+OUTPUTS = ("label", "probability")
+OUTPUT_TYPES = {"label": "INT64", "probability": "FP32"}
+
+_INTS = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
+DATATYPES: dict[str, tuple[str, ...]] = {
+    "float": ("FP32", "FP64"),
+    "int": _INTS,
+    "bool": ("BOOL",),
+    "string": ("BYTES",),
+}
+"""Accepted datatypes per manifest dtype; the first is what metadata advertises."""
+
+NUMPY = {
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT64": "<i8",
+    "INT32": "<i4",
+    "INT16": "<i2",
+    "INT8": "i1",
+    "UINT64": "<u8",
+    "UINT32": "<u4",
+    "UINT16": "<u2",
+    "UINT8": "u1",
+    "BOOL": "u1",
+}
+"""Binary tensor extension: how each fixed-size datatype is laid out (little-endian)."""
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class InferInput(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    name: StrictStr
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: StrictStr
+    parameters: NotRequired[dict[str, Any]]
+    data: NotRequired[list[Any]]
+
+
+class InferOutput(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    name: StrictStr
+    parameters: NotRequired[dict[str, Any]]
+
+
+class InferRequest(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    id: NotRequired[Annotated[StrictStr, Field(min_length=1, max_length=100)]]  # + ":row" fits a request id
+    parameters: NotRequired[dict[str, Any]]
+    inputs: Annotated[list[InferInput], Field(min_length=1)]
+    outputs: NotRequired[list[InferOutput]]
+
+
+@functools.cache
+def _request_adapter() -> TypeAdapter[InferRequest]:
+    return TypeAdapter(InferRequest)  # built on first use: nothing at import time
+
+
+def parse_request(body: bytes, header_length: int | None) -> InferRequest:
+    """The JSON part of ``body`` (all of it, or its first ``header_length`` bytes) as a request.
+
+    Raises ``ValidationFailed`` naming every offending field, or the header
+    length when it does not fall inside the body.
+    """
+    if header_length is not None and not 0 < header_length <= len(body):
+        msg = f"Inference-Header-Content-Length {header_length} outside the body of {len(body)} bytes"
+        raise ValidationFailed(
+            msg, [{"loc": ["header", "inference-header-content-length"], "msg": msg, "type": "binary_header"}]
+        )
+    try:
+        return _request_adapter().validate_json(body[:header_length] if header_length else body)
+    except ValidationError as exc:
+        detail = [
+            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        names = ", ".join(".".join(str(p) for p in d["loc"][1:]) or "<body>" for d in detail)
+        raise ValidationFailed(f"invalid inference request: {names}", detail) from None
+
+
+def requested_outputs(request: InferRequest) -> tuple[str, ...]:
+    """The outputs to answer, in the order asked (all of them when none are named)."""
+    asked = tuple(o["name"] for o in request.get("outputs", []))
+    unknown = [o for o in asked if o not in OUTPUTS]
+    if unknown:
+        raise ValidationFailed(
+            f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(OUTPUTS)}",
+            [{"loc": ["body", "outputs", o], "msg": "unknown output", "type": "unknown_output"} for o in unknown],
+        )
+    return asked or OUTPUTS
