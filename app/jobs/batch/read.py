@@ -1,0 +1,159 @@
+"""Reading the input: fixed-size chunks, each validated on whole columns, read one ahead in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from app.errors import ValidationFailed
+from app.jobs.batch.options import INPUT_FORMATS, BatchError
+from app.jobs.validate import Checked, check_columns, convert_csv_table, merge, validate_table
+from app.model.manifest import Manifest
+from app.model.pool import LoadedModel
+
+_ARROW = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "string": pa.string()}
+
+
+def input_format(path: Path) -> str:
+    fmt = INPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise BatchError(f"cannot read {path.name}: use .parquet, .csv or .jsonl")
+    if not path.is_file():
+        raise BatchError(f"input {path} does not exist")
+    return fmt
+
+
+def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Fixed-size tables out of batches of any size (chunk boundaries must not depend on the reader)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - count, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            count += take
+            batch = batch.slice(take)
+            if count == rows:
+                yield pa.Table.from_batches(pending)
+                pending, count = [], 0
+    if count:
+        yield pa.Table.from_batches(pending)
+
+
+def _jsonl_schema(manifest: Manifest) -> pa.Schema:
+    fields = [pa.field("user_id", pa.string())] if manifest.store_features else []
+    fields += [pa.field(f.name, _ARROW[f.dtype]) for f in manifest.request_features]
+    return pa.schema([*fields, pa.field("request_id", pa.string())])
+
+
+def read_chunks(path: Path, fmt: str, rows: int, model: LoadedModel) -> Iterator[tuple[pa.Table, Checked]]:
+    """(valid-typed chunk, its validation) for every chunk of the input, in order."""
+    manifest = model.manifest
+    if fmt == "parquet":
+        try:
+            pf = pq.ParquetFile(path)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise BatchError(f"cannot read {path}: {exc}") from None
+        check_columns(pf.schema_arrow.names, manifest)
+        for table in _rechunk(pf.iter_batches(batch_size=min(rows, 65536)), rows):
+            yield table, validate_table(table, manifest)
+    elif fmt == "csv":
+        try:
+            names_all = pacsv.open_csv(path).schema.names
+        except (OSError, pa.ArrowException) as exc:
+            raise BatchError(f"cannot read {path}: {exc}") from None
+        check_columns(names_all, manifest)
+        reader = pacsv.open_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names_all}, strings_can_be_null=True
+            ),
+        )
+        for table in _rechunk(iter(reader), rows):
+            converted, conversion = convert_csv_table(table, manifest)
+            yield converted, merge(validate_table(converted, manifest), conversion)
+    else:
+        yield from _jsonl_chunks(path, rows, model)
+
+
+def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[pa.Table, Checked]]:
+    """JSONL rows go through the decoder itself, one by one (flat rows or /predict bodies)."""
+    schema = _jsonl_schema(model.manifest)
+    decoder = model.decoder
+    with open(path, "rb") as f:
+        while True:
+            lines = [line for line in (f.readline() for _ in range(rows)) if line]
+            if not lines:
+                return
+            good: list[dict[str, Any]] = []
+            valid = np.zeros(len(lines), dtype=bool)
+            errors: dict[int, list[dict[str, Any]]] = {}
+            for i, line in enumerate(lines):
+                try:
+                    obj = orjson.loads(line)
+                    if not isinstance(obj, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    errors[i] = [{"loc": [], "msg": "Invalid JSON object", "type": "json_invalid"}]
+                    continue
+                instance = obj if isinstance(obj.get("features"), dict) else _nest(obj)
+                try:
+                    d = decoder.validate_python(instance)
+                except ValidationFailed as exc:
+                    errors[i] = exc.detail
+                    continue
+                valid[i] = True
+                good.append({"user_id": d.user_id, "request_id": d.request_id, **d.features})
+            columns = {name: [row.get(name) for row in good] for name in schema.names}
+            table_all = pa.table(columns, schema=schema)
+            # Put invalid rows back as empty rows so positions line up with ``valid``.
+            full = _scatter(table_all, valid)
+            yield full, Checked(valid, errors)
+
+
+def _nest(obj: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"features": {k: v for k, v in obj.items() if k not in ("user_id", "request_id")}}
+    for k in ("user_id", "request_id"):
+        if k in obj:
+            out[k] = obj[k]
+    return out
+
+
+def _scatter(table: pa.Table, valid: np.ndarray) -> pa.Table:
+    if valid.all():
+        return table
+    index = np.full(len(valid), -1, dtype=np.int64)
+    index[valid] = np.arange(int(valid.sum()))
+    idx = pa.array(index, mask=~valid)
+    return table.take(idx)
+
+
+async def prefetched(
+    path: Path, fmt: str, rows: int, model: LoadedModel
+) -> AsyncIterator[tuple[int, int, pa.Table, Checked]]:
+    """Chunks read and validated one ahead, in a thread, while the caller scores the current one."""
+    chunks = read_chunks(path, fmt, rows, model)
+    end: Any = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-read") as reader:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(reader, next, chunks, end)
+        index = start = 0
+        while True:
+            item = await future
+            if item is end:
+                return
+            future = loop.run_in_executor(reader, next, chunks, end)
+            table: pa.Table = item[0]
+            checked: Checked = item[1]
+            yield index, start, table, checked
+            index += 1
+            start += table.num_rows
