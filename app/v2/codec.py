@@ -11,7 +11,7 @@ is ``["body", "inputs", name, part?, row?]``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -168,7 +168,7 @@ def from_binary(name: str, datatype: str, raw: bytes, n: int, errors: Errors) ->
 
 
 def decode_rows(
-    decoder: Decoder, columns: dict[str, list[Any]], n: int, request_id: str, features: Sequence[str]
+    decoder: Decoder, columns: dict[str, list[Any]], n: int, request_id: str, features: Iterable[str]
 ) -> list[Decoded]:
     """One decoded instance per row (request id ``id:i`` for row ``i`` of a batch), or every row's errors."""
     users = columns.get(USER_ID)

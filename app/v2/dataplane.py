@@ -136,7 +136,7 @@ class V2Service:
         model = target.model
         features, expected = self._expected_inputs(model)
         columns, n = read_columns(request, body, header_length, features, expected, self.max_batch)
-        instances = decode_rows(model.decoder, columns, n, request_id, list(features))
+        instances = decode_rows(model.decoder, columns, n, request_id, features)
         try:
             records = await predictor.predict_instances(instances, model if target.pinned else None)
         except UnknownUser as exc:
