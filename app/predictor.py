@@ -20,7 +20,7 @@ from app.model.pool import LoadedModel, ModelPool
 from app.telemetry.metrics import Metrics
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class PredictionRecord:
     request_id: str
     model_version: str
@@ -104,16 +104,16 @@ class Predictor:
         labels, probs = model.runtime.predict([row])
         latency = time.perf_counter() - t0
         record = PredictionRecord(
-            decoded.request_id or new_request_id(),
-            model.version,
-            int(labels[0]),
-            float(probs[0]),
-            decoded.user_id,
-            row,
-            decoded.features,
-            latency,
-            tier,
-            variant,
+            request_id=decoded.request_id or new_request_id(),
+            model_version=model.version,
+            prediction=int(labels[0]),
+            probability=float(probs[0]),
+            user_id=decoded.user_id,
+            features=row,
+            request_features=decoded.features,
+            latency=latency,
+            tier=tier,
+            variant=variant,
         )
         self._observe(model.version, latency)
         for listener in self.listeners:
@@ -170,16 +170,16 @@ class Predictor:
                 inst = instances[i]
                 tier = stores[inst.user_id][1] if model.needs_store and inst.user_id else None
                 records[i] = PredictionRecord(
-                    inst.request_id or new_request_id(),
-                    model.version,
-                    int(labels[j]),
-                    float(probs[j]),
-                    inst.user_id,
-                    rows[j],
-                    inst.features,
-                    latency,
-                    tier,
-                    variant,
+                    request_id=inst.request_id or new_request_id(),
+                    model_version=model.version,
+                    prediction=int(labels[j]),
+                    probability=float(probs[j]),
+                    user_id=inst.user_id,
+                    features=rows[j],
+                    request_features=inst.features,
+                    latency=latency,
+                    tier=tier,
+                    variant=variant,
                 )
             self._observe(model.version, latency, len(idx))
         out = [r for r in records if r is not None]

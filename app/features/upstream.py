@@ -1,4 +1,4 @@
-"""The upstream HTTP feature API as a compute source (DESIGN pattern 8).
+"""The upstream HTTP feature API as a compute source: resilient calls to a remote feature service.
 
 ``GET {base_url}/users/{user_id}/features`` → ``{"user_id", "features": {...}}``;
 404 means the user does not exist. Calls go through one pooled

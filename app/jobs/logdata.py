@@ -1,8 +1,9 @@
 """The prediction log as DuckDB views: ``predictions``, ``shadow`` and ``log``.
 
 Every ``predictions-*.jsonl`` file under the log directory is read with an
-explicit column list (so the views have the same columns whatever the files
-hold); ``kind`` splits prediction records from shadow records. ``features``
+explicit column list, derived from the line formats in
+``app.telemetry.prediction_log`` (so the views have the same columns whatever
+the files hold); ``kind`` splits prediction records from shadow records. ``features``
 is a JSON value: ``features->>'device'`` is text, and
 ``CAST(features->>'amount' AS DOUBLE)`` a number. ``timestamp`` is a
 ``TIMESTAMPTZ``, so ``timestamp > now() - INTERVAL 24 HOUR`` works.
@@ -15,42 +16,29 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ModelServeError
-from app.telemetry.prediction_log import FILE_PREFIX, FILE_SUFFIX
+from app.telemetry.prediction_log import (
+    FILE_PREFIX,
+    FILE_SUFFIX,
+    LINE_FIELDS,
+    PREDICTION_FIELDS,
+    SHADOW_FIELDS,
+    FieldType,
+)
 
+_DUCKDB: dict[FieldType, str] = {
+    "text": "VARCHAR",
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "json": "JSON",
+    "timestamp": "TIMESTAMPTZ",
+}
 COLUMNS: dict[str, str] = {
     "kind": "VARCHAR",
-    "timestamp": "TIMESTAMPTZ",
-    "request_id": "VARCHAR",
-    # prediction records
-    "model_version": "VARCHAR",
-    "variant": "VARCHAR",
-    "user_id": "VARCHAR",
-    "features": "JSON",
-    "prediction": "BIGINT",
-    "probability": "DOUBLE",
-    "latency": "DOUBLE",
-    "feature_tier": "VARCHAR",
-    # shadow records
-    "primary_version": "VARCHAR",
-    "shadow_version": "VARCHAR",
-    "primary_prediction": "BIGINT",
-    "primary_probability": "DOUBLE",
-    "shadow_prediction": "BIGINT",
-    "shadow_probability": "DOUBLE",
-    "abs_diff": "DOUBLE",
-    "outcome": "VARCHAR",
-    "primary_latency": "DOUBLE",
-    "shadow_latency": "DOUBLE",
-    # shadow_drops records (periodic counts of records the shadow queue dropped)
-    "dropped": "BIGINT",
+    **{name: _DUCKDB[type_] for fields in LINE_FIELDS.values() for name, type_ in fields},
 }
-PREDICTION_COLUMNS = (
-    "timestamp, request_id, model_version, variant, user_id, features, prediction, probability, latency, feature_tier"
-)
-SHADOW_COLUMNS = (
-    "timestamp, request_id, primary_version, shadow_version, primary_prediction, primary_probability, "
-    "shadow_prediction, shadow_probability, abs_diff, outcome, primary_latency, shadow_latency"
-)
+"""Every field of every kind of line, as DuckDB types (a line's absent fields read as NULL)."""
+PREDICTION_COLUMNS = ", ".join(name for name, _ in PREDICTION_FIELDS)
+SHADOW_COLUMNS = ", ".join(name for name, _ in SHADOW_FIELDS)
 
 
 class EmptyLog(ModelServeError):

@@ -3,9 +3,9 @@
 Each POST carries an ``Idempotency-Key`` header that is the same on every
 retry and on a rerun of the job, so a sink that remembers keys stores each
 batch once even when a response was lost. Retried: connection errors and
-timeouts, 408, 429 and 5xx — after ``min(cap, base · 2^attempt)`` scaled by a
-uniform random factor (full jitter), or the ``Retry-After`` the sink asked
-for if that is longer. Any other status fails the job at once.
+timeouts, 408, 425, 429 and 500/502/503/504 — after ``app.retry.backoff`` (exponential
+with full jitter, as the upstream feature client), or the ``Retry-After`` the
+sink asked for if that is longer. Any other status fails the job at once.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import orjson
 
 from app.errors import ModelServeError
-from app.retry import parse_retry_after
+from app.retry import backoff, parse_retry_after
 
 _HEADERS = ((b"content-type", b"application/json"), (b"user-agent", b"modelserve-batch"))
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -40,14 +40,14 @@ class Sink:
         timeout: float = 30.0,
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
-        rand: Callable[[], float] = random.random,
+        rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
         self.retries = retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._rand = rand
+        self._rng = rng or random.Random()
         # One single-connection client per slot rather than one pool of ``concurrency``
         # connections: httpcore's pool rescans every connection on each request, which
         # measured ~12 ms of CPU per POST at 50 in flight (and sequential speed overall).
@@ -94,9 +94,8 @@ class Sink:
                     wait = parse_retry_after(response.headers.get("retry-after")) or 0.0
                 if attempt == self.retries:
                     raise SinkFailed(f"sink {self.url}: batch {key} failed after {attempt + 1} attempts ({problem})")
-                ceiling = min(self.backoff_cap, self.backoff_base * 2**attempt)
                 self.retried += 1
-                await asyncio.sleep(max(wait, ceiling * self._rand()))
+                await asyncio.sleep(max(wait, backoff(attempt + 1, self.backoff_base, self.backoff_cap, self._rng)))
         finally:
             self._clients.put_nowait(client)
 

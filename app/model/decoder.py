@@ -83,11 +83,8 @@ class Decoder:
 
     def __init__(self, manifest: Manifest, max_batch: int = 1000) -> None:
         self.signature = manifest.input_signature()
-        self.request_features = [f.name for f in manifest.request_features]
-        self.needs_user = bool(manifest.store_features)
         features_td = _typed_dict("Features", {f.name: _feature_type(f) for f in manifest.request_features})
-        self.features_type = features_td
-        user_t: Any = USER_ID if self.needs_user else NotRequired[USER_ID | None]
+        user_t: Any = USER_ID if manifest.store_features else NotRequired[USER_ID | None]
         instance = _typed_dict(
             "Instance",
             {
@@ -97,7 +94,6 @@ class Decoder:
                 "attributes": NotRequired[ATTRIBUTES],
             },
         )
-        self.instance_type = instance
         batch = _typed_dict(
             "BatchRequest",
             {"instances": Annotated[list[instance], Field(min_length=1, max_length=max_batch)]},  # type: ignore[valid-type]

@@ -109,10 +109,6 @@ class ModelPool:
         self._forget_unused()
         return previous
 
-    def unassign(self, alias: str) -> None:
-        self.by_alias.pop(alias, None)
-        self._forget_unused()
-
     def keep(self, versions: set[str]) -> None:
         """Drop loaded versions no alias uses and ``versions`` does not name."""
         self._forget_unused(versions)

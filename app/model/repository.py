@@ -1,6 +1,6 @@
 """Model versions and aliases on disk.
 
-Layout (DESIGN §3)::
+Layout::
 
     models/
       production -> v2      relative symlinks; the alias is the routing

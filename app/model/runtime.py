@@ -14,25 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from app.errors import ArtifactError
-from app.model.manifest import Manifest, Outputs
+from app.model.manifest import Feature, Manifest, Outputs
 
 NUMERIC = frozenset({"float", "int", "bool"})
-
-
-class FeatureSpec(Protocol):
-    """What the runtime needs of a feature: its name and dtype (manifest or training spec)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dtype(self) -> str: ...
 
 
 class OnnxModel:
@@ -45,7 +35,7 @@ class OnnxModel:
     def __init__(
         self,
         model: Path | bytes,
-        features: Sequence[FeatureSpec],
+        features: Sequence[Feature],
         *,
         version: str = "",
         outputs: Outputs | None = None,

@@ -16,8 +16,3 @@ import mmh3
 def normalized_bucket(user_id: str, group: str, normalizer: int = 100) -> int:
     """The user's bucket in ``1..normalizer`` for ``group`` (a flag name)."""
     return mmh3.hash(f"{group}:{user_id}", 0, signed=False) % normalizer + 1
-
-
-def in_rollout(user_id: str, group: str, percent: int) -> bool:
-    """True when the user falls in the first ``percent`` buckets of ``group``."""
-    return normalized_bucket(user_id, group) <= percent

@@ -20,18 +20,11 @@ while every slot is held by a hung call the workers wait for a slot, the
 queue fills and further records are dropped, so the process never grows
 threads or memory behind a broken candidate.
 
-Each result becomes one record, sent to ``sink``::
-
-    {"kind": "shadow", "timestamp", "request_id", "primary_version",
-     "shadow_version", "primary_prediction", "primary_probability",
-     "shadow_prediction", "shadow_probability", "abs_diff", "outcome",
-     "primary_latency", "shadow_latency"}
-
-``outcome`` is ok, error or timeout (shadow fields null unless ok);
-``shadow_latency`` is the run time of the batch the record was in. Drops never
-ran, so every ``drops_interval`` seconds with drops a
-``{"kind": "shadow_drops", "timestamp", "shadow_version", "dropped"}`` record
-says how many (``modelserve shadow-report`` adds them up).
+Each result becomes one ``shadow`` record (``app.telemetry.prediction_log.shadow_line``),
+sent to ``sink``: ``outcome`` is ok, error or timeout (shadow fields null
+unless ok); ``shadow_latency`` is the run time of the batch the record was in.
+Drops never ran, so every ``drops_interval`` seconds with drops a
+``shadow_drops`` record says how many (``modelserve shadow-report`` adds them up).
 
 A request that the flags already routed to the candidate's version is not
 shadowed (it would compare the version with itself).
@@ -53,6 +46,7 @@ import orjson
 from app.model.pool import LoadedModel
 from app.predictor import PredictionRecord
 from app.telemetry.metrics import Metrics
+from app.telemetry.prediction_log import shadow_drops_line, shadow_line
 
 log = logging.getLogger("modelserve.rollout")
 record_log = logging.getLogger("modelserve.shadow")
@@ -242,28 +236,19 @@ class Shadow:
         self._count(outcome, len(records))
         now = time.time()
         for i, rec in enumerate(records):
-            out: dict[str, Any] = {
-                "kind": "shadow",
-                "timestamp": now,
-                "request_id": rec.request_id,
-                "primary_version": rec.model_version,
-                "shadow_version": candidate.version,
-                "primary_prediction": rec.prediction,
-                "primary_probability": rec.probability,
-                "shadow_prediction": None,
-                "shadow_probability": None,
-                "abs_diff": None,
-                "outcome": outcome,
-                "primary_latency": rec.latency,
-                "shadow_latency": elapsed if outcome == "ok" else None,
-            }
             if outcome == "ok":
-                p = float(probs[i])
-                diff = abs(p - rec.probability)
-                out["shadow_prediction"] = int(labels[i])
-                out["shadow_probability"] = p
-                out["abs_diff"] = diff
-                self.metrics.shadow_abs_diff.observe(diff)
+                out = shadow_line(
+                    rec,
+                    timestamp=now,
+                    shadow_version=candidate.version,
+                    outcome=outcome,
+                    shadow_prediction=int(labels[i]),
+                    shadow_probability=float(probs[i]),
+                    shadow_latency=elapsed,
+                )
+                self.metrics.shadow_abs_diff.observe(out["abs_diff"])
+            else:
+                out = shadow_line(rec, timestamp=now, shadow_version=candidate.version, outcome=outcome)
             self._emit(out)
 
     def _count(self, outcome: str, n: int) -> None:
@@ -285,7 +270,7 @@ class Shadow:
         n, self._dropped_unreported = self._dropped_unreported, 0
         if n:
             version = self.candidate.version if self.candidate is not None else None
-            self._emit({"kind": "shadow_drops", "timestamp": time.time(), "shadow_version": version, "dropped": n})
+            self._emit(shadow_drops_line(timestamp=time.time(), shadow_version=version, dropped=n))
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None] | None) -> None:

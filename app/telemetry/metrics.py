@@ -1,4 +1,4 @@
-"""Prometheus metrics (DESIGN §7), all prefixed ``modelserve_``.
+"""Prometheus metrics of the service and its jobs, all prefixed ``modelserve_``.
 
 One ``Metrics`` object per container, registered on its own
 ``CollectorRegistry`` so that several apps (tests) never share state. No

@@ -18,14 +18,12 @@ one log volume, where every container's pid is 1) are rotated when they reach
 container's shutdown hook) stops the writer after it has written everything
 queued so far; records submitted after that are counted as dropped.
 
-Line formats (``timestamp`` is ISO 8601 UTC, latencies are seconds)::
-
-    {"kind": "prediction", "timestamp", "request_id", "model_version", "variant",
-     "user_id", "features": {name: value, ...}, "prediction", "probability",
-     "latency", "feature_tier"}
-    {"kind": "shadow", "timestamp", "request_id", "primary_version", "shadow_version",
-     "primary_prediction", "primary_probability", "shadow_prediction",
-     "shadow_probability", "abs_diff", "outcome", "primary_latency", "shadow_latency"}
+Line formats are defined here and only here: ``LINE_FIELDS`` names the
+fields of each ``kind`` of line (``prediction``, ``shadow``, ``shadow_drops``)
+in order, with their types, and ``prediction_line`` / ``shadow_line`` /
+``shadow_drops_line`` shape records that way; the shadow builds its records
+with them and ``app.jobs.logdata`` reads the files by them. ``timestamp`` is
+ISO 8601 UTC, latencies are seconds.
 
 ``user_id`` is written as sent (``user_id_mode="plain"``) or as the hex
 HMAC-SHA256 of it under a secret key (``"hash"``): stable, so one user's
@@ -48,17 +46,111 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from app.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from app.predictor import PredictionRecord
 
 log = logging.getLogger("modelserve.prediction_log")
 
 UserIdMode = Literal["plain", "hash"]
 FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".jsonl"
+
+
+FieldType = Literal["text", "int", "float", "json", "timestamp"]
+
+PREDICTION_FIELDS: tuple[tuple[str, FieldType], ...] = (
+    ("timestamp", "timestamp"),
+    ("request_id", "text"),
+    ("model_version", "text"),
+    ("variant", "text"),
+    ("user_id", "text"),
+    ("features", "json"),  # the full model input by feature name
+    ("prediction", "int"),
+    ("probability", "float"),
+    ("latency", "float"),
+    ("feature_tier", "text"),
+)
+SHADOW_FIELDS: tuple[tuple[str, FieldType], ...] = (
+    ("timestamp", "timestamp"),
+    ("request_id", "text"),  # the primary's, so the two join
+    ("primary_version", "text"),
+    ("shadow_version", "text"),
+    ("primary_prediction", "int"),
+    ("primary_probability", "float"),
+    ("shadow_prediction", "int"),  # shadow_* and abs_diff are null unless outcome is ok
+    ("shadow_probability", "float"),
+    ("abs_diff", "float"),
+    ("outcome", "text"),  # ok, error or timeout
+    ("primary_latency", "float"),
+    ("shadow_latency", "float"),
+)
+SHADOW_DROPS_FIELDS: tuple[tuple[str, FieldType], ...] = (
+    ("timestamp", "timestamp"),
+    ("shadow_version", "text"),
+    ("dropped", "int"),  # records the shadow queue dropped since the last such line
+)
+LINE_FIELDS: dict[str, tuple[tuple[str, FieldType], ...]] = {
+    "prediction": PREDICTION_FIELDS,
+    "shadow": SHADOW_FIELDS,
+    "shadow_drops": SHADOW_DROPS_FIELDS,
+}
+"""Every field of each ``kind`` of line, after ``kind`` itself, in line order."""
+
+
+def prediction_line(record: PredictionRecord, user_id: str | None) -> dict[str, Any]:
+    """The ``prediction`` line of a record, with ``user_id`` as it is to be written."""
+    return {
+        "kind": "prediction",
+        "timestamp": _iso(record.timestamp),
+        "request_id": record.request_id,
+        "model_version": record.model_version,
+        "variant": record.variant,
+        "user_id": user_id,
+        "features": record.features,
+        "prediction": record.prediction,
+        "probability": record.probability,
+        "latency": record.latency,
+        "feature_tier": record.tier,
+    }
+
+
+def shadow_line(
+    primary: PredictionRecord,
+    *,
+    timestamp: float,
+    shadow_version: str,
+    outcome: str,
+    shadow_prediction: int | None = None,
+    shadow_probability: float | None = None,
+    shadow_latency: float | None = None,
+) -> dict[str, Any]:
+    """The ``shadow`` line comparing the candidate's answer with the primary's (``timestamp`` in epoch seconds)."""
+    return {
+        "kind": "shadow",
+        "timestamp": timestamp,
+        "request_id": primary.request_id,
+        "primary_version": primary.model_version,
+        "shadow_version": shadow_version,
+        "primary_prediction": primary.prediction,
+        "primary_probability": primary.probability,
+        "shadow_prediction": shadow_prediction,
+        "shadow_probability": shadow_probability,
+        "abs_diff": abs(shadow_probability - primary.probability) if shadow_probability is not None else None,
+        "outcome": outcome,
+        "primary_latency": primary.latency,
+        "shadow_latency": shadow_latency,
+    }
+
+
+def shadow_drops_line(*, timestamp: float, shadow_version: str | None, dropped: int) -> dict[str, Any]:
+    """The ``shadow_drops`` line: how many records the shadow dropped (``timestamp`` in epoch seconds)."""
+    return {"kind": "shadow_drops", "timestamp": timestamp, "shadow_version": shadow_version, "dropped": dropped}
 
 
 def hash_user_id(user_id: str, key: bytes) -> str:
@@ -201,19 +293,7 @@ class PredictionLog:
         uid = item.user_id
         if self._key is not None and uid is not None:
             uid = hash_user_id(uid, self._key)
-        return {
-            "kind": "prediction",
-            "timestamp": _iso(item.timestamp),
-            "request_id": item.request_id,
-            "model_version": item.model_version,
-            "variant": item.variant,
-            "user_id": uid,
-            "features": item.features,
-            "prediction": item.prediction,
-            "probability": item.probability,
-            "latency": item.latency,
-            "feature_tier": item.tier,
-        }
+        return prediction_line(item, uid)
 
     def _write(self, data: bytes, count: int) -> None:
         now = self._clock()

@@ -1,8 +1,9 @@
 """Seeded synthetic data shaped like a checkout-conversion product.
 
-``FEATURES`` is the single description of the model input: its order is the
-model input order, and the manifest, the offline feature table, the training
-frame and the ONNX inputs are all derived from it.
+``FEATURES`` (``app.model.manifest.Feature`` values) is the single
+description of the model input: its order is the model input order, and the
+manifest, the offline feature table, the training frame and the ONNX inputs
+are all derived from it.
 
 Three tables come out of a seed:
 
@@ -26,51 +27,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-Dtype = Literal["float", "int", "string", "bool"]
-Source = Literal["request", "store"]
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One model input: name, type, where it comes from, what it may hold."""
-
-    name: str
-    dtype: Dtype
-    source: Source
-    nullable: bool = False
-    categories: tuple[str, ...] | None = None
-
-    def to_manifest(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "dtype": self.dtype,
-            "source": self.source,
-            "nullable": self.nullable,
-            "categories": list(self.categories) if self.categories is not None else None,
-        }
-
+from app.model.manifest import DType, Feature
 
 COUNTRIES: dict[str, float] = {"US": 0.34, "IN": 0.2, "GB": 0.15, "DE": 0.12, "BR": 0.11, "FR": 0.08}
 DEVICES: dict[str, float] = {"ios": 0.42, "android": 0.36, "web": 0.22}
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("age", "int", "store"),
-    Feature("income", "float", "store"),
-    Feature("days_since_signup", "int", "store"),
-    Feature("country", "string", "store", categories=tuple(sorted(COUNTRIES))),
-    Feature("amount", "float", "request"),
-    Feature("device", "string", "request", categories=tuple(sorted(DEVICES))),
-    Feature("score", "float", "request", nullable=True),
-    Feature("first_purchase", "bool", "request"),
+    Feature(name="age", dtype="int", source="store"),
+    Feature(name="income", dtype="float", source="store"),
+    Feature(name="days_since_signup", dtype="int", source="store"),
+    Feature(name="country", dtype="string", source="store", categories=tuple(sorted(COUNTRIES))),
+    Feature(name="amount", dtype="float", source="request"),
+    Feature(name="device", dtype="string", source="request", categories=tuple(sorted(DEVICES))),
+    Feature(name="score", dtype="float", source="request", nullable=True),
+    Feature(name="first_purchase", dtype="bool", source="request"),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 STORE_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.source == "store")
@@ -79,8 +57,8 @@ REQUEST_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.source =
 SCORE_NULL_RATE = 0.15
 SHIFTABLE = ("amount", "score", "first_purchase")
 
-_PANDAS_DTYPES: dict[Dtype, str] = {"float": "float64", "int": "int64", "bool": "bool", "string": "object"}
-_ARROW_TYPES: dict[Dtype, pa.DataType] = {
+_PANDAS_DTYPES: dict[DType, str] = {"float": "float64", "int": "int64", "bool": "bool", "string": "object"}
+_ARROW_TYPES: dict[DType, pa.DataType] = {
     "float": pa.float64(),
     "int": pa.int64(),
     "bool": pa.bool_(),

@@ -29,7 +29,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from app.training.data import Feature
+from app.model.manifest import Feature
 
 # Pinned so an artifact does not depend on which skl2onnx trained it, and
 # loads on any onnxruntime from the last few years.

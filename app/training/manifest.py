@@ -1,7 +1,7 @@
 """The pieces of ``manifest.json`` that do not depend on the estimator.
 
-The structure is the contract in DESIGN §3; ``app.model.repository``, the runtime,
-the request schema and the drift job all parse it.
+The structure is ``app.model.manifest.Manifest``, the type the repository, the
+runtime, the request decoder and the drift job read it back with.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.model.manifest import Feature, Manifest, Outputs, Sample
 from app.model.reference import PREDICTION_EDGES, categorical_reference, numeric_reference
-from app.training.data import FEATURES, Feature
+from app.training.data import FEATURES
 
 TASK = "binary_classification"
-OUTPUTS: dict[str, Any] = {"label": "label", "probabilities": "probabilities", "classes": [0, 1], "positive_class": 1}
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
 BOOL_CATEGORIES = ("false", "true")
 
@@ -90,21 +90,21 @@ def build_manifest(
     version: str,
     estimator: str,
     features: Sequence[Feature],
-    sample: Mapping[str, Any],
+    sample: Sample,
     reference: Mapping[str, Any],
     metrics: Mapping[str, float | int],
     files: Mapping[str, str],
-) -> dict[str, Any]:
-    return {
-        "version": version,
-        "created_at": created_at(),
-        "task": TASK,
-        "estimator": estimator,
-        "features": [f.to_manifest() for f in features],
-        "outputs": dict(OUTPUTS),
-        "sample": dict(sample),
-        "reference": dict(reference),
-        "metrics": dict(metrics),
-        "files": dict(files),
-        "libraries": libraries(),
-    }
+) -> Manifest:
+    return Manifest(
+        version=version,
+        created_at=created_at(),
+        task=TASK,
+        estimator=estimator,
+        features=list(features),
+        outputs=Outputs(),
+        sample=sample,
+        reference=dict(reference),
+        metrics=dict(metrics),
+        files=dict(files),
+        libraries=libraries(),
+    )

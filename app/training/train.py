@@ -33,7 +33,6 @@ not necessarily, the same for every version.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -54,6 +53,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from app.errors import ArtifactError
+from app.model.manifest import Manifest, Sample
 from app.model.repository import set_alias, sha256_file
 from app.model.runtime import OnnxModel
 from app.training.data import FEATURES, generate_events, generate_users, model_frame, write_feature_table
@@ -137,7 +137,7 @@ class Artifact:
 
     pipeline: Pipeline
     onnx: bytes
-    manifest: dict[str, Any]  # without "files", which needs the written bytes
+    manifest: Manifest  # "files" still empty: it needs the written bytes
 
 
 def fit_version(version: str, data: Dataset, seed: int) -> Artifact:
@@ -186,7 +186,7 @@ def fit_version(version: str, data: Dataset, seed: int) -> Artifact:
     log.info(
         "%s %s: roc_auc=%.4f accuracy=%.4f in %.1fs (onnx/pipeline: %d holdout ties, max diff %.1e)",
         version,
-        manifest["estimator"],
+        manifest.estimator,
         metrics["roc_auc"],
         metrics["accuracy"],
         time.perf_counter() - started,
@@ -196,7 +196,7 @@ def fit_version(version: str, data: Dataset, seed: int) -> Artifact:
     return Artifact(pipeline, onnx, manifest)
 
 
-def _checked_sample(version: str, data: Dataset, pipeline: Pipeline, model: OnnxModel) -> dict[str, Any]:
+def _checked_sample(version: str, data: Dataset, pipeline: Pipeline, model: OnnxModel) -> Sample:
     """The manifest sample: the first candidate on which ONNX and the pipeline agree."""
     worst = 0.0
     for request, row in data.samples:
@@ -205,7 +205,7 @@ def _checked_sample(version: str, data: Dataset, pipeline: Pipeline, model: Onnx
         expected = float(positive[0])
         diff = abs(expected - float(pipeline.predict_proba(frame)[0, 1]))
         if diff <= SAMPLE_TOLERANCE:
-            return {"request": request, "row": row, "expected": {"prediction": int(label[0]), "probability": expected}}
+            return Sample(request=request, row=row, expected={"prediction": int(label[0]), "probability": expected})
         worst = max(worst, diff)
     raise TrainingError(f"{version}: ONNX and pipeline disagree on every sample candidate (by up to {worst:.3g})")
 
@@ -220,8 +220,8 @@ def write_version(models_dir: Path, version: str, artifact: Artifact) -> Path:
         (tmp / "model.onnx").write_bytes(artifact.onnx)
         joblib.dump(artifact.pipeline, tmp / "pipeline.joblib")
         files = {name: sha256_file(tmp / name) for name in ("model.onnx", "pipeline.joblib")}
-        manifest = {**artifact.manifest, "files": files}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = artifact.manifest.model_copy(update={"files": files})
+        (tmp / "manifest.json").write_text(manifest.to_json())
         for path in tmp.iterdir():
             _fsync(path)
         _fsync(tmp)

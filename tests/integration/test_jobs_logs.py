@@ -32,15 +32,15 @@ def write_log(ws: Workspace, log_dir: Path, n: int, seed: int, shift: dict[str, 
     plog = PredictionLog(log_dir, Metrics())
     for i, (b, row) in enumerate(zip(bodies, rows, strict=True)):
         rec = PredictionRecord(
-            f"r{seed}-{i}",
-            model.version,
-            int(labels[i]),
-            float(probs[i]),
-            b["user_id"],
-            row,
-            b["features"],
-            1e-4,
-            "table",
+            request_id=f"r{seed}-{i}",
+            model_version=model.version,
+            prediction=int(labels[i]),
+            probability=float(probs[i]),
+            user_id=b["user_id"],
+            features=row,
+            request_features=b["features"],
+            latency=1e-4,
+            tier="table",
         )
         plog.listener(rec, model)
     plog.submit({"kind": "shadow", "request_id": f"r{seed}-0", "primary_version": model.version, "abs_diff": 0.02})

@@ -1,4 +1,4 @@
-"""Training/serving skew check (pattern 12).
+"""Training/serving skew check: training and serving compute the same outputs from the same inputs.
 
 Over an edge-case corpus, the training pipeline (``pipeline.joblib`` on a
 pandas frame with the training dtypes) and the served path (HTTP → decoder →

@@ -13,7 +13,14 @@ import pytest
 
 from app.predictor import PredictionRecord
 from app.telemetry.metrics import Metrics
-from app.telemetry.prediction_log import PredictionLog, hash_user_id
+from app.telemetry.prediction_log import (
+    LINE_FIELDS,
+    PREDICTION_FIELDS,
+    PredictionLog,
+    hash_user_id,
+    shadow_drops_line,
+    shadow_line,
+)
 
 
 def record(i: int = 0, user: str | None = "u-00001") -> PredictionRecord:
@@ -53,7 +60,7 @@ class FakeClock:
 
 class TestFormat:
     def test_prediction_record_becomes_one_json_line(self, tmp_path: Path) -> None:
-        """A PredictionRecord is written with every DESIGN §7 field and kind=prediction."""
+        """A PredictionRecord is written as one line with every prediction field and kind=prediction."""
         plog = PredictionLog(tmp_path, Metrics())
         plog.listener(record(), None)
         plog.close_sync()
@@ -71,6 +78,19 @@ class TestFormat:
             "latency": 0.0002,
             "feature_tier": "table",
         }
+        assert list(line) == ["kind", *(name for name, _ in PREDICTION_FIELDS)]
+
+    def test_shadow_lines_follow_their_declared_fields(self) -> None:
+        """shadow_line and shadow_drops_line give every declared field of their kind, in order."""
+        ok = shadow_line(
+            record(), timestamp=1.0, shadow_version="v3", outcome="ok", shadow_prediction=0, shadow_probability=0.5
+        )
+        failed = shadow_line(record(), timestamp=1.0, shadow_version="v3", outcome="timeout")
+        drops = shadow_drops_line(timestamp=1.0, shadow_version="v3", dropped=4)
+        for line, kind in ((ok, "shadow"), (failed, "shadow"), (drops, "shadow_drops")):
+            assert list(line) == ["kind", *(name for name, _ in LINE_FIELDS[kind])] and line["kind"] == kind
+        assert ok["abs_diff"] == 0.25 and ok["primary_probability"] == 0.75
+        assert failed["shadow_probability"] is None and failed["abs_diff"] is None
 
     def test_shadow_records_are_written_alongside(self, tmp_path: Path) -> None:
         """submit() writes a dict as given, defaulting kind to shadow and stamping the time."""

@@ -1,10 +1,17 @@
-"""Per-user buckets: Unleash's normalisation, spread and stickiness."""
+"""Per-user buckets: Unleash's normalisation, and how a flag's percentage picks users by them."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.rollout.bucketing import in_rollout, normalized_bucket
+from app.model.decoder import Decoded
+from app.rollout.bucketing import normalized_bucket
+from app.rollout.flags import Flag
+
+
+def in_rollout(user_id: str, flag: str, percent: int) -> bool:
+    """Whether a ``percent`` rollout flag named ``flag`` serves the user, asked the way routing asks."""
+    return Flag(flag, "v3", percent).serves(Decoded(user_id, {}))
 
 
 class TestNormalizedBucket:

@@ -50,7 +50,17 @@ class HangingCandidate(FakeCandidate):
 
 
 def record(i: int, version: str = "v2", probability: float = 0.75) -> PredictionRecord:
-    return PredictionRecord(f"req-{i}", version, 1, probability, f"u-{i}", {"x": i}, {"x": i}, 0.001, "memory")
+    return PredictionRecord(
+        request_id=f"req-{i}",
+        model_version=version,
+        prediction=1,
+        probability=probability,
+        user_id=f"u-{i}",
+        features={"x": i},
+        request_features={"x": i},
+        latency=0.001,
+        tier="memory",
+    )
 
 
 def make(candidate, **kw):

@@ -249,7 +249,7 @@ class TestManifest:
         assert list(m) == MANIFEST_KEYS
         assert m["version"] == version and m["task"] == "binary_classification"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["created_at"])
-        assert m["features"] == [f.to_manifest() for f in FEATURES]
+        assert m["features"] == [f.model_dump(mode="json") for f in FEATURES]
         assert m["features"][3] == {
             "name": "country",
             "dtype": "string",
