@@ -97,8 +97,8 @@ def check(
         i = int(np.argmax(np.where(bad, np.nan_to_num(diff, nan=np.inf) + 1.0, -1.0)))
         k = int(np.nanargmax(np.abs(got_p[i] - want_p[i])))
         what = (
-            f"pipeline label {want_l[i]!r} P({classes[k]!r})={want_p[i, k]:.9g},"
-            f" ONNX label {got_l[i]!r} P({classes[k]!r})={got_p[i, k]:.9g}"
+            f"pipeline label {_plain(want_l[i])!r} P({classes[k]!r})={want_p[i, k]:.9g},"
+            f" ONNX label {_plain(got_l[i])!r} P({classes[k]!r})={got_p[i, k]:.9g}"
         )
         _refuse(model, rows, i, int(bad.sum()), what, features, fed, tolerance)
     return Parity(
@@ -108,6 +108,10 @@ def check(
         label_ties=int((mismatch & tie).sum()),
         max_abs_prob_diff=_f(diff.max()),
     )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
 
 
 def _f(value: Any) -> float:
@@ -161,20 +165,27 @@ def blame(model: Any, row: pd.DataFrame, features: list[Feature], fed: list[str]
     column = int(np.nanargmax(np.nan_to_num(err, nan=np.inf)))
     if not err[column] > tolerance:
         return f"the final estimator {estimator}: the preprocessing agrees on that row"
-    return (
-        f"preprocessing {_output_owner(head, column)}: its output column {column} is {want[column]:.9g}"
-        f" in scikit-learn, {got[column]:.9g} in ONNX"
-    )
+    owner, name = _output_owner(head, column)
+    where = f"its output for {name!r}" if name else f"its output column {column}"
+    return f"preprocessing {owner}: {where} is {want[column]:.9g} in scikit-learn, {got[column]:.9g} in ONNX"
 
 
-def _output_owner(head: Pipeline, column: int) -> str:
-    """The step (and, inside a ColumnTransformer, the transformer) that produced output ``column``."""
+def _output_owner(head: Pipeline, column: int) -> tuple[str, str | None]:
+    """The step (inside a ColumnTransformer, the transformer) that produced output ``column``, and its input column.
+
+    The input column is known when that transformer maps its inputs one to one (scalers, imputers).
+    """
     name, step = head.steps[-1]
     if len(head.steps) == 1 and isinstance(step, ColumnTransformer):
+        inputs = getattr(step, "_transformer_to_input_indices", {})
+        names = list(getattr(step, "feature_names_in_", []))
         for part, span in getattr(step, "output_indices_", {}).items():
             if span.start <= column < span.stop:
-                inner = step.named_transformers_[part]
-                return f"step {describe(f'{name}/{part}', inner)}"
+                owner = f"step {describe(f'{name}/{part}', step.named_transformers_[part])}"
+                indices = list(inputs.get(part, ()))
+                if names and len(indices) == span.stop - span.start:
+                    return owner, str(names[int(indices[column - span.start])])
+                return owner, None
     if len(head.steps) == 1:
-        return f"step {describe(name, step)}"
-    return "steps " + ", ".join(describe(n, s) for n, s in head.steps)
+        return f"step {describe(name, step)}", None
+    return "steps " + ", ".join(describe(n, s) for n, s in head.steps), None
