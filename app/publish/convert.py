@@ -19,7 +19,7 @@ import onnx
 
 from app.errors import PublishRefused
 from app.model.manifest import Feature
-from app.publish.steps import describe, final_estimator, walk
+from app.publish.steps import describe, final_estimator, first_step, walk
 
 # Pinned so an artifact does not depend on the converter's newest opset and
 # loads on any onnxruntime from the last few years (as in app.training.export).
@@ -109,9 +109,36 @@ def to_onnx(model: Any, features: Sequence[Feature]) -> onnx.ModelProto:
     estimator = final_estimator(model)
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
     try:
-        return skl_to_onnx(model, initial_types=initial_types(features), options=options, target_opset=TARGET_OPSET)
+        return skl_to_onnx(
+            _one_input_tensor(model, features),
+            initial_types=initial_types(features),
+            options=options,
+            target_opset=TARGET_OPSET,
+        )
     except Exception as exc:
         raise PublishRefused(_conversion_failure(model, exc)) from None
+
+
+def _one_input_tensor(model: Any, features: Sequence[Feature]) -> Any:
+    """``model``, behind a pass-through ColumnTransformer when it takes several numeric inputs without one.
+
+    Most skl2onnx estimators accept a single [N, F] tensor; a ColumnTransformer
+    is what joins one-column inputs into it. Only the conversion sees the
+    wrapper: the pipeline written and compared is the user's.
+    """
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    if len(features) < 2 or isinstance(first_step(model), ColumnTransformer):
+        return model
+    if any(f.dtype == "string" for f in features):
+        return model  # a string column cannot join a float tensor; leave it to the model's first step
+    names = [f.name for f in features]
+    columns = ColumnTransformer([("inputs", "passthrough", names)]).fit(
+        pd.DataFrame([[0.0] * len(names)], columns=names)
+    )
+    return Pipeline([("inputs", columns), ("model", model)])
 
 
 def _conversion_failure(model: Any, exc: Exception) -> str:

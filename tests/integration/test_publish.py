@@ -12,7 +12,7 @@ import joblib
 import numpy as np
 import pytest
 from lightgbm import LGBMClassifier
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from xgboost import XGBClassifier
 
@@ -158,6 +158,18 @@ class TestOtherTasks:
         assert isinstance(m["sample"]["expected"]["prediction"], float)
         assert m["reference"]["prediction"]["kind"] == "numeric"
         self_check(models, "r1")
+
+    def test_bare_random_forest(self, tmp_path, df, files):
+        """A bare RandomForestRegressor (no pipeline, several numeric inputs) converts and keeps parity."""
+        columns = ["age", "income", "mobile"]
+        train = df.iloc[: data.N_TRAIN]
+        forest = RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0).fit(train[columns], train["spend"])
+        models = tmp_path / "models"
+        summary = publish(forest, data=files[0], target="spend", version="rf", models_dir=models)
+        assert [f.name for f in summary.features] == columns
+        assert summary.parity.max_rel_diff <= 1e-4
+        assert_artifacts(models, "rf")
+        self_check(models, "rf")
 
 
 class TestService:
