@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline
 
 from app.errors import PublishRefused
 from app.model.manifest import Feature, Task
-from app.model.runtime import OnnxModel
+from app.model.runtime import OnnxModel, Scores
 from app.publish.schema import feed_columns
 from app.publish.steps import describe, final_estimator
 from app.publish.tasks import as_classes
@@ -72,6 +72,24 @@ def check(
     """Parity figures of ``runtime`` against ``model`` on ``frame``; refuses beyond ``tolerance``."""
     rows = frame.iloc[compared_rows(len(frame), seed)]
     onnx = runtime.scores(runtime.feeds_from_columns(feed_columns(rows, features)))
+    try:
+        return _compare(model, rows, onnx, features, fed, task, classes, tolerance)
+    except PublishRefused:
+        raise
+    except Exception as exc:  # the user's pipeline raising on its own held-out rows
+        raise PublishRefused(f"the pipeline fails on the held-out rows: {type(exc).__name__}: {exc}") from None
+
+
+def _compare(
+    model: Any,
+    rows: pd.DataFrame,
+    onnx: Scores,
+    features: list[Feature],
+    fed: list[str],
+    task: Task,
+    classes: list[int] | list[str] | None,
+    tolerance: float,
+) -> Parity:
     if task == "regression":
         assert onnx.values is not None
         want = np.asarray(model.predict(rows[fed]), dtype=np.float64).reshape(-1)

@@ -55,6 +55,7 @@ def publish(
     mlflow: str | Path | None = None,
     models_dir: str | Path | None = None,
     seed: int = 0,
+    reference_data: pd.DataFrame | None = None,
 ) -> PublishSummary:
     """Convert, check and write ``models_dir/version``; point ``alias`` at it when given.
 
@@ -62,8 +63,10 @@ def publish(
     object (how training calls it); ``mlflow`` a directory written by MLflow
     instead. ``data`` holds held-out rows with the ``target`` column, as a
     Parquet/CSV path or a DataFrame. ``models_dir`` and ``feature_table``
-    default to the settings'. Raises ``PublishRefused`` (one line, naming the
-    cause) with nothing written.
+    default to the settings'. ``seed`` picks the parity sample of a large
+    frame; ``reference_data`` (default: the held-out rows) is what the
+    features' drift reference is computed from, e.g. the training rows.
+    Raises ``PublishRefused`` (one line, naming the cause) with nothing written.
     """
     started = time.perf_counter()
     check_name(version, "version")
@@ -144,7 +147,7 @@ def publish(
         outputs=outputs,
         sample=sample,
         reference={
-            "features": feature_reference(frame, features),
+            "features": feature_reference(frame if reference_data is None else reference_data, features),
             "prediction": tasks.prediction_reference(found_task, scores, classes),
         },
         metrics=metrics,
