@@ -1,8 +1,9 @@
 """Store features: inputs the service fetches by ``user_id`` from its feature tiers, not from the request.
 
 They must be columns of the offline feature table (the tiers' source of
-truth, keyed by ``user_id``) with a dtype the model accepts: the same, or an
-int column for a float feature.
+truth, keyed by ``user_id``) with a dtype the model accepts: the same, an
+int column for a float feature, or whole numbers in a float column for an
+int feature.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def check_store_dtypes(table: pd.DataFrame, features: Sequence[Feature]) -> None
     for f in features:
         if f.source != "store":
             continue
-        found = column_dtype(table[f.name], f.name)
+        column = table[f.name]
+        found = column_dtype(column, f.name)
+        if found == "float" and f.dtype == "int":
+            # Parquet ints with nulls come back as floats: fine while every value is whole.
+            values = column.dropna().to_numpy(dtype="float64")
+            found = "int" if bool((values == values.round()).all()) else found
         if found != f.dtype and not (f.dtype == "float" and found == "int"):
             raise PublishRefused(f"store feature {f.name!r} is {f.dtype} in the data but {found} in the feature table")

@@ -201,3 +201,18 @@ class TestComparedRows:
         assert list(compared_rows(5, seed=0)) == [0, 1, 2, 3, 4]
         a, b = compared_rows(MAX_ROWS * 3, seed=1), compared_rows(MAX_ROWS * 3, seed=1)
         assert len(set(a)) == MAX_ROWS and (a == b).all() and (np.diff(a) > 0).all()
+
+
+class TestStoreDtypes:
+    def test_compatible_and_not(self):
+        """Whole floats (Parquet's ints with nulls) serve an int feature; fractions and strings do not."""
+        from app.model.manifest import Feature
+        from app.publish.store import check_store_dtypes
+
+        age = [Feature(name="age", dtype="int", source="store")]
+        check_store_dtypes(pd.DataFrame({"age": [30.0, np.nan]}), age)
+        with pytest.raises(PublishRefused, match="'age' is int in the data but float"):
+            check_store_dtypes(pd.DataFrame({"age": [30.5]}), age)
+        with pytest.raises(PublishRefused, match="but string in the feature table"):
+            check_store_dtypes(pd.DataFrame({"age": ["30"]}), age)
+        check_store_dtypes(pd.DataFrame({"x": [1, 2]}), [Feature(name="x", dtype="float", source="store")])
