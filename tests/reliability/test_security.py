@@ -10,7 +10,6 @@ import pickle
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from app.errors import ArtifactError
 from app.main import create_app
 from app.model.pool import ModelPool
 from app.model.repository import Repository
-from harness import MODELSERVE, ServerProcess, free_port
+from harness import MODELSERVE, ManagedProcess, ServerProcess, free_port, http_ok
 from tests.support.redis_server import RedisServer
 from tests.support.workspace import Workspace, sample, serving
 
@@ -339,7 +338,7 @@ class TestNoSecretsInLogsOrErrors:
 
     def test_wrong_redis_password_is_reported_without_it(self, workspace, tmp_path, redis_with_password):
         """A Redis URL with the wrong password degrades to compute and the log names no password."""
-        _, port = redis_with_password
+        port = redis_with_password.port
         wrong = "wrong-pw-" + "z9" * 10
         env = workspace.env(
             MODELSERVE_REDIS_URL=f"redis://:{wrong}@127.0.0.1:{port}/0",
@@ -366,20 +365,14 @@ class TestNoUpstreamCredentialsInLogs:
         password = "upstream-pw-" + "k3" * 10
         port = free_port()
         args = ["-m", "app.features.upstream_api", "--port", str(port), "--table", str(workspace.feature_table)]
-        upstream = subprocess.Popen(
+        upstream = ManagedProcess(
+            "upstream API",
             [str(Path(MODELSERVE).parent / "python"), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            log_path=tmp_path / "upstream.log",
+            ready=http_ok(f"http://127.0.0.1:{port}/health"),
+            ready_timeout=30,
         )
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        with upstream:
             env = workspace.env(
                 MODELSERVE_UPSTREAM_URL=f"http://svc:{password}@127.0.0.1:{port}",
                 MODELSERVE_MEMORY_MAX_AGE_SECONDS="0",
@@ -391,16 +384,11 @@ class TestNoUpstreamCredentialsInLogs:
                     r = httpx.post(srv.url + "/predict", json=sample(workspace)["request"], timeout=10, trust_env=False)
                     assert r.status_code == 200, r.text
                 upstream.kill()  # now every call fails: errors are logged too
-                upstream.wait()
                 for _ in range(5):
                     r = httpx.post(srv.url + "/predict", json=sample(workspace)["request"], timeout=10, trust_env=False)
                     assert password not in r.text
                 srv.signal(signal.SIGTERM)
                 srv.proc.wait(30)
                 output = srv.output()
-        finally:
-            if upstream.poll() is None:
-                upstream.kill()
-                upstream.wait()
         assert "127.0.0.1" in output, "the upstream calls left no trace at debug level"
         assert password not in output
