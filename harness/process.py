@@ -80,9 +80,9 @@ class ManagedProcess:
         """Spawn, then wait until the ``ready`` check passes."""
         self.spawn()
         if self.ready is not None:
-            self.wait_until(self.ready, self.ready_timeout, "ready")
+            self.poll_until(self.ready, self.ready_timeout, "ready")
 
-    def wait_until(self, check: Callable[[], bool], timeout: float, what: str = "ready") -> None:
+    def poll_until(self, check: Callable[[], bool], timeout: float, what: str = "ready") -> None:
         """Poll ``check`` until it returns true; fail early if the process exits."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"

@@ -34,7 +34,7 @@ class ServerProcess(ManagedProcess):
         self.spawn()
 
     def wait_live(self, timeout: float = 30) -> None:
-        self.wait_until(http_ok(self.url + "/health/live"), timeout, "live")
+        self.poll_until(http_ok(self.url + "/health/live"), timeout, "live")
 
     def wait_ready(self, timeout: float = 60) -> None:
-        self.wait_until(http_ok(self.url + "/health/ready"), timeout, "ready")
+        self.poll_until(http_ok(self.url + "/health/ready"), timeout, "ready")
