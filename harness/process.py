@@ -96,7 +96,7 @@ class ManagedProcess:
             except Exception as exc:  # a refused connection is the normal "not yet"
                 last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() >= deadline:
-                raise NotReady(f"{self.name} not {what} after {timeout:.0f} s ({last})\n{self.log_tail()}")
+                raise NotReady(f"{self.name} not {what} after {timeout:g} s ({last})\n{self.log_tail()}")
             time.sleep(self.poll_interval)
 
     def stop(self, timeout: float | None = None) -> int | None:
