@@ -44,8 +44,8 @@ e2e: install system-deps
 	$(BIN)/python -m pytest tests/e2e tests/deploy tests/reliability $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check app tests bench soak
-	$(BIN)/ruff format --check app tests bench soak
+	$(BIN)/ruff check app tests bench soak harness
+	$(BIN)/ruff format --check app tests bench soak harness
 	$(BIN)/mypy app
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/lint-deploy.sh
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,49 +33,12 @@ from pathlib import Path
 
 import uvloop
 
-from bench.harness import Check, Plan, Results, free_port, render_report, run_bench, write_report
+from bench.harness import Check, Plan, Results, render_report, run_bench, write_report
 from bench.run import FEATURE_TABLE, MANIFEST, ROOT, predict_bodies, service_scenario
+from harness import RedisServer
 
 RESULTS = ROOT / "bench" / "results" / "features.md"
 REDIS_TIMEOUT_MS = 5.0
-
-
-class Redis:
-    """A throwaway redis-server (no persistence) this benchmark owns."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is missing (make system-deps)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        import redis
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_timeout=0.5).ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def freeze(self) -> None:
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -194,22 +156,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "MODELSERVE_REDIS_CONNECT_TIMEOUT_MS": str(REDIS_TIMEOUT_MS),
     }
     redis_only = {**common, "MODELSERVE_MEMORY_MAX_AGE_SECONDS": "0"}
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
-        healthy, frozen, dead = (Redis(Path(tmp)) for _ in range(3))
-        try:
-            dead.stop()
-            frozen.freeze()
-            timings = uvloop.run(tier_timings(healthy.url))  # the loop the service runs on
-            scenarios = [
-                service_scenario("memory", bodies),
-                service_scenario("redis", bodies, {**redis_only, "MODELSERVE_REDIS_URL": healthy.url}),
-                service_scenario("redis-down", bodies, {**redis_only, "MODELSERVE_REDIS_URL": dead.url}),
-                service_scenario("redis-frozen", bodies, {**redis_only, "MODELSERVE_REDIS_URL": frozen.url}),
-            ]
-            results = run_bench(scenarios, plan, baseline="redis")
-        finally:
-            for server in (healthy, frozen, dead):
-                server.stop()
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is missing (make system-deps)")
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp, contextlib.ExitStack() as stack:
+        healthy, frozen, dead = (stack.enter_context(RedisServer(Path(tmp))) for _ in range(3))
+        dead.stop()
+        frozen.freeze()
+        timings = uvloop.run(tier_timings(healthy.url))  # the loop the service runs on
+        scenarios = [
+            service_scenario("memory", bodies),
+            service_scenario("redis", bodies, {**redis_only, "MODELSERVE_REDIS_URL": healthy.url}),
+            service_scenario("redis-down", bodies, {**redis_only, "MODELSERVE_REDIS_URL": dead.url}),
+            service_scenario("redis-frozen", bodies, {**redis_only, "MODELSERVE_REDIS_URL": frozen.url}),
+        ]
+        results = run_bench(scenarios, plan, baseline="redis")
     notes = [
         f"Bodies: {source}. Redis timeouts {REDIS_TIMEOUT_MS:g} ms (connect and read); "
         "`redis*` scenarios turn the memory tier off so every lookup reaches Redis (or its failure path).",

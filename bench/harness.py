@@ -13,11 +13,12 @@ One module per concern (``machine``, ``server``, ``wrk``, ``rounds``,
 ``report``); this one gathers what a benchmark script needs.
 """
 
-from bench.machine import LOAD_CPU, ROOT, SERVER_CPU, BenchError, free_port, require_tools
+from bench.machine import LOAD_CPU, ROOT, SERVER_CPU, BenchError, require_tools
 from bench.report import Check, publish, render_report, render_table, write_report
 from bench.rounds import Plan, Results, Scenario, Summary, run_bench
 from bench.server import Server
 from bench.wrk import WrkResult, run_wrk, write_load_script
+from harness import free_port
 
 __all__ = [
     "LOAD_CPU",

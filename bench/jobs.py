@@ -157,11 +157,10 @@ def bench_sink(models: Path, table: Path, tmp: Path, rows: int = 10_000) -> tupl
     and extrapolated linearly to all rows (each of its requests costs the same fixed delay).
     Client CPU is measured too: it bounds what concurrency can gain at equal batching.
     """
-    import httpx
 
     from app.jobs.batch import BatchOptions, ChunkResult, _sink_items
     from app.jobs.sink import Sink
-    from bench.harness import free_port
+    from harness import ManagedProcess, free_port, tcp_open
 
     src = tmp / "sink-in.parquet"
     generate_input(table, rows, src, seed=2)
@@ -177,18 +176,16 @@ def bench_sink(models: Path, table: Path, tmp: Path, rows: int = 10_000) -> tupl
     sample = ChunkResult(0, 0, scored.slice(0, naive_sample), [], {}, naive_sample, np.arange(naive_sample))
     naive_items = _sink_items("bench-naive", sample, sample.kept, 1)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.jobs", "--serve-slow-sink", str(port)])
+    slow_sink = ManagedProcess(
+        "slow sink",
+        [sys.executable, "-m", "bench.jobs", "--serve-slow-sink", str(port)],
+        log_path=tmp / "slow-sink.log",
+        ready=tcp_open(port),
+        ready_timeout=30,
+        poll_interval=0.1,
+    )
     timings: dict[str, tuple[float, float, int]] = {}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.post(f"http://127.0.0.1:{port}/", content=b"{}", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with slow_sink:
 
         async def post(batch: list[tuple[str, Any]], conc: int) -> tuple[float, float, int]:
             sink = Sink(f"http://127.0.0.1:{port}/", concurrency=conc)
@@ -208,9 +205,6 @@ def bench_sink(models: Path, table: Path, tmp: Path, rows: int = 10_000) -> tupl
         for label, batch, conc in runs:
             print(f"sink {label}: {len(batch):,} POSTs at concurrency {conc} …")
             timings[label] = asyncio.run(post(batch, conc))
-    finally:
-        proc.terminate()
-        proc.wait(10)
     naive_total = timings["b"][0] * rows / naive_sample
     ratio_a = timings["a"][0] / timings["concurrent"][0]
     ratio_b_conc = naive_total / timings["concurrent"][0]

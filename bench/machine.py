@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +28,3 @@ def require_tools() -> None:
             f"needs CPU {SERVER_CPU} for the server and CPU {LOAD_CPU} for wrk; "
             f"this process may only use CPUs {sorted(allowed)}"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port

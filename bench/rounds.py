@@ -23,9 +23,10 @@ from typing import Any
 
 import httpx
 
-from bench.machine import BenchError, free_port, require_tools
+from bench.machine import BenchError, require_tools
 from bench.server import Server
 from bench.wrk import WrkResult, run_wrk, write_load_script
+from harness import free_port
 
 
 @dataclass(frozen=True)

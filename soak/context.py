@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,11 +16,10 @@ from typing import Any
 import httpx
 import psutil
 
+from harness import MODELSERVE, ServerProcess
 from soak.load import LoadGenerator
 from soak.report import PhaseResult
-from tests.support.server import ServerProcess
 
-MODELSERVE = Path(sys.executable).parent / "modelserve"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
@@ -148,12 +145,7 @@ class Soak:
 
     # --- resources -------------------------------------------------------------
     def server_threads(self) -> int:
-        return int(psutil.Process(self.server.proc.pid).num_threads())
+        return int(psutil.Process(self.server.pid).num_threads())
 
     def rss_bytes(self) -> int:
-        proc = psutil.Process(self.server.proc.pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        return total
+        return self.server.rss_bytes()

@@ -4,65 +4,62 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from tests.support.server import free_port
+from harness import ManagedProcess, RedisServer, free_port, http_ok
 
 
 class Redis:
-    """``tests.support.redis_server.RedisServer`` plus a FLUSHALL for the upstream phases."""
+    """``harness.RedisServer`` plus a FLUSHALL for the upstream phases."""
 
-    def __init__(self, server: object) -> None:
+    def __init__(self, server: RedisServer) -> None:
         self.server = server
-        self.url: str = server.url  # type: ignore[attr-defined]
+        self.url = server.url
 
     def kill(self) -> None:
-        self.server.kill()  # type: ignore[attr-defined]
+        self.server.kill()
 
     def restart(self) -> None:
-        self.server.start()  # type: ignore[attr-defined]
+        self.server.start()
 
     def freeze(self) -> None:
-        self.server.freeze()  # type: ignore[attr-defined]
+        self.server.freeze()
 
     def thaw(self) -> None:
-        self.server.thaw()  # type: ignore[attr-defined]
+        self.server.thaw()
 
     def flushall(self) -> None:
-        self.server.client().flushall()  # type: ignore[attr-defined]
+        self.server.client().flushall()
 
 
 @contextlib.contextmanager
 def start_redis(root: Path) -> Iterator[Redis | None]:
-    """A private redis-server, or None when the binary or the test support is missing."""
+    """A private redis-server, or None when the binary is missing."""
     if shutil.which("redis-server") is None:
         yield None
         return
-    try:
-        from tests.support.redis_server import RedisServer
-    except ImportError:
-        yield None
-        return
-    server = RedisServer(root / "redis")
-    server.start()
-    try:
+    with RedisServer(root / "redis") as server:
         yield Redis(server)
-    finally:
-        server.stop()
 
 
-class Upstream:
+class Upstream(ManagedProcess):
     """The fault-injecting upstream (``soak.upstream``) in its own process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
-        self.proc = proc
+    def __init__(self, root: Path, table: Path) -> None:
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
+        super().__init__(
+            "upstream",
+            [sys.executable, "-m", "soak.upstream", "--port", str(port), "--table", str(table)],
+            log_path=root / "upstream.log",
+            ready=http_ok(self.url + "/_soak/stats"),
+            ready_timeout=30,
+            poll_interval=0.1,
+        )
 
     def set_mode(self, mode: str, delay: float = 2.0) -> None:
         httpx.post(self.url + "/_soak/fault", json={"mode": mode, "delay": delay}, timeout=5, trust_env=False)
@@ -73,31 +70,5 @@ class Upstream:
 
 @contextlib.contextmanager
 def start_upstream(root: Path, table: Path) -> Iterator[Upstream]:
-    port = free_port()
-    log = open(root / "upstream.log", "wb")  # noqa: SIM115  (closed below)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "soak.upstream", "--port", str(port), "--table", str(table)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    up = Upstream(proc, port)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                up.stats()
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"upstream did not start: {(root / 'upstream.log').read_text()}") from None
-                time.sleep(0.1)
-        yield up
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with Upstream(root, table) as upstream:
+        yield upstream

@@ -414,7 +414,7 @@ async def shutdown(s: Soak) -> PhaseResult:
     async def script() -> None:
         await asyncio.sleep(s.cfg.phase_seconds / 2)
         s.server.signal(signal.SIGTERM)
-        state["exit"] = await asyncio.to_thread(s.server.proc.wait, 60)
+        state["exit"] = await asyncio.to_thread(s.server.wait, 60)
 
     await s.traffic(r, script)
     bad5 = [x for x in r.samples if x.status >= 500]

@@ -21,12 +21,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from harness import ServerProcess
 from soak import phases
 from soak.context import FULL, SHORT, Config, Soak, has_module
 from soak.faults import start_redis, start_upstream
 from soak.load import LoadGenerator, RequestFactory
 from soak.report import PhaseResult, checks_table, phase_table
-from tests.support.server import ServerProcess
 
 Phase = Callable[[Soak], Awaitable[PhaseResult]]
 

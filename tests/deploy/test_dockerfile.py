@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import build_parser
+from harness import free_port
 from tests.deploy.conftest import REPO, VENV_BIN, dev_module, run, settings_env_names
 from tests.deploy.dockerfile import Stage, parse_stages
 
@@ -164,12 +164,6 @@ class TestDockerignore:
         assert sources
         for source in sources:
             assert source in context or any(c.startswith(source + "/") for c in context), source
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_status(url: str) -> int:

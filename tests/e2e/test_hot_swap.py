@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -11,7 +10,8 @@ import httpx
 import pytest
 
 from app.model.repository import Repository
-from tests.support.server import ServerProcess
+from harness import ServerProcess
+from tests.support.workspace import sample
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ class TestHotSwap:
     def test_promote_and_rollback_under_load(self, workspace, tmp_path):
         """Four clients post for the whole run while production flips v2 ↔ v3 six times (polling and
         POST /admin/reload): zero failures, every answer from v2 or v3, and both seen."""
-        body = json.loads((workspace.models_dir / "v2" / "manifest.json").read_text())["sample"]["request"]
+        body = sample(workspace)["request"]
         env = workspace.env(
             MODELSERVE_ALIAS_POLL_SECONDS="0.2", MODELSERVE_ADMIN_TOKEN=TOKEN, MODELSERVE_WARMUP_ITERATIONS="2"
         )

@@ -10,8 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import Workspace
-from tests.support.server import ServerProcess
+from harness import ServerProcess
+from tests.support.workspace import Workspace
 
 pytestmark = pytest.mark.e2e
 

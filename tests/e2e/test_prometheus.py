@@ -10,7 +10,6 @@ assertions are on counts, never on timings.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from pathlib import Path
@@ -22,9 +21,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.telemetry.metrics import LATENCY_BUCKETS
-from tests.conftest import Workspace
+from harness import ServerProcess
 from tests.support.prometheus import JOB, PrometheusServer
-from tests.support.server import ServerProcess
+from tests.support.workspace import Workspace, manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +88,7 @@ def _histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 class TestRealPrometheus:
     def test_promql_over_two_workers_sees_exactly_the_traffic(self, trained: Workspace, tmp_path: Path) -> None:
-        sample = json.loads((trained.models_dir / "v2" / "manifest.json").read_text())["sample"]
+        sample = manifest(trained)["sample"]
         good = sample["request"]
         metrics_dir = tmp_path / "metrics"
         env = trained.env(MODELSERVE_METRICS_DIR=str(metrics_dir), MODELSERVE_SHUTDOWN_DRAIN_SECONDS="0")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
 import httpx
 import pytest
 
-from tests.support.server import ServerProcess
+from harness import ServerProcess
+from tests.support.workspace import manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 class TestServeProcess:
     def test_ready_only_after_warmup_then_clean_exit(self, trained, tmp_path):
         """Readiness is 503 while warming, 200 after; predictions work; SIGTERM exits 0."""
-        sample = json.loads((trained.models_dir / "v2" / "manifest.json").read_text())["sample"]
+        sample = manifest(trained)["sample"]
         env = trained.env(MODELSERVE_WARMUP_DELAY_SECONDS="2")
         with ServerProcess(env, tmp_path / "server.log") as srv:
             srv.wait_live()
@@ -35,7 +35,7 @@ class TestServeProcess:
 
     def test_readiness_503_while_draining(self, trained, tmp_path):
         """After SIGTERM readiness turns 503 at once while requests are still answered."""
-        sample = json.loads((trained.models_dir / "v2" / "manifest.json").read_text())["sample"]
+        sample = manifest(trained)["sample"]
         env = trained.env(MODELSERVE_SHUTDOWN_DRAIN_SECONDS="2")
         with ServerProcess(env, tmp_path / "server.log") as srv:
             srv.wait_ready()

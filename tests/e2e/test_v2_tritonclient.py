@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.server import ServerProcess
+from harness import ServerProcess
+from tests.support.workspace import manifest
 
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype  # noqa: E402  (after the skip)
@@ -37,7 +37,7 @@ def requests(trained) -> list[dict[str, Any]]:
     """/predict bodies for a few users: the manifest sample's features, varied per row."""
     import pandas as pd
 
-    sample = json.loads((trained.models_dir / "production" / "manifest.json").read_text())["sample"]["request"]
+    sample = manifest(trained, "production")["sample"]["request"]
     users = list(pd.read_parquet(trained.feature_table)["user_id"][:4])
     out = []
     for i, user in enumerate(users):

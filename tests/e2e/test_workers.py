@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -11,8 +10,9 @@ import httpx
 import psutil
 import pytest
 
+from harness import ServerProcess
 from tests.support.metrics import metric_value
-from tests.support.server import ServerProcess
+from tests.support.workspace import manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ def worker_pids(srv: ServerProcess) -> set[int]:
 class TestWorkers:
     def test_metrics_aggregate_and_survive_a_dead_worker(self, trained, tmp_path):
         """predictions_total sums over workers, keeps a killed worker's counts, and the worker is replaced."""
-        sample = json.loads((trained.models_dir / "v2" / "manifest.json").read_text())["sample"]
+        sample = manifest(trained)["sample"]
         env = trained.env(MODELSERVE_METRICS_DIR=str(tmp_path / "metrics"))
         with ServerProcess(env, tmp_path / "server.log", args=["--workers", "2"]) as srv:
             srv.wait_ready()

@@ -7,12 +7,8 @@ import json
 import pytest
 
 from app.main import create_app
-from tests.conftest import serving
 from tests.support.metrics import metric_value
-
-
-def manifest(ws, version="v2"):
-    return json.loads((ws.models_dir / version / "manifest.json").read_text())
+from tests.support.workspace import manifest, serving
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from app.features.server import FeatureServer
 from app.features.table import OfflineTable
 from app.main import create_app
 from app.telemetry.metrics import Metrics
-from tests.conftest import Workspace, serving
 from tests.support.metrics import metric_value
 from tests.support.redis_server import RedisServer
+from tests.support.workspace import Workspace, manifest, sample, serving
 
 pytestmark = pytest.mark.redis
 
@@ -39,8 +39,7 @@ def users(trained: Workspace) -> list[str]:
 
 
 def store_features(ws: Workspace) -> list[str]:
-    manifest = json.loads((ws.models_dir / "production" / "manifest.json").read_text())
-    return [f["name"] for f in manifest["features"] if f["source"] == "store"]
+    return [f["name"] for f in manifest(ws, "production")["features"] if f["source"] == "store"]
 
 
 def feature_server(ws: Workspace, redis: RedisServer, metrics: Metrics | None = None, **settings) -> FeatureServer:
@@ -154,11 +153,6 @@ class TestRedisFailure:
         await server.close()
 
 
-def sample_request(ws: Workspace) -> dict:
-    manifest = json.loads((ws.models_dir / "production" / "manifest.json").read_text())
-    return manifest["sample"]["request"]
-
-
 def redis_hits(client) -> float:
     text = client.get("/metrics").text
     return metric_value(text, "modelserve_feature_lookups_total", {"tier": "redis", "outcome": "hit"})
@@ -174,7 +168,7 @@ class TestPredictionsSurviveRedis:
         settings = trained.settings(
             redis_url=redis_server.url, memory_max_age_seconds=0, redis_breaker_cooldown_seconds=0.2, **RELAXED
         )
-        body = sample_request(trained)
+        body = sample(trained, "production")["request"]
         with serving(create_app(settings)) as client:
             statuses = []
             for i, user in enumerate(users[:80]):
@@ -204,7 +198,7 @@ class TestPredictionsSurviveRedis:
             redis_breaker_cooldown_seconds=0.2,
         )
         budget = settings.feature_budget_ms / 1000
-        body = sample_request(trained)
+        body = sample(trained, "production")["request"]
         with serving(create_app(settings)) as client:
             assert client.post("/predict", json={**body, "user_id": users[0]}).status_code == 200
             redis_server.freeze()

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
 import sys
 import threading
 import time
 
-import httpx
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -21,8 +19,8 @@ from app.features.server import FeatureServer
 from app.features.upstream import RetryBudget, UpstreamSource
 from app.main import create_app
 from app.telemetry.metrics import Metrics
-from tests.conftest import serving
-from tests.support.server import free_port
+from harness import ManagedProcess, free_port, http_ok
+from tests.support.workspace import manifest, serving
 
 FEATURES = {"tenure_days": 12, "country": "DE"}
 SLACK = 0.25  # generous: the machine is shared; the contract is the budget, not the slack
@@ -249,37 +247,27 @@ class TestThroughFeatureServer:
 def upstream_api(trained, tmp_path):
     """The demo upstream API as a real process over the trained feature table."""
     port = free_port()
-    log = open(tmp_path / "upstream.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.features.upstream_api", "--port", str(port), "--table", str(trained.feature_table)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError((tmp_path / "upstream.log").read_text())
-        time.sleep(0.05)
-    yield url, proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(10)
-    log.close()
+    command = [
+        sys.executable,
+        "-m",
+        "app.features.upstream_api",
+        "--port",
+        str(port),
+        "--table",
+        str(trained.feature_table),
+    ]
+    with ManagedProcess(
+        "upstream API", command, log_path=tmp_path / "upstream.log", ready=http_ok(url + "/health"), ready_timeout=30
+    ) as proc:
+        yield url, proc
 
 
 class TestServiceWithUpstreamAPI:
     def test_predicts_through_the_upstream_api(self, trained, upstream_api):
         """Through the demo upstream API: the sample predicts exactly, unknown users 404, a dead upstream 503s."""
         url, proc = upstream_api
-        manifest = json.loads((trained.models_dir / "production" / "manifest.json").read_text())
-        sample = manifest["sample"]
+        sample = manifest(trained, "production")["sample"]
         settings = trained.settings(upstream_url=url, feature_budget_ms=500.0, upstream_timeout_ms=200.0)
         with serving(create_app(settings)) as client:
             r = client.post("/predict", json=sample["request"])
@@ -289,8 +277,7 @@ class TestServiceWithUpstreamAPI:
             assert r.status_code == 404
             assert r.json()["detail"][0]["loc"] == ["body", "user_id"]
 
-            proc.terminate()
-            proc.wait(10)
+            proc.stop(10)
             r = client.post("/predict", json={**sample["request"], "user_id": "u-nobody-2"})
             assert r.status_code == 503
             assert int(r.headers["retry-after"]) >= 1

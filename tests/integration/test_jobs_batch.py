@@ -19,7 +19,7 @@ from app.errors import ModelServeError
 from app.jobs.batch import BatchOptions, run_batch
 from app.main import create_app
 from app.training.data import generate_requests
-from tests.conftest import Workspace, serving
+from tests.support.workspace import Workspace, serving
 
 
 def flat_rows(ws: Workspace, n: int, seed: int) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from app.predictor import PredictionRecord
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import PredictionLog
 from app.training.data import generate_requests
-from tests.conftest import Workspace
+from tests.support.workspace import Workspace
 
 
 def write_log(ws: Workspace, log_dir: Path, n: int, seed: int, shift: dict[str, float] | None = None) -> None:

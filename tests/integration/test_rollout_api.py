@@ -10,15 +10,11 @@ import pytest
 
 from app.main import create_app
 from app.model.repository import Repository, set_alias, sha256_file
-from tests.conftest import serving
 from tests.integration.test_api import metric_value
+from tests.support.workspace import sample, serving
 from tests.unit.test_rollout_shadow import FakeCandidate, HangingCandidate, RaisingCandidate
 
 TOKEN = "s3cret-admin-token-0123"
-
-
-def sample(ws, version="v2"):
-    return json.loads((ws.models_dir / version / "manifest.json").read_text())["sample"]
 
 
 def wait_for(cond, timeout=10.0):

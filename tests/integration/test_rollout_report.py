@@ -11,8 +11,8 @@ import pytest
 from app.cli import main
 from app.jobs.shadow_report import compute_shadow_report
 from app.main import create_app
-from tests.conftest import serving
 from tests.integration.test_rollout_api import sample, wait_for
+from tests.support.workspace import serving
 
 
 def iso(ts: float) -> str:

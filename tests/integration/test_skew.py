@@ -17,7 +17,6 @@ is within ``PROB_TOL`` of the 0.5 decision threshold.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from app.main import create_app
 from app.model.repository import Repository
 from app.model.runtime import OnnxModel
 from app.training.data import model_frame
-from tests.conftest import serving
+from tests.support.workspace import manifest, serving
 
 PROB_TOL = 1e-5
 VERSIONS = ["v1", "v2", "v3"]
@@ -148,7 +147,7 @@ class TestSkew:
 
     def test_sample_row_resolves_from_request(self, trained, table):
         """The manifest sample's request resolves, through the feature table, to its recorded row."""
-        sample = json.loads((trained.models_dir / "v2" / "manifest.json").read_text())["sample"]
+        sample = manifest(trained)["sample"]
         row = {**table[sample["request"]["user_id"]], **sample["request"]["features"]}
         assert row.keys() == sample["row"].keys()
         for k, v in sample["row"].items():

@@ -9,15 +9,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import serving
 from tests.integration.test_api import metric_value
+from tests.support.workspace import manifest as read_manifest
+from tests.support.workspace import serving
 
 DATATYPE = {"float": "FP32", "int": "INT64", "bool": "BOOL", "string": "BYTES"}
 
 
 @pytest.fixture(scope="module")
 def manifest(trained) -> dict[str, Any]:
-    return json.loads((trained.models_dir / "production" / "manifest.json").read_text())
+    return read_manifest(trained, "production")
 
 
 @pytest.fixture(scope="module")

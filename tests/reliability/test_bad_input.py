@@ -20,12 +20,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import Workspace, serving
+from tests.support.workspace import Workspace, serving
+from tests.support.workspace import sample as manifest_sample
 
 
 @pytest.fixture(scope="module")
 def sample(trained: Workspace) -> dict[str, Any]:
-    return json.loads((trained.models_dir / "v2" / "manifest.json").read_text())["sample"]
+    return manifest_sample(trained)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.conftest import Workspace
-from tests.support.server import ServerProcess
+from harness import ServerProcess
+from tests.support.workspace import Workspace
 
 pytestmark = pytest.mark.e2e
 

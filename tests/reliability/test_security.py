@@ -8,10 +8,8 @@ import json
 import os
 import pickle
 import re
-import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,12 @@ from app.errors import ArtifactError
 from app.main import create_app
 from app.model.pool import ModelPool
 from app.model.repository import Repository
-from tests.conftest import Workspace, serving
-from tests.support.server import MODELSERVE, ServerProcess, free_port
+from harness import MODELSERVE, ManagedProcess, ServerProcess, free_port, http_ok
+from tests.support.redis_server import RedisServer
+from tests.support.workspace import Workspace, sample, serving
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-admin-token-" + "x" * 16
-
-
-def sample_request(ws: Workspace) -> dict[str, Any]:
-    return json.loads((ws.models_dir / "v2" / "manifest.json").read_text())["sample"]["request"]
 
 
 def tamper(path: Path) -> None:
@@ -121,7 +116,7 @@ class TestAdminTraversal:
             desc = c.get("/admin/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()
             assert desc["aliases"]["production"] == "v2"
             assert set(desc["loaded_versions"]) <= {"v2", "v3"}
-            p = c.post("/predict", json=sample_request(workspace))
+            p = c.post("/predict", json=sample(workspace)["request"])
             assert p.status_code == 200 and p.json()["model_version"] == "v2"
 
     @pytest.mark.parametrize("version", ["../v2", "/etc/passwd", "..", "v1/../v2"])
@@ -134,7 +129,7 @@ class TestAdminTraversal:
             c.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
             desc = c.get("/admin/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()
             assert desc["flags"] == []
-            p = c.post("/predict", json=sample_request(workspace))
+            p = c.post("/predict", json=sample(workspace)["request"])
             assert p.status_code == 200 and p.json()["model_version"] == "v2"
 
     @pytest.mark.parametrize("name", ["../v1", "v1/../../x", "/tmp", "..", ".hidden", "a" * 65])
@@ -158,7 +153,7 @@ class TestTamperedArtifacts:
             desc = c.get("/admin/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()
             assert "v3" not in desc["loaded_versions"]
             assert any("checksum" in json.dumps(e) for e in desc["recent_errors"]), desc["recent_errors"]
-            assert c.post("/predict", json=sample_request(workspace)).json()["model_version"] == "v2"
+            assert c.post("/predict", json=sample(workspace)["request"]).json()["model_version"] == "v2"
 
     def test_promote_then_reload_of_a_tampered_version_is_refused(self, workspace):
         """CLI promote refuses it; forcing the link by hand, the running service refuses it on reload."""
@@ -171,7 +166,7 @@ class TestTamperedArtifacts:
             os.symlink("v1", link)
             r = c.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
             assert r.status_code == 409 and "checksum mismatch" in r.text
-            assert c.post("/predict", json=sample_request(workspace)).json()["model_version"] == "v2"
+            assert c.post("/predict", json=sample(workspace)["request"]).json()["model_version"] == "v2"
 
 
 class TestNoUnpicklingBeforeChecksum:
@@ -205,7 +200,7 @@ class TestNoUnpicklingBeforeChecksum:
         pool.load("v1")
         assert cli(workspace, "verify", "v1").returncode == 0
         with serving(create_app(workspace.settings(alias="v1"))) as c:
-            assert c.post("/predict", json=sample_request(workspace)).status_code == 200
+            assert c.post("/predict", json=sample(workspace)["request"]).status_code == 200
         assert not evil.exists()
 
 
@@ -298,48 +293,22 @@ class TestNoSecretsInLogsOrErrors:
     REDIS_PASSWORD = "redis-pw-" + "q7" * 12
 
     @pytest.fixture
-    def redis_with_password(self, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed (make system-deps)")
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--requirepass",
-                self.REDIS_PASSWORD,
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        time.sleep(0.3)
-        yield proc, port
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def redis_with_password(self, tmp_path: Path) -> Iterator[RedisServer]:
+        with RedisServer(tmp_path / "redis", password=self.REDIS_PASSWORD) as redis:
+            yield redis
 
     def test_token_and_redis_password_never_leak(self, workspace, tmp_path, redis_with_password):
         """Errors of every kind (bad auth, bad input, Redis down, bad Redis password) never show either secret."""
-        redis_proc, port = redis_with_password
+        redis = redis_with_password
         env = workspace.env(
             MODELSERVE_ADMIN_TOKEN=TOKEN,
-            MODELSERVE_REDIS_URL=f"redis://:{self.REDIS_PASSWORD}@127.0.0.1:{port}/0",
+            MODELSERVE_REDIS_URL=f"redis://:{self.REDIS_PASSWORD}@127.0.0.1:{redis.port}/0",
             MODELSERVE_MEMORY_MAX_AGE_SECONDS="0",
             MODELSERVE_LOG_LEVEL="debug",
             MODELSERVE_LOG_DIR=str(tmp_path / "log"),
         )
         bodies: list[str] = []
-        good = sample_request(workspace)
+        good = sample(workspace)["request"]
         with ServerProcess(env, tmp_path / "server.log") as srv:
             srv.wait_ready()
             c = httpx.Client(base_url=srv.url, timeout=10, trust_env=False)
@@ -351,8 +320,7 @@ class TestNoSecretsInLogsOrErrors:
             bodies.append(c.post("/predict", json={**good, "features": {"amount": "x"}}).text)
             bodies.append(c.post("/predict", json={**good, "user_id": "nobody"}).text)
             bodies.append(c.get("/nowhere").text)
-            redis_proc.kill()  # Redis down: lookups fail, the breaker opens, errors are logged
-            redis_proc.wait()
+            redis.kill()  # Redis down: lookups fail, the breaker opens, errors are logged
             for _ in range(30):
                 bodies.append(c.post("/predict", json=good).text)
             bodies.append(c.get("/metrics").text)
@@ -370,7 +338,7 @@ class TestNoSecretsInLogsOrErrors:
 
     def test_wrong_redis_password_is_reported_without_it(self, workspace, tmp_path, redis_with_password):
         """A Redis URL with the wrong password degrades to compute and the log names no password."""
-        _, port = redis_with_password
+        port = redis_with_password.port
         wrong = "wrong-pw-" + "z9" * 10
         env = workspace.env(
             MODELSERVE_REDIS_URL=f"redis://:{wrong}@127.0.0.1:{port}/0",
@@ -380,7 +348,7 @@ class TestNoSecretsInLogsOrErrors:
         with ServerProcess(env, tmp_path / "server.log") as srv:
             srv.wait_ready()
             for _ in range(10):
-                r = httpx.post(srv.url + "/predict", json=sample_request(workspace), timeout=10, trust_env=False)
+                r = httpx.post(srv.url + "/predict", json=sample(workspace)["request"], timeout=10, trust_env=False)
                 assert r.status_code == 200, r.text
                 assert wrong not in r.text
             srv.signal(signal.SIGTERM)
@@ -397,20 +365,14 @@ class TestNoUpstreamCredentialsInLogs:
         password = "upstream-pw-" + "k3" * 10
         port = free_port()
         args = ["-m", "app.features.upstream_api", "--port", str(port), "--table", str(workspace.feature_table)]
-        upstream = subprocess.Popen(
+        upstream = ManagedProcess(
+            "upstream API",
             [str(Path(MODELSERVE).parent / "python"), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            log_path=tmp_path / "upstream.log",
+            ready=http_ok(f"http://127.0.0.1:{port}/health"),
+            ready_timeout=30,
         )
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        with upstream:
             env = workspace.env(
                 MODELSERVE_UPSTREAM_URL=f"http://svc:{password}@127.0.0.1:{port}",
                 MODELSERVE_MEMORY_MAX_AGE_SECONDS="0",
@@ -419,19 +381,14 @@ class TestNoUpstreamCredentialsInLogs:
             with ServerProcess(env, tmp_path / "server.log") as srv:
                 srv.wait_ready()
                 for _ in range(5):
-                    r = httpx.post(srv.url + "/predict", json=sample_request(workspace), timeout=10, trust_env=False)
+                    r = httpx.post(srv.url + "/predict", json=sample(workspace)["request"], timeout=10, trust_env=False)
                     assert r.status_code == 200, r.text
                 upstream.kill()  # now every call fails: errors are logged too
-                upstream.wait()
                 for _ in range(5):
-                    r = httpx.post(srv.url + "/predict", json=sample_request(workspace), timeout=10, trust_env=False)
+                    r = httpx.post(srv.url + "/predict", json=sample(workspace)["request"], timeout=10, trust_env=False)
                     assert password not in r.text
                 srv.signal(signal.SIGTERM)
                 srv.proc.wait(30)
                 output = srv.output()
-        finally:
-            if upstream.poll() is None:
-                upstream.kill()
-                upstream.wait()
         assert "127.0.0.1" in output, "the upstream calls left no trace at debug level"
         assert password not in output

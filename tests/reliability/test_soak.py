@@ -6,7 +6,7 @@ import pytest
 
 from soak.context import SHORT
 from soak.run import report, run_soak
-from tests.conftest import Workspace
+from tests.support.workspace import Workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 

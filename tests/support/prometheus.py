@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.server import free_port
+from harness import ManagedProcess, free_port, http_ok
 
 JOB = "modelserve"
 
@@ -38,7 +36,7 @@ def prometheus_binary() -> str:
     return path
 
 
-class PrometheusServer:
+class PrometheusServer(ManagedProcess):
     def __init__(
         self,
         workdir: Path,
@@ -46,12 +44,11 @@ class PrometheusServer:
         rule_files: list[Path] | None = None,
         interval: str = "1s",
     ) -> None:
-        self.binary = prometheus_binary()
+        binary = prometheus_binary()
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "prometheus.yml"
-        self.log_path = workdir / "prometheus.log"
         config = {
             "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
             "rule_files": [str(p.resolve()) for p in rule_files or []],
@@ -65,57 +62,27 @@ class PrometheusServer:
         }
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=10, trust_env=False)
-
-    # --- lifecycle -------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115  (the child owns it)
-        self.proc = subprocess.Popen(
+        super().__init__(
+            "prometheus",
             [
-                self.binary,
+                binary,
                 f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--log.level=warn",
             ],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log_path=workdir / "prometheus.log",
+            ready=http_ok(self.url + "/-/ready"),
+            cwd=workdir,
+            ready_timeout=60.0,
+            stop_timeout=15.0,
+            poll_interval=0.1,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if self.client.get("/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"prometheus not ready after {timeout}s:\n{self.output()}")
+        self.client = httpx.Client(base_url=self.url, timeout=10, trust_env=False)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> int | None:
         self.client.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> PrometheusServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return super().stop(timeout)
 
     # --- HTTP API ----------------------------------------------------------------
     def api(self, path: str, **params: Any) -> Any:
@@ -147,7 +114,7 @@ class PrometheusServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{self.output()}")
+                raise RuntimeError(f"prometheus exited:\n{self.log_tail()}")
             scraped = self.last_scrape()
             if scraped > t and self.query(f'up{{job="{JOB}"}} == 1'):
                 return scraped

@@ -13,7 +13,7 @@ from app.errors import ValidationFailed
 from app.jobs.validate import BadColumns, check_columns, convert_csv_table, merge, validate_table
 from app.model.decoder import Decoder
 from app.model.repository import Repository
-from tests.conftest import Workspace
+from tests.support.workspace import Workspace
 
 # Values per Arrow type, good and bad, for the request features of the demo model
 # (amount: float, device: string, score: nullable float, first_purchase: bool).

@@ -30,6 +30,7 @@ from app.training.data import (
 )
 from app.training.export import threshold_ties
 from app.training.train import prepare, train
+from tests.support.workspace import manifest
 
 SMALL = {"n_users": 300, "n_events": 3000}
 VERSIONS = ["v1", "v2", "v3"]
@@ -62,10 +63,6 @@ def retrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("retrained")
     train(root / "models", root / "data", seed=7, **SMALL)
     return root
-
-
-def manifest(root: Path, version: str) -> dict[str, Any]:
-    return dict(json.loads((root / "models" / version / "manifest.json").read_text()))
 
 
 def feature_table(root: Path) -> pd.DataFrame:
