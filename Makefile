@@ -46,7 +46,7 @@ e2e: install system-deps
 lint: install
 	$(BIN)/ruff check app tests bench soak harness
 	$(BIN)/ruff format --check app tests bench soak harness
-	$(BIN)/mypy app
+	$(BIN)/mypy app harness
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/lint-deploy.sh
 
 # Each suite prints a Markdown table (also written under bench/results/).

@@ -22,8 +22,8 @@ from app.model.repository import Repository, sha256_file
 from app.model.runtime import OnnxModel
 from app.publish import publish
 from app.settings import Settings
-from tests.conftest import serving
 from tests.support import publish_data as data
+from tests.support.workspace import serving
 
 MODELSERVE = Path(sys.executable).parent / "modelserve"
 
