@@ -5,24 +5,35 @@
     ModelServeError (500)
     ├── ValidationFailed (422)        bad input; ``detail`` names every field
     ├── PayloadTooLarge (413)
-    ├── NotFound (404)
+    ├── UnsupportedMediaType (415)    a JSON route given a body that is not JSON
+    ├── NotFound (404)                also an unknown path, or the admin API without a token
     │   ├── UnknownUser               the compute source has no such user
     │   └── ModelNotFound             no such version or alias
-    ├── Unavailable (503)             carries ``retry_after``
+    ├── MethodNotAllowed (405)        carries the allowed methods (``Allow``)
+    ├── Unavailable (503)             carries ``retry_after`` (``Retry-After``)
     │   ├── NotReady                  model not loaded/warm, or draining
     │   └── FeaturesUnavailable       no tier could produce the user's features
-    ├── Unauthorized (401)            admin token missing or wrong
+    ├── Unauthorized (401)            admin token missing or wrong (``WWW-Authenticate``)
     └── ArtifactError (409)           checksum mismatch, bad manifest, failed self-check
-        └── InvalidName               a version or alias name that is not allowed
+        └── InvalidName (422)         a version or alias name that is not allowed
 
-The HTTP layer (``app/api/errors.py``) maps every one to the single error
-shape ``{"error": str, "detail": [{"loc", "msg", "type"}]}``; the CLI prints
-``str(err)`` on one line and exits non-zero.
+The status lives on the class, never on an instance; ``headers()`` are the
+response headers an answer must carry. The HTTP layer (``app/api/errors.py``)
+turns every one into the single error shape ``{"error": str, "detail":
+[{"loc", "msg", "type"}]}`` through one function; the CLI prints ``str(err)``
+on one line and exits non-zero.
+
+``from_pydantic`` is the one place a pydantic validation error becomes
+``detail`` entries.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from pydantic import ValidationError
 
 
 class ModelServeError(Exception):
@@ -33,6 +44,10 @@ class ModelServeError(Exception):
         self.message = message
         self.detail = detail or []
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer to this error carries."""
+        return {}
+
 
 class ValidationFailed(ModelServeError):
     status_code = 422
@@ -40,6 +55,10 @@ class ValidationFailed(ModelServeError):
 
 class PayloadTooLarge(ModelServeError):
     status_code = 413
+
+
+class UnsupportedMediaType(ModelServeError):
+    status_code = 415
 
 
 class NotFound(ModelServeError):
@@ -54,12 +73,26 @@ class ModelNotFound(NotFound):
     pass
 
 
+class MethodNotAllowed(ModelServeError):
+    status_code = 405
+
+    def __init__(self, message: str, allow: str | None = None) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow} if self.allow else {}
+
+
 class Unavailable(ModelServeError):
     status_code = 503
 
     def __init__(self, message: str, retry_after: float = 1.0, detail: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message, detail)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": retry_after_value(self.retry_after)}
 
 
 class NotReady(Unavailable):
@@ -73,6 +106,9 @@ class FeaturesUnavailable(Unavailable):
 class Unauthorized(ModelServeError):
     status_code = 401
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
 
 class ArtifactError(ModelServeError):
     status_code = 409
@@ -80,3 +116,25 @@ class ArtifactError(ModelServeError):
 
 class InvalidName(ArtifactError):
     status_code = 422
+
+
+def retry_after_value(seconds: float) -> str:
+    """``Retry-After`` in whole seconds, at least 1 (the header takes no fractions)."""
+    return str(max(1, math.ceil(seconds)))
+
+
+def from_pydantic(
+    errors: ValidationError | Iterable[Mapping[str, Any]],
+    prefix: Sequence[str | int] = ("body",),
+    what: str = "invalid request",
+) -> ValidationFailed:
+    """``ValidationFailed`` for a pydantic error (or the list its ``errors()`` gives), one ``detail`` entry each.
+
+    Each ``loc`` is put under ``prefix``; the summary names every offending
+    field relative to it (``<body>`` for the whole document).
+    """
+    if isinstance(errors, ValidationError):
+        errors = errors.errors(include_url=False, include_context=False, include_input=False)
+    detail = [{"loc": [*prefix, *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+    names = ", ".join(".".join(str(p) for p in d["loc"][len(prefix) :]) or "<body>" for d in detail)
+    return ValidationFailed(f"{what}: {len(detail)} error(s) in {names}", detail)

@@ -54,7 +54,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from app.errors import ModelNotFound, NotReady, UnknownUser, ValidationFailed
+from app.errors import ModelNotFound, NotReady, UnknownUser, ValidationFailed, from_pydantic
 from app.model.decoder import Decoded
 from app.model.manifest import Feature
 from app.model.pool import LoadedModel, ModelPool
@@ -219,12 +219,7 @@ class V2Service:
         try:
             return _request_adapter().validate_json(body[:header_length] if header_length else body)
         except ValidationError as exc:
-            detail = [
-                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in exc.errors(include_url=False, include_context=False, include_input=False)
-            ]
-            names = ", ".join(".".join(str(p) for p in d["loc"][1:]) or "<body>" for d in detail)
-            raise ValidationFailed(f"invalid inference request: {names}", detail) from None
+            raise from_pydantic(exc, what="invalid inference request") from None
 
     @staticmethod
     def _requested_outputs(request: _Request) -> Sequence[str]:

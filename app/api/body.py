@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from app.errors import PayloadTooLarge, ValidationFailed
+from app.errors import PayloadTooLarge, UnsupportedMediaType
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -18,12 +18,10 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing oversize bodies (413) and non-JSON content types (415)."""
     ctype = request.headers.get("content-type")
     if ctype is not None and not ctype.split(";", 1)[0].strip().lower().endswith("json"):
-        err = ValidationFailed(
+        raise UnsupportedMediaType(
             f"unsupported content type {ctype.split(';', 1)[0]!r}; send application/json",
             [{"loc": ["header", "content-type"], "msg": "expected application/json", "type": "content_type"}],
         )
-        err.status_code = 415
-        raise err
     length = request.headers.get("content-length")
     if length is not None:
         try:

@@ -29,7 +29,7 @@ from typing import Annotated, Any, NotRequired
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from app.errors import ValidationFailed
+from app.errors import from_pydantic
 from app.model.manifest import Feature, Manifest
 
 MAX_STRING = 256
@@ -110,14 +110,14 @@ class Decoder:
         try:
             obj = self._one.validate_json(body)
         except ValidationError as exc:
-            raise _failed(exc, ("body",)) from None
+            raise from_pydantic(exc) from None
         return Decoded(obj.get("user_id"), obj["features"], obj.get("request_id"), obj.get("attributes"))
 
     def decode_batch(self, body: bytes) -> list[Decoded]:
         try:
             obj = self._batch.validate_json(body)
         except ValidationError as exc:
-            raise _failed(exc, ("body",)) from None
+            raise from_pydantic(exc) from None
         return [
             Decoded(i.get("user_id"), i["features"], i.get("request_id"), i.get("attributes")) for i in obj["instances"]
         ]
@@ -127,7 +127,7 @@ class Decoder:
         try:
             obj = self._one.validate_python(instance)
         except ValidationError as exc:
-            raise _failed(exc, loc) from None
+            raise from_pydantic(exc, loc) from None
         return Decoded(obj.get("user_id"), obj["features"], obj.get("request_id"), obj.get("attributes"))
 
     # --- schema ------------------------------------------------------------
@@ -136,12 +136,3 @@ class Decoder:
 
     def batch_json_schema(self) -> dict[str, Any]:
         return self._batch.json_schema()
-
-
-def _failed(exc: ValidationError, prefix: tuple[str | int, ...]) -> ValidationFailed:
-    detail = []
-    for err in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc = [*prefix, *err["loc"]]
-        detail.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
-    names = ", ".join(".".join(str(p) for p in d["loc"][len(prefix) :]) or "<body>" for d in detail)
-    return ValidationFailed(f"invalid request: {len(detail)} error(s) in {names}", detail)
