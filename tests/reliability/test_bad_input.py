@@ -88,6 +88,23 @@ class TestMalformedJson:
         body = assert_error(r, 415)
         assert body["detail"][0]["loc"] == ["header", "content-type"]
 
+    @pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+    @pytest.mark.parametrize("ctype", ["text/notjson", None, "json", "application/jsonx", "application/+json"])
+    def test_undeclared_or_not_json_is_415(self, client, sample, path, ctype):
+        """A made-up type, no Content-Type at all, or one that only looks like JSON is 415, naming the header."""
+        body = sample["request"] if path == "/predict" else {"instances": [sample["request"]]}
+        headers = {"content-type": ctype} if ctype is not None else {}
+        r = client.post(path, content=json.dumps(body), headers=headers)
+        assert assert_error(r, 415)["detail"][0]["loc"] == ["header", "content-type"]
+
+    @pytest.mark.parametrize(
+        "ctype", ["application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json", "text/x+json"]
+    )
+    def test_json_media_types_accepted(self, client, sample, ctype):
+        """application/json with parameters, in any case, and +json media types are JSON."""
+        r = client.post("/predict", content=json.dumps(sample["request"]), headers={"content-type": ctype})
+        assert r.status_code == 200, r.text
+
 
 class TestDeepNesting:
     @pytest.mark.parametrize("depth", [100, 10_000])

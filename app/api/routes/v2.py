@@ -49,7 +49,7 @@ INFER_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid input: every offending tensor named"},
     404: {"description": "Unknown model, version or user"},
     413: {"description": "Body too large"},
-    415: {"description": "Not JSON"},
+    415: {"description": "Not JSON (nor a binary-extension body)"},
     **NOT_READY,
 }
 
@@ -107,8 +107,9 @@ async def infer(
 ) -> Response:
     """Inference on V2 tensors (JSON, or Triton's binary tensor extension for inputs)."""
     target = v2.resolve(name, version)
-    body = await read_json_body(request, settings.batch_max_body_bytes)
     header = request.headers.get(BINARY_HEADER)
+    # Triton's clients send no Content-Type; binary-extension bodies may say octet-stream.
+    body = await read_json_body(request, settings.batch_max_body_bytes, missing_ok=True, binary=header is not None)
     header_length = None
     if header is not None:
         try:
