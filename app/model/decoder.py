@@ -6,7 +6,9 @@ from the raw JSON bytes (no intermediate ``json.loads``). Strict means:
 
 * no string for a number, no bool for a number (an int is accepted for a
   float: JSON does not distinguish ``1`` from ``1.0``);
-* floats must be finite (``NaN``/``Infinity`` literals are refused);
+* floats must be finite (``NaN``/``Infinity`` literals are refused) and
+  within float32's range (``FLOAT32_MAX``): the model computes in float32,
+  where ``1e308`` would arrive as infinity;
 * ``null`` only where the feature is nullable — a nullable feature must
   still be present;
 * unknown and missing names are refused;
@@ -26,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired
 
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from app.errors import from_pydantic
@@ -47,8 +50,29 @@ ATTRIBUTES = Annotated[
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32."""
+FLOAT32_OVERFLOW = 2.0**128 * (1 - 2.0**-25)
+"""The smallest magnitude that rounds to infinity in float32 (``FLOAT32_MAX`` plus half a step)."""
+FLOAT32_RANGE = ("float32_range", "Input should be a number within float32's range (magnitude at most 3.4028235e+38)")
+
+
+def _within_float32(value: float) -> float:
+    if not -FLOAT32_OVERFLOW < value < FLOAT32_OVERFLOW:
+        raise PydanticCustomError(*FLOAT32_RANGE)
+    return value
+
+
 _TYPES: dict[str, Any] = {
-    "float": Annotated[float, Field(strict=True, allow_inf_nan=False)],
+    "float": Annotated[
+        float,
+        Field(
+            strict=True,
+            allow_inf_nan=False,
+            json_schema_extra={"minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX},
+        ),
+        AfterValidator(_within_float32),
+    ],
     "int": StrictInt,
     "bool": StrictBool,
     "string": Annotated[StrictStr, Field(max_length=MAX_STRING)],

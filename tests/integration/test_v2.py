@@ -327,6 +327,17 @@ class TestInferRefusals:
         r = client.post("/v2/models/modelserve/infer", content=raw, headers={"content-type": "application/json"})
         assert_v2_error(r, 400, name)
 
+    @pytest.mark.parametrize("literal", ["1e308", "-3.5e38"])
+    def test_float_beyond_float32_refused(self, client, manifest, inputs, literal):
+        """A float finite as a double but infinite as float32 is a 400 naming the input and row, as in /predict."""
+        name = first(manifest, "float")
+        raw = json.dumps({"inputs": replace(inputs, name, data=[0])}).replace('"data": [0]', f'"data": [{literal}]')
+        r = client.post("/v2/models/modelserve/infer", content=raw, headers={"content-type": "application/json"})
+        body = assert_v2_error(r, 400, name)
+        assert [(d["loc"], d["type"]) for d in body["detail"]] == [
+            (["body", "inputs", name, "data", 0], "float32_range")
+        ]
+
 
 class TestInferContentType:
     @pytest.fixture

@@ -156,6 +156,22 @@ class TestNumbers:
         assert_error(post(client, raw_body(sample, big, "first_purchase")), 422)
         assert_error(post(client, raw_body(sample, big, "device")), 422)
 
+    @pytest.mark.parametrize("literal", ["1e308", "-1e308", "3.5e38", "-3.5e38", "3.4028236e38"])
+    def test_beyond_float32_is_422(self, client, sample, literal):
+        """A float finite as a double but infinite as float32 (the model's type) is a 422 naming the feature."""
+        body = assert_error(post(client, raw_body(sample, literal)), 422)
+        assert [d["loc"] for d in body["detail"]] == [["body", "features", "amount"]]
+        assert body["detail"][0]["type"] == "float32_range"
+        batch = b'{"instances": [' + json.dumps(sample["request"]).encode() + b", " + raw_body(sample, literal) + b"]}"
+        body = assert_error(post(client, batch, "/predict/batch"), 422)
+        assert [d["loc"] for d in body["detail"]] == [["body", "instances", 1, "features", "amount"]]
+
+    @pytest.mark.parametrize("literal", ["3.4028234663852886e38", "-3.4028235e38", "1e38"])
+    def test_float32_extremes_predict(self, client, sample, literal):
+        """The largest float32 magnitudes, as numpy prints them or exactly, are still valid."""
+        r = post(client, raw_body(sample, literal))
+        assert r.status_code == 200, r.text
+
 
 class TestUnicode:
     @pytest.mark.parametrize(
