@@ -25,24 +25,45 @@ on one line and exits non-zero.
 
 ``from_pydantic`` is the one place a pydantic validation error becomes
 ``detail`` entries.
+
+Error answers are bounded whatever the input: collectors stop building
+entries after ``COLLECT_LIMIT`` (``total`` still counts every problem), an
+answer lists at most ``MODELSERVE_MAX_ERROR_DETAILS`` of them, and client
+text (names, keys, values) is echoed at most ``ECHO_CHARS`` long (``clip``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from pydantic import ValidationError
+
+ECHO_CHARS = 64
+"""At most this many characters of any client-supplied text are echoed in an error."""
+COLLECT_LIMIT = 1000
+"""Most ``detail`` entries any decoder builds; further problems are only counted."""
+SUMMARY_NAMES = 10
+"""Fields a one-line summary names before it says "and more"."""
+
+
+def clip(text: object) -> str:
+    """``text`` as a string, cut to ``ECHO_CHARS`` (marked with "…") when longer."""
+    s = text if isinstance(text, str) else str(text)
+    return s if len(s) <= ECHO_CHARS else s[:ECHO_CHARS] + "…"
 
 
 class ModelServeError(Exception):
     status_code = 500
 
-    def __init__(self, message: str, detail: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: str, detail: list[dict[str, Any]] | None = None, total: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail or []
+        self.total = max(total or 0, len(self.detail))
+        """How many problems there were; ``detail`` may list fewer."""
 
     def headers(self) -> dict[str, str]:
         """Headers the answer to this error carries."""
@@ -124,17 +145,39 @@ def retry_after_value(seconds: float) -> str:
 
 
 def from_pydantic(
-    errors: ValidationError | Iterable[Mapping[str, Any]],
+    errors: ValidationError | Sequence[Mapping[str, Any]],
     prefix: Sequence[str | int] = ("body",),
     what: str = "invalid request",
+    total: int | None = None,
 ) -> ValidationFailed:
     """``ValidationFailed`` for a pydantic error (or the list its ``errors()`` gives), one ``detail`` entry each.
 
-    Each ``loc`` is put under ``prefix``; the summary names every offending
-    field relative to it (``<body>`` for the whole document).
+    Each ``loc`` is put under ``prefix`` with client-supplied keys clipped;
+    at most ``COLLECT_LIMIT`` entries are kept and ``total`` counts them all
+    (pass it when ``errors`` lists only some). pydantic's ``errors()`` builds
+    one dict per problem, so callers keep that number bounded (see
+    ``app.model.decoder.Decoder``). The summary names the first offending
+    fields relative to ``prefix`` (``<body>`` for the whole document).
     """
     if isinstance(errors, ValidationError):
+        total = errors.error_count()
         errors = errors.errors(include_url=False, include_context=False, include_input=False)
-    detail = [{"loc": [*prefix, *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
-    names = ", ".join(".".join(str(p) for p in d["loc"][len(prefix) :]) or "<body>" for d in detail)
-    return ValidationFailed(f"{what}: {len(detail)} error(s) in {names}", detail)
+    elif total is None:
+        total = len(errors)
+    detail = [
+        {
+            "loc": [*prefix, *(p if isinstance(p, int) else clip(p) for p in e.get("loc", ()))],
+            "msg": e.get("msg", ""),
+            "type": e.get("type", ""),
+        }
+        for e in islice(errors, COLLECT_LIMIT)
+    ]
+    names: list[str] = []
+    for d in detail:
+        name = ".".join(str(p) for p in d["loc"][len(prefix) :]) or "<body>"
+        if name not in names:
+            names.append(name)
+        if len(names) > SUMMARY_NAMES:
+            break
+    shown = ", ".join(names[:SUMMARY_NAMES]) + (" and more" if len(names) > SUMMARY_NAMES else "")
+    return ValidationFailed(f"{what}: {total} error(s) in {shown}", detail, total)

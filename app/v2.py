@@ -54,7 +54,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from app.errors import ModelNotFound, NotReady, UnknownUser, ValidationFailed, from_pydantic
+from app.errors import COLLECT_LIMIT, ModelNotFound, NotReady, UnknownUser, ValidationFailed, clip, from_pydantic
 from app.model.decoder import Decoded
 from app.model.manifest import Feature
 from app.model.pool import LoadedModel, ModelPool
@@ -147,19 +147,19 @@ class V2Service:
                 return Target(name, model, False, sorted(self.pool.by_version))
             pinned = self.pool.by_version.get(version)
             if pinned is None:
-                raise ModelNotFound(f"model {name!r} has no loaded version {version!r}", _loc("version", version))
+                raise ModelNotFound(f"model {name!r} has no loaded version {clip(version)!r}", _loc("version", version))
             return Target(name, pinned, True, sorted(self.pool.by_version))
         aliased = self.pool.by_alias.get(name)
         if aliased is None:
             if name == self.primary_alias:
                 raise NotReady(f"model {name!r} is not loaded yet")
             raise ModelNotFound(
-                f"unknown model {name!r}; serving {', '.join([MODEL_NAME, *sorted(self.pool.by_alias)])}",
+                f"unknown model {clip(name)!r}; serving {', '.join([MODEL_NAME, *sorted(self.pool.by_alias)])}",
                 _loc("name", name),
             )
         if version is not None and version != aliased.version:
             raise ModelNotFound(
-                f"model {name!r} serves version {aliased.version!r}, not {version!r}", _loc("version", version)
+                f"model {name!r} serves version {aliased.version!r}, not {clip(version)!r}", _loc("version", version)
             )
         return Target(name, aliased, True, [aliased.version])
 
@@ -227,7 +227,7 @@ class V2Service:
         unknown = [o for o in asked if o not in OUTPUTS]
         if unknown:
             raise ValidationFailed(
-                f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(OUTPUTS)}",
+                f"unknown output(s) {', '.join(clip(o) for o in unknown[:10])}; the model has {', '.join(OUTPUTS)}",
                 [{"loc": ["body", "outputs", o], "msg": "unknown output", "type": "unknown_output"} for o in unknown],
             )
         return asked or OUTPUTS
@@ -399,7 +399,7 @@ def _from_binary(name: str, datatype: str, raw: bytes, n: int, errors: list[dict
 
 
 def _loc(kind: str, value: str) -> list[dict[str, Any]]:
-    return [{"loc": ["path", kind], "msg": f"no such model {kind} {value!r}", "type": "not_found"}]
+    return [{"loc": ["path", kind], "msg": f"no such model {kind} {clip(value)!r}", "type": "not_found"}]
 
 
 def _err(name: str, part: str | None, msg: str, kind: str) -> dict[str, Any]:
@@ -428,13 +428,13 @@ def _invalid(msg: str, loc: list[str | int], kind: str) -> ValidationFailed:
 
 
 def _failed(errors: list[dict[str, Any]]) -> ValidationFailed:
-    names = []
+    names: dict[str, None] = {}  # ordered, and O(1) to test: there may be thousands
     for e in errors:
         loc = e["loc"][2:] if e["loc"][:2] == ["body", "inputs"] else e["loc"][1:]
-        label = str(loc[0]) if loc else e["msg"]
+        label = clip(loc[0]) if loc else e["msg"]
         if len(loc) >= 3 and isinstance(loc[-1], int):
             label += f"[{loc[-1]}]"
-        if label not in names:
-            names.append(label)
-    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-    return ValidationFailed(f"invalid input: {len(errors)} error(s) in {shown}", errors)
+        names.setdefault(label)
+    listed = list(names)
+    shown = ", ".join(listed[:10]) + (f" and {len(listed) - 10} more" if len(listed) > 10 else "")
+    return ValidationFailed(f"invalid input: {len(errors)} error(s) in {shown}", errors[:COLLECT_LIMIT], len(errors))

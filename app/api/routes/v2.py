@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from app.api.body import read_json_body
 from app.api.deps import HealthDep, PredictorDep, SettingsDep, V2Dep
-from app.api.errors import error_response
+from app.api.errors import error_response, max_details
 from app.errors import ModelServeError, ValidationFailed, retry_after_value
 from app.health import Health
 from app.v2 import MODEL_NAME
@@ -36,7 +36,7 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except ModelServeError as exc:
-                return error_response(exc, 400 if exc.status_code == 422 else None)
+                return error_response(exc, 400 if exc.status_code == 422 else None, max_details(request))
 
         return route
 
