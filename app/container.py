@@ -1,29 +1,36 @@
 """The composition root: every service of the app, built from settings.
 
-``build_container(settings)`` wires the production defaults; tests build one
-with other parts (a local upstream, a real throwaway Redis) by passing
-settings, or replace single attributes before the lifespan starts.
-``start()`` does the slow work (loading, warm-up) and ``stop()`` tears down in
-reverse order.
+``build_container(settings)`` builds every part and wires them together: the
+model repository and pool, the prediction log (when ``MODELSERVE_LOG_DIR`` is
+set), the rollout (flags, follower, shadow; the prediction log is the
+shadow's sink when there is one) and the V2 data plane. Nothing is attached
+later. Tests build one with other parts (a local upstream, a real throwaway
+Redis) by passing settings, or replace attributes of the built parts before
+the lifespan starts.
+
+``start()`` does the slow work (loading, warm-up) step by step and ``stop()``
+undoes it in reverse order; both list their steps in that order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from app.features.build import build_feature_server
 from app.features.server import FeatureServer
 from app.health import Health
 from app.model.pool import ModelPool
 from app.model.repository import Repository
-from app.predictor import Chooser, Predictor
-from app.rollout.service import Rollout, attach_rollout
+from app.predictor import Predictor
+from app.rollout.service import Rollout
 from app.settings import Settings
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import PredictionLog
+from app.v2 import V2Service
 
 log = logging.getLogger("modelserve")
 
@@ -35,31 +42,39 @@ class Container:
     repository: Repository
     pool: ModelPool
     health: Health
-    features: FeatureServer | None = None
-    chooser: Chooser | None = None
-    predictor: Predictor | None = None
-    prediction_log: PredictionLog | None = None
-    """Set when MODELSERVE_LOG_DIR is; its hooks are registered first so it closes last."""
-    rollout: Rollout | None = None
+    rollout: Rollout
     """Flags, alias following and the shadow (``app.rollout``); its chooser routes requests."""
-    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    v2: V2Service
+    """The Open Inference Protocol data plane (``/v2/...``)."""
+    prediction_log: PredictionLog | None = None
+    """Set when MODELSERVE_LOG_DIR is; started before the rollout and closed after it."""
+    features: FeatureServer | None = None
+    """Built at start from the primary model's store features, unless given."""
+    predictor: Predictor | None = None
+    """Built at start, once the primary model and the feature server exist."""
     on_fatal: Callable[[str], None] | None = None
     """Called when start-up fails (``serve`` uses it to exit non-zero)."""
 
     async def start(self) -> None:
         s = self.settings
         self.metrics.ready.set(0)
+        # 1. The primary model: loaded, warmed up and self-checked.
         primary_version = self.repository.resolve(s.alias)
         model = await asyncio.to_thread(self.pool.load, primary_version)
         self.pool.assign(s.alias, model)
         self.metrics.model_info.labels(s.alias, primary_version).set(1)
+        # 2. The feature tiers its store features need.
         if self.features is None:
             self.features = await asyncio.to_thread(build_feature_server, s, self.metrics, model.store_features)
-        self.chooser = self.chooser or Chooser(self.pool, s.alias)
-        self.predictor = Predictor(self.chooser, self.features, self.metrics)
-        for hook in self.on_start:
-            await hook()
+        # 3. The predictor, routed by the rollout's chooser.
+        predictor = self.predictor = Predictor(self.rollout.chooser, self.features, self.metrics)
+        # 4. The prediction log, before anything writes to it.
+        if self.prediction_log is not None:
+            self.prediction_log.start()
+            predictor.listeners.append(self.prediction_log.listener)
+        # 5. The rollout: flags, other versions, shadow workers, polling.
+        await self.rollout.start(predictor)
+        # 6. Ready.
         if s.warmup_delay_seconds:
             await asyncio.sleep(s.warmup_delay_seconds)
         self.health.mark_ready()
@@ -67,13 +82,21 @@ class Container:
         log.info("ready: %s -> %s", s.alias, primary_version)
 
     async def stop(self) -> None:
+        # start()'s steps in reverse: not ready first (probes answer 503 meanwhile), then the
+        # rollout (the shadow drains its last results into the log), the log, the feature tiers.
         self.health.start_draining()
         self.metrics.ready.set(0)
-        for hook in reversed(self.on_stop):
+        for step in (self.rollout.stop, self._close_prediction_log, self._close_features):
             try:
-                await hook()
+                await step()
             except Exception:  # one failing teardown must not skip the others
                 log.exception("shutdown step failed")
+
+    async def _close_prediction_log(self) -> None:
+        if self.prediction_log is not None:
+            await self.prediction_log.close()
+
+    async def _close_features(self) -> None:
         if self.features is not None:
             await self.features.close()
 
@@ -90,21 +113,24 @@ def build_container(settings: Settings | None = None) -> Container:
         tolerance=s.selfcheck_tolerance,
         max_batch=s.max_batch_size,
     )
-    container = Container(settings=s, metrics=metrics, repository=repository, pool=pool, health=Health())
-    if s.log_dir is not None:
-        _attach_prediction_log(container)
-    attach_rollout(container)
-    return container
+    prediction_log = _prediction_log(s.log_dir, s, metrics) if s.log_dir is not None else None
+    rollout = Rollout(s, repository, pool, metrics, sink=prediction_log.submit if prediction_log else None)
+    return Container(
+        settings=s,
+        metrics=metrics,
+        repository=repository,
+        pool=pool,
+        health=Health(),
+        rollout=rollout,
+        v2=V2Service(pool, s.alias, s.max_batch_size),
+        prediction_log=prediction_log,
+    )
 
 
-def _attach_prediction_log(c: Container) -> None:
-    """Log every prediction; registered before any other hook, so it stops after them all
-    (on_stop runs in reverse), once the shadow has drained its last results into it."""
-    s = c.settings
-    assert s.log_dir is not None
-    plog = PredictionLog(
-        s.log_dir,
-        c.metrics,
+def _prediction_log(directory: Path, s: Settings, metrics: Metrics) -> PredictionLog:
+    return PredictionLog(
+        directory,
+        metrics,
         max_bytes=s.log_max_bytes,
         max_age_seconds=s.log_max_age_seconds,
         queue_size=s.log_queue_size,
@@ -113,12 +139,3 @@ def _attach_prediction_log(c: Container) -> None:
         user_id_mode=s.log_user_id,
         user_id_key=s.log_user_id_key.get_secret_value().encode() if s.log_user_id_key else None,
     )
-    c.prediction_log = plog
-
-    async def start() -> None:
-        plog.start()
-        assert c.predictor is not None
-        c.predictor.listeners.append(plog.listener)
-
-    c.on_start.insert(0, start)
-    c.on_stop.insert(0, plog.close)

@@ -10,6 +10,8 @@ class Health:
     ready: bool = False
     draining: bool = False
     reason: str = "starting"
+    retry_after: float = 1.0
+    """Seconds every not-ready answer asks a client to wait (``Retry-After``)."""
 
     def mark_ready(self) -> None:
         self.ready, self.reason = True, "ready"

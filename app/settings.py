@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     """Largest number of instances accepted by /predict/batch."""
     batch_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest accepted request body for /predict/batch (bytes)."""
+    max_error_details: int = Field(50, ge=1, le=1000)
+    """Most problems one error answer lists in ``detail``; a final entry counts the rest."""
     warmup_iterations: int = Field(20, ge=0)
     """Inference runs on the manifest sample before the model is marked ready."""
     warmup_delay_seconds: float = Field(0.0, ge=0)

@@ -1,10 +1,20 @@
-"""Reading a JSON request body with a size limit, before any parsing."""
+"""Reading a JSON request body: its content type first, then a size limit, before any parsing.
+
+JSON routes accept ``application/json`` and any ``+json`` media type
+(``application/vnd.api+json``), with parameters such as ``charset``; any
+other Content-Type, or none at all, is 415. The V2 infer route also takes
+what Triton's clients send: no Content-Type at all, and
+``application/octet-stream`` for a binary-extension body
+(``Inference-Header-Content-Length`` set).
+"""
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from app.errors import PayloadTooLarge, ValidationFailed
+from app.errors import PayloadTooLarge, UnsupportedMediaType
+
+OCTET_STREAM = "application/octet-stream"
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -14,16 +24,37 @@ def _too_large(limit: int) -> PayloadTooLarge:
     )
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing oversize bodies (413) and non-JSON content types (415)."""
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or a ``type/subtype+json``, parameters ignored."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    kind, slash, subtype = media_type.partition("/")
+    if not (kind and slash and subtype):
+        return False
+    return media_type == "application/json" or (subtype.endswith("+json") and len(subtype) > len("+json"))
+
+
+def check_content_type(request: Request, *, missing_ok: bool = False, binary: bool = False) -> None:
+    """415 unless the body is declared as JSON (or binary, or undeclared, where the route allows it)."""
     ctype = request.headers.get("content-type")
-    if ctype is not None and not ctype.split(";", 1)[0].strip().lower().endswith("json"):
-        err = ValidationFailed(
-            f"unsupported content type {ctype.split(';', 1)[0]!r}; send application/json",
-            [{"loc": ["header", "content-type"], "msg": "expected application/json", "type": "content_type"}],
-        )
-        err.status_code = 415
-        raise err
+    if ctype is None:
+        if missing_ok:
+            return
+        shown = "none"
+    else:
+        if is_json_media_type(ctype):
+            return
+        if binary and ctype.split(";", 1)[0].strip().lower() == OCTET_STREAM:
+            return
+        shown = repr(ctype.split(";", 1)[0].strip()[:64])
+    raise UnsupportedMediaType(
+        f"unsupported content type {shown}; send application/json",
+        [{"loc": ["header", "content-type"], "msg": "expected application/json", "type": "content_type"}],
+    )
+
+
+async def read_json_body(request: Request, limit: int, *, missing_ok: bool = False, binary: bool = False) -> bytes:
+    """The raw body, refusing non-JSON content types (415) and oversize bodies (413)."""
+    check_content_type(request, missing_ok=missing_ok, binary=binary)
     length = request.headers.get("content-length")
     if length is not None:
         try:

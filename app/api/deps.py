@@ -1,5 +1,6 @@
 """Injected dependencies, as ``Annotated`` aliases ending in ``Dep``.
 
+Every service a route needs comes from the container through one of these.
 They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
 its thread pool, a thread hop per request for what is an attribute read.
 """
@@ -12,19 +13,46 @@ from fastapi import Depends, Request
 
 from app.container import Container
 from app.errors import NotReady
+from app.health import Health
 from app.predictor import Predictor
+from app.rollout.service import Rollout
+from app.settings import Settings
+from app.v2 import V2Service
 
 
 async def get_container(request: Request) -> Container:
-    return request.app.state.container
-
-
-async def get_predictor(request: Request) -> Predictor:
-    predictor = request.app.state.container.predictor
-    if predictor is None or not request.app.state.container.health.ready:
-        raise NotReady("model not ready", retry_after=1)
-    return predictor
+    container: Container = request.app.state.container
+    return container
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+async def get_predictor(container: ContainerDep) -> Predictor:
+    predictor = container.predictor
+    if predictor is None or not container.health.ready:
+        raise NotReady("model not ready", retry_after=container.health.retry_after)
+    return predictor
+
+
+async def get_settings(container: ContainerDep) -> Settings:
+    return container.settings
+
+
+async def get_health(container: ContainerDep) -> Health:
+    return container.health
+
+
+async def get_rollout(container: ContainerDep) -> Rollout:
+    return container.rollout
+
+
+async def get_v2(container: ContainerDep) -> V2Service:
+    return container.v2
+
+
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+HealthDep = Annotated[Health, Depends(get_health)]
+RolloutDep = Annotated[Rollout, Depends(get_rollout)]
+V2Dep = Annotated[V2Service, Depends(get_v2)]

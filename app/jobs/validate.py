@@ -6,7 +6,7 @@ would give the instance ``{"user_id", "features": {...}, "request_id"}``
 built from that row (``tests/unit/test_batch_validate.py`` proves it on a
 corpus of good and bad rows). The rules, per manifest dtype:
 
-* ``float``: integer or floating columns; NaN/±inf → ``finite_number``;
+* ``float``: integer or floating columns; NaN/±inf → ``finite_number``, beyond float32 → ``float32_range``;
 * ``int``: integer columns only (strict: a float, even ``3.0``, is refused);
 * ``bool``: boolean columns only; ``string``: string columns, ≤ ``MAX_STRING`` characters;
 * a column of another type refuses every value (``*_type``), as the decoder
@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.errors import ModelServeError
-from app.model.decoder import MAX_STRING
+from app.model.decoder import FLOAT32_OVERFLOW, FLOAT32_RANGE, MAX_STRING
 from app.model.manifest import Manifest
 
 USER_ID_MAX = 128
@@ -168,6 +168,8 @@ def validate_table(table: pa.Table, manifest: Manifest) -> Checked:
         if f.dtype == "float" and pa.types.is_floating(t):
             finite = pc.fill_null(pc.is_finite(a), True)
             c.add(~_np(finite), loc, _FINITE)
+            beyond = pc.fill_null(pc.greater_equal(pc.abs(a), FLOAT32_OVERFLOW), False)
+            c.add(_np(finite) & _np(beyond), loc, FLOAT32_RANGE)
     if "request_id" in table.column_names:
         _string_checks(c, _plain(table.column("request_id")), ["request_id"], True, 1, REQUEST_ID_MAX)
     return c.result()

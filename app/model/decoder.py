@@ -6,7 +6,9 @@ from the raw JSON bytes (no intermediate ``json.loads``). Strict means:
 
 * no string for a number, no bool for a number (an int is accepted for a
   float: JSON does not distinguish ``1`` from ``1.0``);
-* floats must be finite (``NaN``/``Infinity`` literals are refused);
+* floats must be finite (``NaN``/``Infinity`` literals are refused) and
+  within float32's range (``FLOAT32_MAX``): the model computes in float32,
+  where ``1e308`` would arrive as infinity;
 * ``null`` only where the feature is nullable — a nullable feature must
   still be present;
 * unknown and missing names are refused;
@@ -18,7 +20,9 @@ from the raw JSON bytes (no intermediate ``json.loads``). Strict means:
   (``app.rollout.flags``); it never reaches the model.
 
 Every problem is reported, each with its ``loc`` (``["body", "features",
-"amount"]``), so a client can fix all of them in one go.
+"amount"]``), so a client can fix all of them in one go (beyond
+``app.errors.COLLECT_LIMIT`` unknown names, the first are listed and all
+counted).
 """
 
 from __future__ import annotations
@@ -26,15 +30,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired
 
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
+import orjson
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from app.errors import ValidationFailed
+from app.errors import COLLECT_LIMIT, ValidationFailed, from_pydantic
 from app.model.manifest import Feature, Manifest
 
 MAX_STRING = 256
 USER_ID = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 REQUEST_ID = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+MAX_ATTRIBUTES = 32
+
+
+def _few_attributes(value: Any) -> Any:
+    # Refuse an oversized object before its keys are checked one by one: 100,000 bad
+    # names would otherwise cost seconds and hundreds of thousands of errors.
+    if isinstance(value, dict) and len(value) > MAX_ATTRIBUTES:
+        raise PydanticCustomError(
+            "too_long",
+            "Dictionary should have at most {max_length} items after validation, not {actual_length}",
+            {"max_length": MAX_ATTRIBUTES, "actual_length": len(value)},
+        )
+    return value
+
+
 # Optional routing attributes for rollout flags (country, cohort, ...): never model inputs.
 ATTRIBUTES = Annotated[
     dict[
@@ -42,13 +73,40 @@ ATTRIBUTES = Annotated[
         Annotated[StrictStr, Field(max_length=MAX_STRING)] | StrictInt | StrictBool,
     ],
     # The schema must refuse names outside the pattern too, as the decoder does.
-    Field(max_length=32, json_schema_extra={"additionalProperties": False}),
+    Field(max_length=MAX_ATTRIBUTES, json_schema_extra={"additionalProperties": False}),
+    BeforeValidator(_few_attributes),
 ]
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+# The same rules but unknown names kept rather than refused: the request path's first pass,
+# whose cost does not grow with thousands of unknown names (see ``Decoder``).
+_KEEP_EXTRA = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+_INSTANCE_KEYS = frozenset({"user_id", "features", "request_id", "attributes"})
+_EXTRA = "Extra inputs are not permitted"
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32."""
+FLOAT32_OVERFLOW = 2.0**128 * (1 - 2.0**-25)
+"""The smallest magnitude that rounds to infinity in float32 (``FLOAT32_MAX`` plus half a step)."""
+FLOAT32_RANGE = ("float32_range", "Input should be a number within float32's range (magnitude at most 3.4028235e+38)")
+
+
+def _within_float32(value: float) -> float:
+    if not -FLOAT32_OVERFLOW < value < FLOAT32_OVERFLOW:
+        raise PydanticCustomError(*FLOAT32_RANGE)
+    return value
+
 
 _TYPES: dict[str, Any] = {
-    "float": Annotated[float, Field(strict=True, allow_inf_nan=False)],
+    "float": Annotated[
+        float,
+        Field(
+            strict=True,
+            allow_inf_nan=False,
+            json_schema_extra={"minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX},
+        ),
+        AfterValidator(_within_float32),
+    ],
     "int": StrictInt,
     "bool": StrictBool,
     "string": Annotated[StrictStr, Field(max_length=MAX_STRING)],
@@ -60,10 +118,10 @@ def _feature_type(f: Feature) -> Any:
     return t | None if f.nullable else t
 
 
-def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
+def _typed_dict(name: str, fields: dict[str, Any], config: ConfigDict = _STRICT) -> Any:
     # Built from the manifest at run time, which a static checker cannot follow.
     td: Any = TypedDict(name, fields)  # type: ignore[misc]
-    setattr(td, "__pydantic_config__", _STRICT)  # noqa: B010  (the attribute pydantic reads)
+    setattr(td, "__pydantic_config__", config)  # noqa: B010  (the attribute pydantic reads)
     return td
 
 
@@ -79,11 +137,29 @@ class Decoded:
 
 
 class Decoder:
-    """Validates /predict and /predict/batch bodies for one input signature."""
+    """Validates /predict and /predict/batch bodies for one input signature.
+
+    Each body is first validated with unknown names kept, then checked for
+    them: for pydantic, refusing names costs one error each, and a body of
+    thousands of unknown keys took seconds and answered megabytes. A body
+    with problems is validated again strictly, so the answer lists exactly
+    pydantic's errors, unless it has more than ``COLLECT_LIMIT`` unknown
+    names: then the first of those and the body's other problems are listed,
+    and all of them counted.
+    """
 
     def __init__(self, manifest: Manifest, max_batch: int = 1000) -> None:
         self.signature = manifest.input_signature()
-        features_td = _typed_dict("Features", {f.name: _feature_type(f) for f in manifest.request_features})
+        self._feature_names = frozenset(f.name for f in manifest.request_features)
+        instance, batch = self._types(manifest, max_batch, _STRICT)
+        kept_instance, kept_batch = self._types(manifest, max_batch, _KEEP_EXTRA)
+        self._one = TypeAdapter(instance)
+        self._batch = TypeAdapter(batch)
+        self._one_kept = TypeAdapter(kept_instance)
+        self._batch_kept = TypeAdapter(kept_batch)
+
+    def _types(self, manifest: Manifest, max_batch: int, config: ConfigDict) -> tuple[Any, Any]:
+        features_td = _typed_dict("Features", {f.name: _feature_type(f) for f in manifest.request_features}, config)
         user_t: Any = USER_ID if manifest.store_features else NotRequired[USER_ID | None]
         instance = _typed_dict(
             "Instance",
@@ -93,37 +169,90 @@ class Decoder:
                 "request_id": NotRequired[REQUEST_ID],
                 "attributes": NotRequired[ATTRIBUTES],
             },
+            config,
         )
         batch = _typed_dict(
             "BatchRequest",
             {"instances": Annotated[list[instance], Field(min_length=1, max_length=max_batch)]},  # type: ignore[valid-type]
+            config,
         )
-        self._one = TypeAdapter(instance)
-        self._batch = TypeAdapter(batch)
+        return instance, batch
 
     # --- decoding ----------------------------------------------------------
     def decode(self, body: bytes) -> Decoded:
         try:
-            obj = self._one.validate_json(body)
+            obj = self._one_kept.validate_json(body)
         except ValidationError as exc:
-            raise _failed(exc, ("body",)) from None
+            raise self._refused(body, exc, batch=False) from None
+        if self._has_extra(obj):
+            raise self._refused(body, None, batch=False)
         return Decoded(obj.get("user_id"), obj["features"], obj.get("request_id"), obj.get("attributes"))
 
     def decode_batch(self, body: bytes) -> list[Decoded]:
         try:
-            obj = self._batch.validate_json(body)
+            obj = self._batch_kept.validate_json(body)
         except ValidationError as exc:
-            raise _failed(exc, ("body",)) from None
-        return [
-            Decoded(i.get("user_id"), i["features"], i.get("request_id"), i.get("attributes")) for i in obj["instances"]
-        ]
+            raise self._refused(body, exc, batch=True) from None
+        instances = obj["instances"]
+        if len(obj) != 1 or any(self._has_extra(i) for i in instances):
+            raise self._refused(body, None, batch=True)
+        return [Decoded(i.get("user_id"), i["features"], i.get("request_id"), i.get("attributes")) for i in instances]
+
+    def _has_extra(self, instance: dict[str, Any]) -> bool:
+        # Every feature is required, so more keys than features means an unknown one.
+        return len(instance["features"]) != len(self._feature_names) or not instance.keys() <= _INSTANCE_KEYS
+
+    def _refused(self, body: bytes, kept_exc: ValidationError | None, batch: bool) -> ValidationFailed:
+        """The error for a body the first pass refused (``kept_exc``) or found unknown names in."""
+        extra, count = self._extra_names(body, batch)
+        if count <= COLLECT_LIMIT:
+            try:
+                (self._batch if batch else self._one).validate_json(body)
+            except ValidationError as exc:
+                return from_pydantic(exc)
+        # Too many unknown names to have pydantic report each: list the first, count them all.
+        listed = [{"loc": loc, "msg": _EXTRA, "type": "extra_forbidden"} for loc in extra]
+        others = kept_exc.errors(include_url=False, include_context=False, include_input=False) if kept_exc else []
+        return from_pydantic([*listed, *others], total=count + len(others))
+
+    def _extra_names(self, body: bytes, batch: bool) -> tuple[list[tuple[str | int, ...]], int]:
+        """Where unknown names are (the first ``COLLECT_LIMIT + 1``) and how many there are."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return [], 0  # not JSON orjson reads: the strict pass says what is wrong
+        found: list[tuple[str | int, ...]] = []
+        count = 0
+
+        def instance(obj: Any, where: tuple[str | int, ...]) -> None:
+            nonlocal count
+            if not isinstance(obj, dict):
+                return
+            names = [(*where, k) for k in obj if k not in _INSTANCE_KEYS]
+            features = obj.get("features")
+            if isinstance(features, dict):
+                names += [(*where, "features", k) for k in features if k not in self._feature_names]
+            count += len(names)
+            found.extend(names[: COLLECT_LIMIT + 1 - len(found)])
+
+        if not batch:
+            instance(doc, ())
+        elif isinstance(doc, dict):
+            top = [(k,) for k in doc if k != "instances"]
+            count += len(top)
+            found.extend(top[: COLLECT_LIMIT + 1])
+            items = doc.get("instances")
+            if isinstance(items, list):
+                for i, item in enumerate(items):
+                    instance(item, ("instances", i))
+        return found, count
 
     def validate_python(self, instance: Any, loc: tuple[str | int, ...] = ()) -> Decoded:
         """Validate an already-parsed instance (batch files, the V2 protocol)."""
         try:
             obj = self._one.validate_python(instance)
         except ValidationError as exc:
-            raise _failed(exc, loc) from None
+            raise from_pydantic(exc, loc) from None
         return Decoded(obj.get("user_id"), obj["features"], obj.get("request_id"), obj.get("attributes"))
 
     # --- schema ------------------------------------------------------------
@@ -132,12 +261,3 @@ class Decoder:
 
     def batch_json_schema(self) -> dict[str, Any]:
         return self._batch.json_schema()
-
-
-def _failed(exc: ValidationError, prefix: tuple[str | int, ...]) -> ValidationFailed:
-    detail = []
-    for err in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc = [*prefix, *err["loc"]]
-        detail.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
-    names = ", ".join(".".join(str(p) for p in d["loc"][len(prefix) :]) or "<body>" for d in detail)
-    return ValidationFailed(f"invalid request: {len(detail)} error(s) in {names}", detail)

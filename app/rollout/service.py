@@ -1,7 +1,8 @@
 """Safe rollout, put together: flags, the model follower and the shadow.
 
-``Rollout`` is built with the container and hooked into its start/stop:
-at start it reads the flags file (an invalid one fails start-up: there is no
+``Rollout`` is built by ``build_container`` and started and stopped by the
+container (``Container.start``/``stop``); its chooser routes every request.
+At start it reads the flags file (an invalid one fails start-up: there is no
 last good one yet), loads the candidate and the flagged versions (failures
 there are counted and logged, never fatal: the primary is what readiness
 means), starts the shadow workers and two polling tasks — the alias links
@@ -30,24 +31,12 @@ from app.telemetry.metrics import Metrics
 log = logging.getLogger("modelserve.rollout")
 
 
-def record_sink(owner: Any) -> Sink:
-    """Shadow records go to ``owner.prediction_log`` when it is set, else to the ``modelserve.shadow`` logger.
+class Rollout:
+    """Flags, alias following and the shadow.
 
-    Looked up per record, so a prediction log attached after the rollout was
-    built (or closed before it) is followed.
+    ``sink`` receives the shadow's records (default: the ``modelserve.shadow`` logger).
     """
 
-    def sink(record: dict[str, Any]) -> None:
-        plog = getattr(owner, "prediction_log", None)
-        if plog is not None:
-            plog.submit(record)
-        else:
-            log_sink(record)
-
-    return sink
-
-
-class Rollout:
     def __init__(
         self, settings: Settings, repository: Repository, pool: ModelPool, metrics: Metrics, sink: Sink | None = None
     ) -> None:
@@ -148,20 +137,3 @@ class Rollout:
             "last_sync": self.follower.last_sync,
             "recent_errors": self.follower.recent_errors,
         }
-
-
-def attach_rollout(container: Any) -> Rollout:
-    """Build the rollout for a container: its chooser routes, its hooks start and stop it."""
-    rollout = Rollout(
-        container.settings, container.repository, container.pool, container.metrics, sink=record_sink(container)
-    )
-    container.rollout = rollout
-    container.chooser = rollout.chooser
-
-    async def start() -> None:
-        assert container.predictor is not None
-        await rollout.start(container.predictor)
-
-    container.on_start.append(start)
-    container.on_stop.append(rollout.stop)
-    return rollout

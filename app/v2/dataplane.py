@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import ModelNotFound, NotReady, UnknownUser
+from app.errors import ModelNotFound, NotReady, UnknownUser, clip
 from app.model.pool import LoadedModel, ModelPool
 from app.predictor import Predictor, new_request_id
 from app.v2.codec import decode_rows, read_columns, user_row_loc
@@ -89,19 +89,19 @@ class V2Service:
                 return Target(name, model, False, sorted(self.pool.by_version))
             pinned = self.pool.by_version.get(version)
             if pinned is None:
-                raise ModelNotFound(f"model {name!r} has no loaded version {version!r}", _loc("version", version))
+                raise ModelNotFound(f"model {name!r} has no loaded version {clip(version)!r}", _loc("version", version))
             return Target(name, pinned, True, sorted(self.pool.by_version))
         aliased = self.pool.by_alias.get(name)
         if aliased is None:
             if name == self.primary_alias:
                 raise NotReady(f"model {name!r} is not loaded yet")
             raise ModelNotFound(
-                f"unknown model {name!r}; serving {', '.join([MODEL_NAME, *sorted(self.pool.by_alias)])}",
+                f"unknown model {clip(name)!r}; serving {', '.join([MODEL_NAME, *sorted(self.pool.by_alias)])}",
                 _loc("name", name),
             )
         if version is not None and version != aliased.version:
             raise ModelNotFound(
-                f"model {name!r} serves version {aliased.version!r}, not {version!r}", _loc("version", version)
+                f"model {name!r} serves version {aliased.version!r}, not {clip(version)!r}", _loc("version", version)
             )
         return Target(name, aliased, True, [aliased.version])
 
@@ -164,4 +164,4 @@ class V2Service:
 
 
 def _loc(kind: str, value: str) -> list[dict[str, Any]]:
-    return [{"loc": ["path", kind], "msg": f"no such model {kind} {value!r}", "type": "not_found"}]
+    return [{"loc": ["path", kind], "msg": f"no such model {kind} {clip(value)!r}", "type": "not_found"}]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, NotRequired
 from pydantic import ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from app.errors import ValidationFailed
+from app.errors import ValidationFailed, clip, from_pydantic
 
 MODEL_NAME = "modelserve"
 PLATFORM = "onnxruntime_onnx"
@@ -89,12 +89,7 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
     try:
         return _request_adapter().validate_json(body[:header_length] if header_length else body)
     except ValidationError as exc:
-        detail = [
-            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)
-        ]
-        names = ", ".join(".".join(str(p) for p in d["loc"][1:]) or "<body>" for d in detail)
-        raise ValidationFailed(f"invalid inference request: {names}", detail) from None
+        raise from_pydantic(exc, what="invalid inference request") from None
 
 
 def requested_outputs(request: InferRequest) -> tuple[str, ...]:
@@ -103,7 +98,7 @@ def requested_outputs(request: InferRequest) -> tuple[str, ...]:
     unknown = [o for o in asked if o not in OUTPUTS]
     if unknown:
         raise ValidationFailed(
-            f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(OUTPUTS)}",
+            f"unknown output(s) {', '.join(clip(o) for o in unknown[:10])}; the model has {', '.join(OUTPUTS)}",
             [{"loc": ["body", "outputs", o], "msg": "unknown output", "type": "unknown_output"} for o in unknown],
         )
     return asked or OUTPUTS

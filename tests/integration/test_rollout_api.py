@@ -185,7 +185,7 @@ class TestShadow:
         body = sample(workspace)["request"]
         app = create_app(workspace.settings())
         log = FakeLog()
-        app.state.container.prediction_log = log
+        app.state.container.rollout.shadow.sink = log.submit  # the shadow's records, as the prediction log gets them
         with serving(app) as c:
             shadow = c.app.state.container.rollout.shadow
             answers = self.post_many(c, body, 20)

@@ -327,3 +327,38 @@ class TestInferRefusals:
         raw = json.dumps({"inputs": replace(inputs, name, data=[0])}).replace('"data": [0]', '"data": [1e999]')
         r = client.post("/v2/models/modelserve/infer", content=raw, headers={"content-type": "application/json"})
         assert_v2_error(r, 400, name)
+
+    @pytest.mark.parametrize("literal", ["1e308", "-3.5e38"])
+    def test_float_beyond_float32_refused(self, client, manifest, inputs, literal):
+        """A float finite as a double but infinite as float32 is a 400 naming the input and row, as in /predict."""
+        name = first(manifest, "float")
+        raw = json.dumps({"inputs": replace(inputs, name, data=[0])}).replace('"data": [0]', f'"data": [{literal}]')
+        r = client.post("/v2/models/modelserve/infer", content=raw, headers={"content-type": "application/json"})
+        body = assert_v2_error(r, 400, name)
+        assert [(d["loc"], d["type"]) for d in body["detail"]] == [
+            (["body", "inputs", name, "data", 0], "float32_range")
+        ]
+
+
+class TestInferContentType:
+    @pytest.fixture
+    def body(self, manifest):
+        return json.dumps({"inputs": v2_inputs(manifest, [manifest["sample"]["request"]])}).encode()
+
+    @pytest.mark.parametrize("headers", [{}, {"content-type": "application/json; charset=utf-8"}])
+    def test_json_or_undeclared_accepted(self, client, body, headers):
+        """JSON, and a body without Content-Type (what Triton's clients send), are inferred."""
+        r = client.post("/v2/models/modelserve/infer", content=body, headers=headers)
+        assert r.status_code == 200, r.text
+
+    @pytest.mark.parametrize("ctype", ["text/notjson", "application/octet-stream", "text/plain"])
+    def test_other_types_415(self, client, body, ctype):
+        """A declared non-JSON type is 415, octet-stream too when no binary header says the body is binary."""
+        r = client.post("/v2/models/modelserve/infer", content=body, headers={"content-type": ctype})
+        assert assert_v2_error(r, 415)["detail"][0]["loc"] == ["header", "content-type"]
+
+    def test_octet_stream_with_binary_header(self, client, body):
+        """A binary-extension body may be declared application/octet-stream."""
+        headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(body))}
+        r = client.post("/v2/models/modelserve/infer", content=body, headers=headers)
+        assert r.status_code == 200, r.text

@@ -89,6 +89,23 @@ class TestMalformedJson:
         body = assert_error(r, 415)
         assert body["detail"][0]["loc"] == ["header", "content-type"]
 
+    @pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+    @pytest.mark.parametrize("ctype", ["text/notjson", None, "json", "application/jsonx", "application/+json"])
+    def test_undeclared_or_not_json_is_415(self, client, sample, path, ctype):
+        """A made-up type, no Content-Type at all, or one that only looks like JSON is 415, naming the header."""
+        body = sample["request"] if path == "/predict" else {"instances": [sample["request"]]}
+        headers = {"content-type": ctype} if ctype is not None else {}
+        r = client.post(path, content=json.dumps(body), headers=headers)
+        assert assert_error(r, 415)["detail"][0]["loc"] == ["header", "content-type"]
+
+    @pytest.mark.parametrize(
+        "ctype", ["application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json", "text/x+json"]
+    )
+    def test_json_media_types_accepted(self, client, sample, ctype):
+        """application/json with parameters, in any case, and +json media types are JSON."""
+        r = client.post("/predict", content=json.dumps(sample["request"]), headers={"content-type": ctype})
+        assert r.status_code == 200, r.text
+
 
 class TestDeepNesting:
     @pytest.mark.parametrize("depth", [100, 10_000])
@@ -139,6 +156,22 @@ class TestNumbers:
         big = "1" + "0" * 400
         assert_error(post(client, raw_body(sample, big, "first_purchase")), 422)
         assert_error(post(client, raw_body(sample, big, "device")), 422)
+
+    @pytest.mark.parametrize("literal", ["1e308", "-1e308", "3.5e38", "-3.5e38", "3.4028236e38"])
+    def test_beyond_float32_is_422(self, client, sample, literal):
+        """A float finite as a double but infinite as float32 (the model's type) is a 422 naming the feature."""
+        body = assert_error(post(client, raw_body(sample, literal)), 422)
+        assert [d["loc"] for d in body["detail"]] == [["body", "features", "amount"]]
+        assert body["detail"][0]["type"] == "float32_range"
+        batch = b'{"instances": [' + json.dumps(sample["request"]).encode() + b", " + raw_body(sample, literal) + b"]}"
+        body = assert_error(post(client, batch, "/predict/batch"), 422)
+        assert [d["loc"] for d in body["detail"]] == [["body", "instances", 1, "features", "amount"]]
+
+    @pytest.mark.parametrize("literal", ["3.4028234663852886e38", "-3.4028235e38", "1e38"])
+    def test_float32_extremes_predict(self, client, sample, literal):
+        """The largest float32 magnitudes, as numpy prints them or exactly, are still valid."""
+        r = post(client, raw_body(sample, literal))
+        assert r.status_code == 200, r.text
 
 
 class TestUnicode:

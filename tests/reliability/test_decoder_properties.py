@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import ValidationFailed
-from app.model.decoder import MAX_STRING, Decoder
+from app.model.decoder import FLOAT32_MAX, MAX_STRING, Decoder
 from app.model.manifest import Manifest
 
 DTYPES = ("float", "int", "bool", "string")
@@ -52,7 +52,8 @@ def manifests(draw: st.DrawFn) -> Manifest:
     )
 
 
-FINITE = st.floats(allow_nan=False, allow_infinity=False)
+# Finite in float32, the model's type: larger magnitudes are refused (float32_range).
+FINITE = st.floats(allow_nan=False, allow_infinity=False, min_value=-FLOAT32_MAX, max_value=FLOAT32_MAX)
 GOOD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "float": FINITE | st.integers(-(2**53), 2**53),  # JSON does not tell 1 from 1.0
     "int": st.integers(-(2**63), 2**63 - 1),

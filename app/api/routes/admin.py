@@ -9,7 +9,7 @@ usual error shape. The token is never echoed, logged or put in an error.
 (what polling does every few seconds), loading and verifying any new version
 before it serves. 200 with the resulting state when every named version is
 loaded; 409 when one was refused (the old one keeps serving), each refusal in
-``detail``.
+``detail``; 503 with ``Retry-After`` until start-up has finished.
 """
 
 from __future__ import annotations
@@ -19,22 +19,20 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from app.api.deps import ContainerDep
-from app.api.errors import error_response
-from app.rollout.service import Rollout
+from app.api.deps import HealthDep, RolloutDep, SettingsDep
+from app.errors import ArtifactError, NotFound, NotReady, Unauthorized
 
 
-async def require_admin(request: Request) -> None:
-    token = request.app.state.container.settings.admin_token
+async def require_admin(request: Request, settings: SettingsDep) -> None:
+    token = settings.admin_token
     if not token:
-        raise HTTPException(404, "Not Found")
+        raise NotFound("Not Found")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
     if not ok:
-        raise HTTPException(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("missing or invalid bearer token")
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -45,28 +43,27 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _rollout(container: Any) -> Rollout:
-    rollout = container.rollout
-    if rollout is None:
-        raise HTTPException(404, "Not Found")
-    return rollout
-
-
 @router.get("/models", responses=AUTH_ERRORS)
-async def models(container: ContainerDep) -> Response:
+async def models(rollout: RolloutDep) -> Response:
     """Aliases and the versions they serve, flags, the shadow's state and recent load errors."""
-    return Response(orjson.dumps(_rollout(container).describe()), media_type="application/json")
+    return Response(orjson.dumps(rollout.describe()), media_type="application/json")
 
 
-@router.post("/reload", responses={**AUTH_ERRORS, 409: {"description": "A named version was refused"}})
-async def reload(container: ContainerDep) -> Response:
+@router.post(
+    "/reload",
+    responses={
+        **AUTH_ERRORS,
+        409: {"description": "A named version was refused"},
+        503: {"description": "Start-up has not finished"},
+    },
+)
+async def reload(rollout: RolloutDep, health: HealthDep) -> Response:
     """Follow alias and flags changes now; a version that fails to load leaves the old one serving."""
-    if not container.health.ready:
-        return error_response(503, "not ready: start-up has not finished", headers={"Retry-After": "1"})
-    rollout = _rollout(container)
+    if not health.ready:
+        raise NotReady("not ready: start-up has not finished", retry_after=health.retry_after)
     result = await rollout.reload()
     if result.errors:
         detail = [{"loc": ["models", e["target"]], "msg": e["error"], "type": "version_refused"} for e in result.errors]
-        return error_response(409, f"{len(result.errors)} version(s) refused; the previous ones keep serving", detail)
+        raise ArtifactError(f"{len(result.errors)} version(s) refused; the previous ones keep serving", detail)
     body = {"changed": result.changed, **rollout.describe()}
     return Response(orjson.dumps(body), media_type="application/json")

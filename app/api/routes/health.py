@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import PlainTextResponse, Response
 
 from app.api.deps import ContainerDep
+from app.errors import retry_after_value
 
 router = APIRouter(tags=["health"])
 
@@ -26,7 +27,8 @@ async def ready(container: ContainerDep) -> Response:
         body = {"status": "ready", "models": container.pool.aliases()}
         return Response(orjson.dumps(body), media_type="application/json")
     body = {"error": f"not ready: {health.reason}", "detail": [], "status": health.reason}
-    return Response(orjson.dumps(body), status_code=503, media_type="application/json", headers={"Retry-After": "1"})
+    headers = {"Retry-After": retry_after_value(health.retry_after)}
+    return Response(orjson.dumps(body), status_code=503, media_type="application/json", headers=headers)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)  # documents the text exposition format

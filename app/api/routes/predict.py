@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.body import read_json_body
-from app.api.deps import ContainerDep, PredictorDep
+from app.api.deps import PredictorDep, SettingsDep
 
 router = APIRouter(tags=["predict"])
 
@@ -32,8 +32,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         }
     },
 )
-async def predict(request: Request, predictor: PredictorDep, container: ContainerDep) -> Response:
-    body = await read_json_body(request, container.settings.max_body_bytes)
+async def predict(request: Request, predictor: PredictorDep, settings: SettingsDep) -> Response:
+    body = await read_json_body(request, settings.max_body_bytes)
     record = await predictor.predict(body)
     return Response(
         orjson.dumps(record.response()),
@@ -52,8 +52,8 @@ async def predict(request: Request, predictor: PredictorDep, container: Containe
         }
     },
 )
-async def predict_batch(request: Request, predictor: PredictorDep, container: ContainerDep) -> Response:
-    body = await read_json_body(request, container.settings.batch_max_body_bytes)
+async def predict_batch(request: Request, predictor: PredictorDep, settings: SettingsDep) -> Response:
+    body = await read_json_body(request, settings.batch_max_body_bytes)
     records = await predictor.predict_batch(body)
     versions = ",".join(sorted({r.model_version for r in records}))
     return Response(

@@ -2,26 +2,26 @@
 
 Errors on these routes use the protocol's statuses: 400 for bad input (where
 the rest of the service answers 422), 404 for an unknown model or version,
-503 while not ready. The body is the service's usual ``{"error", "detail"}``,
-whose ``error`` key is what V2 clients read.
+503 (with ``Retry-After``) while not ready. The body is the service's usual
+``{"error", "detail"}``, whose ``error`` key is what V2 clients read.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from app.api.body import read_json_body
-from app.api.deps import ContainerDep, PredictorDep
-from app.api.errors import error_response
-from app.errors import ModelServeError, Unavailable, ValidationFailed
-from app.v2 import MODEL_NAME, V2Service
+from app.api.deps import HealthDep, PredictorDep, SettingsDep, V2Dep
+from app.api.errors import error_response, max_details
+from app.errors import ModelServeError, ValidationFailed, retry_after_value
+from app.health import Health
+from app.v2 import MODEL_NAME
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -36,11 +36,7 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except ModelServeError as exc:
-                status = 400 if exc.status_code == 422 else exc.status_code
-                headers = None
-                if isinstance(exc, Unavailable):
-                    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-                return error_response(status, exc.message, exc.detail, headers)
+                return error_response(exc, 400 if exc.status_code == 422 else None, max_details(request))
 
         return route
 
@@ -53,24 +49,18 @@ INFER_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid input: every offending tensor named"},
     404: {"description": "Unknown model, version or user"},
     413: {"description": "Body too large"},
-    415: {"description": "Not JSON"},
+    415: {"description": "Not JSON (nor a binary-extension body)"},
     **NOT_READY,
 }
 
 
-async def get_v2(request: Request) -> V2Service:
-    service: V2Service | None = getattr(request.app.state, "v2", None)
-    if service is None:  # one per app, built on first use
-        c = request.app.state.container
-        service = request.app.state.v2 = V2Service(c.pool, c.settings.alias, c.settings.max_batch_size)
-    return service
-
-
-V2Dep = Annotated[V2Service, Depends(get_v2)]
-
-
 def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _not_ready(body: dict[str, Any], health: Health) -> Response:
+    body = {**body, "ready": False, "error": f"not ready: {health.reason}"}
+    return _json(body, 503, {"Retry-After": retry_after_value(health.retry_after)})
 
 
 @router.get("")
@@ -86,11 +76,11 @@ async def server_live() -> Response:
 
 
 @router.get("/health/ready", responses=NOT_READY)
-async def server_ready(container: ContainerDep) -> Response:
+async def server_ready(health: HealthDep) -> Response:
     """200 once the primary model is warm and self-checked; 503 before that and while draining."""
-    if container.health.is_ready:
+    if health.is_ready:
         return _json({"ready": True})
-    return _json({"ready": False, "error": f"not ready: {container.health.reason}"}, 503, {"Retry-After": "1"})
+    return _not_ready({}, health)
 
 
 @router.get("/models/{name}", responses=MODEL_ERRORS)
@@ -102,23 +92,24 @@ async def model_metadata(name: str, v2: V2Dep, version: str | None = None) -> Re
 
 @router.get("/models/{name}/ready", responses=MODEL_ERRORS)
 @router.get("/models/{name}/versions/{version}/ready", responses=MODEL_ERRORS)
-async def model_ready(name: str, v2: V2Dep, container: ContainerDep, version: str | None = None) -> Response:
+async def model_ready(name: str, v2: V2Dep, health: HealthDep, version: str | None = None) -> Response:
     """200 when the named model is loaded and the service is ready; 404 for an unknown model."""
     v2.resolve(name, version)
-    if container.health.is_ready:
+    if health.is_ready:
         return _json({"name": name, "ready": True})
-    return _json({"name": name, "ready": False, "error": f"not ready: {container.health.reason}"}, 503)
+    return _not_ready({"name": name}, health)
 
 
 @router.post("/models/{name}/infer", responses=INFER_ERRORS)
 @router.post("/models/{name}/versions/{version}/infer", responses=INFER_ERRORS)
 async def infer(
-    request: Request, name: str, v2: V2Dep, predictor: PredictorDep, container: ContainerDep, version: str | None = None
+    request: Request, name: str, v2: V2Dep, predictor: PredictorDep, settings: SettingsDep, version: str | None = None
 ) -> Response:
     """Inference on V2 tensors (JSON, or Triton's binary tensor extension for inputs)."""
     target = v2.resolve(name, version)
-    body = await read_json_body(request, container.settings.batch_max_body_bytes)
     header = request.headers.get(BINARY_HEADER)
+    # Triton's clients send no Content-Type; binary-extension bodies may say octet-stream.
+    body = await read_json_body(request, settings.batch_max_body_bytes, missing_ok=True, binary=header is not None)
     header_length = None
     if header is not None:
         try:
