@@ -22,7 +22,7 @@ from app.errors import COLLECT_LIMIT, ECHO_CHARS, ValidationFailed
 from app.main import create_app
 from app.model.decoder import Decoder
 from app.model.repository import Repository
-from tests.conftest import Workspace, serving
+from tests.support.workspace import Workspace, serving
 
 ANSWER_LIMIT = 64 * 1024
 JSON = {"content-type": "application/json"}
