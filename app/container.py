@@ -55,7 +55,8 @@ class Container:
         self.pool.assign(s.alias, model)
         self.metrics.model_info.labels(s.alias, primary_version).set(1)
         if self.features is None:
-            self.features = await asyncio.to_thread(build_feature_server, s, self.metrics, model.store_features)
+            store = model.manifest.store_features  # with dtypes: Redis and upstream values are checked
+            self.features = await asyncio.to_thread(build_feature_server, s, self.metrics, store)
         self.chooser = self.chooser or Chooser(self.pool, s.alias)
         self.predictor = Predictor(self.chooser, self.features, self.metrics)
         for hook in self.on_start:
@@ -112,8 +113,13 @@ def _attach_prediction_log(c: Container) -> None:
         flush_seconds=s.log_flush_seconds,
         user_id_mode=s.log_user_id,
         user_id_key=s.log_user_id_key.get_secret_value().encode() if s.log_user_id_key else None,
+        retention_seconds=s.log_retention_seconds,
+        retention_bytes=s.log_retention_bytes,
+        duplicate_window=s.log_duplicate_window,
     )
     c.prediction_log = plog
+    if s.log_failure_policy == "not_ready":
+        c.health.checks.append(plog.readiness_failure)
 
     async def start() -> None:
         plog.start()

@@ -9,6 +9,11 @@ Redis must never fail or slow a prediction: a lookup is one round trip
 (``GET``; ``MGET`` for a batch) bounded by a few milliseconds, never retried,
 and behind a circuit breaker; any failure is a miss. Write-back after a
 compute is a background task the request does not wait for.
+
+A value is input like any other: one that is not JSON, or not the store
+features' shape and types (``app.features.schema``), is counted
+(``outcome="invalid"``), deleted in the background so the next lookup does
+not meet it again, and treated as a miss: the request goes on to compute.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from redis.backoff import NoBackoff
 
 from app.features.base import Features
 from app.features.breaker import CircuitBreaker
+from app.features.schema import StoreSchema
 from app.telemetry.metrics import Metrics
 
 log = logging.getLogger("modelserve.features")
@@ -62,8 +68,10 @@ class RedisTier:
         prefix: str,
         ttl: float,
         timeout: float,
+        schema: StoreSchema | None = None,
     ) -> None:
         self.client = client
+        self.schema = schema
         self.breaker = breaker
         self.prefix = prefix
         self.ttl = max(1, round(ttl))
@@ -75,6 +83,7 @@ class RedisTier:
         self._miss = lookups.labels("redis", "miss")
         self._error = lookups.labels("redis", "error")
         self._skipped = lookups.labels("redis", "skipped")
+        self._invalid = lookups.labels("redis", "invalid")
         self._time = metrics.feature_fetch.labels("redis")
 
     async def get(self, user_id: str) -> Features | None:
@@ -110,25 +119,57 @@ class RedisTier:
         self.breaker.success()
         self._time.observe(time.perf_counter() - t0)
         found: dict[str, Features] = {}
+        invalid: list[str] = []
+        absent = 0
         for user_id, raw in zip(user_ids, raws, strict=True):
             if raw is None:
+                absent += 1
                 continue
-            try:
-                found[user_id] = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue  # a corrupt value is a miss; the write-back replaces it
+            value, problem = self._parse(raw)
+            if value is not None:
+                found[user_id] = value
+            else:
+                invalid.append(user_id)
+                log.warning("invalid features in Redis for one user (%s); deleted", problem)
         self._hit.inc(len(found))
-        if len(found) < n:
-            self._miss.inc(n - len(found))
+        if absent:
+            self._miss.inc(absent)
+        if invalid:
+            self._invalid.inc(len(invalid))
+            self._spawn(self._delete(invalid))
         return found
+
+    def _parse(self, raw: bytes) -> tuple[Features | None, str | None]:
+        """(features, None), or (None, why they are refused)."""
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None, "not JSON"
+        if self.schema is None:
+            problem = None if type(value) is dict else "not an object"
+        else:
+            problem = self.schema.problem(value)
+        return (value, None) if problem is None else (None, problem)
+
+    async def _delete(self, user_ids: list[str]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.delete(*(self.prefix + u for u in user_ids))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the value stays until its TTL or the next write-back; still a miss
+            log.debug("redis delete of invalid values failed: %r", exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def write_back(self, values: dict[str, Features]) -> None:
         """Store computed features in the background; the caller never waits."""
         if not values or not self.breaker.allow():
             return
-        task = asyncio.get_running_loop().create_task(self._write(values))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._spawn(self._write(values))
 
     async def _write(self, values: dict[str, Features]) -> None:
         try:
