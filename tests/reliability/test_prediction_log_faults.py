@@ -101,16 +101,16 @@ def log_lines(log_dir: Path) -> tuple[int, list[bytes]]:
 
 
 def server_env(ws: Workspace, log_dir: Path, **extra: str) -> dict[str, str]:
-    return ws.env(
-        MODELSERVE_LOG_DIR=str(log_dir),
-        MODELSERVE_LOG_FLUSH_SECONDS="0.05",
-        MODELSERVE_LOG_BATCH_SIZE="20",
-        MODELSERVE_LOG_MAX_BYTES="65536",
-        MODELSERVE_WARMUP_ITERATIONS="2",
-        MODELSERVE_ALIAS_POLL_SECONDS="0",
-        MODELSERVE_SHADOW_ENABLED="false",  # one record per answered prediction
-        **extra,
-    )
+    settings = {
+        "MODELSERVE_LOG_DIR": str(log_dir),
+        "MODELSERVE_LOG_FLUSH_SECONDS": "0.05",
+        "MODELSERVE_LOG_BATCH_SIZE": "20",
+        "MODELSERVE_LOG_MAX_BYTES": "65536",
+        "MODELSERVE_WARMUP_ITERATIONS": "2",
+        "MODELSERVE_ALIAS_POLL_SECONDS": "0",
+        "MODELSERVE_SHADOW_ENABLED": "false",  # one record per answered prediction
+    }
+    return ws.env(**{**settings, **extra})
 
 
 def ready_status(server: ServerProcess) -> int:
@@ -270,3 +270,24 @@ class TestFileSizeLimit:
         assert written + dropped == n
         assert dropped > 0
         assert all(p.stat().st_size <= limit for p in log_dir.glob("predictions-*.jsonl"))
+
+
+class TestRetention:
+    def test_retention_bytes_bounds_the_log_directory(self, trained: Workspace, tmp_path: Path) -> None:
+        """With MODELSERVE_LOG_RETENTION_BYTES, a client predicting flat out cannot grow the directory past it."""
+        body = sample_request(trained)
+        log_dir = tmp_path / "log"
+        limit = 64 * 1024
+        env = server_env(trained, log_dir, MODELSERVE_LOG_MAX_BYTES="8192", MODELSERVE_LOG_RETENTION_BYTES=str(limit))
+        with ServerProcess(env, tmp_path / "server.log") as server:
+            server.wait_ready()
+            answered = predict(server, body, 1500)
+            text = wait_accounted(server, answered)
+            total = sum(p.stat().st_size for p in log_dir.glob("predictions-*.jsonl"))
+            deleted = metric_value(text, "modelserve_prediction_log_files_deleted_total", {"reason": "bytes"})
+            written = metric_value(text, "modelserve_prediction_log_records_total")
+            print(f"retention: answered={answered} records={written} bytes_on_disk={total} files_deleted={deleted}")
+            assert written == answered
+            assert deleted > 0
+            assert total <= limit + 8192 + 20 * 1024  # the limit, plus the open file and one batch past rotation
+            assert server.stop() == 0
