@@ -38,6 +38,9 @@ from app.telemetry.metrics import Metrics
 log = logging.getLogger("modelserve.features")
 
 KEY_VERSION = "v1"
+# Compare-and-delete in one step: a plain DEL could remove the good value a
+# concurrent write-back (this process's or another's) has just stored.
+DELETE_IF_UNCHANGED = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 def key_prefix(feature_names: Iterable[str]) -> str:
@@ -119,7 +122,7 @@ class RedisTier:
         self.breaker.success()
         self._time.observe(time.perf_counter() - t0)
         found: dict[str, Features] = {}
-        invalid: list[str] = []
+        invalid: list[tuple[str, bytes]] = []
         absent = 0
         for user_id, raw in zip(user_ids, raws, strict=True):
             if raw is None:
@@ -129,7 +132,7 @@ class RedisTier:
             if value is not None:
                 found[user_id] = value
             else:
-                invalid.append(user_id)
+                invalid.append((user_id, raw))
                 log.warning("invalid features in Redis for one user (%s); deleted", problem)
         self._hit.inc(len(found))
         if absent:
@@ -151,10 +154,14 @@ class RedisTier:
             problem = self.schema.problem(value)
         return (value, None) if problem is None else (None, problem)
 
-    async def _delete(self, user_ids: list[str]) -> None:
+    async def _delete(self, bad: list[tuple[str, bytes]]) -> None:
+        """Delete each bad value, unless something (the write-back racing this) has replaced it."""
         try:
             async with asyncio.timeout(self.timeout):
-                await self.client.delete(*(self.prefix + u for u in user_ids))
+                pipe = self.client.pipeline(transaction=False)
+                for user_id, raw in bad:
+                    pipe.eval(DELETE_IF_UNCHANGED, 1, self.prefix + user_id, raw)
+                await pipe.execute()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the value stays until its TTL or the next write-back; still a miss

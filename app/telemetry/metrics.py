@@ -60,7 +60,7 @@ class Metrics:
         )
         self.feature_lookups = Counter(
             "modelserve_feature_lookups",
-            "Feature lookups by tier and outcome (hit, miss, error, stale, skipped).",
+            "Feature lookups by tier and outcome (hit, miss, negative, error, skipped, invalid, stale).",
             ["tier", "outcome"],
             registry=r,
         )

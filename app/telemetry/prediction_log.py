@@ -261,7 +261,11 @@ class PredictionLog:
                     log.exception("prediction log record not serialisable; skipped")
                     self._drop_unserialisable.inc()
             if lines:
-                self._write(b"".join(lines), len(lines))
+                try:
+                    self._write(b"".join(lines), len(lines))
+                except Exception:  # _write counts OSErrors itself; anything else still loses the batch
+                    log.exception("prediction log write failed")
+                    self._drop_write_error.inc(len(lines))
 
     def _check_duplicate(self, request_id: str) -> None:
         recent = self._recent_ids
@@ -321,7 +325,10 @@ class PredictionLog:
         if self.failure is not None:
             self._recovered()
         if rotated and (self.retention_seconds or self.retention_bytes):
-            self.apply_retention()
+            try:
+                self.apply_retention()
+            except Exception:  # the batch is written and counted; retention runs again later
+                log.exception("prediction log retention failed")
 
     def _write_failed(self, exc: OSError, data: bytes, done: int, count: int) -> None:
         """Count the batch as dropped and leave no torn line behind for the next batch to glue onto."""

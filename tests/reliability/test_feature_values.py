@@ -8,6 +8,7 @@ Neither is ever a 500.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -113,6 +114,27 @@ class TestBadValueInRedis:
         )
         table = OfflineTable.load(trained.feature_table).rows[USER]
         assert self.wait_valid(redis_server, key) == table
+
+    async def test_bad_value_is_deleted_but_a_newer_good_one_kept(self, trained, redis_server) -> None:
+        """The tier deletes the bad value it read (no compute needed), never a good value stored since."""
+        from app.features.build import redis_tier
+        from app.telemetry.metrics import Metrics
+
+        settings = trained.settings(redis_url=redis_server.url, redis_connect_timeout_ms=25.0, redis_timeout_ms=25.0)
+        tier = redis_tier(settings, Metrics(), store_names(trained))
+        assert tier is not None
+        key = self.plant(trained, redis_server, b"[1,2,3]")
+        assert await tier.get(USER) is None
+        await asyncio.wait_for(asyncio.gather(*tier._pending), 5)
+        assert redis_server.client().get(key) is None
+
+        self.plant(trained, redis_server, b"{}")
+        found = await tier.get_many([USER])  # reads the bad value ...
+        redis_server.client().set(key, orjson.dumps(GOOD))  # ... a writer replaces it before the delete lands
+        await asyncio.wait_for(asyncio.gather(*tier._pending), 5)
+        assert found == {}
+        assert orjson.loads(redis_server.client().get(key)) == GOOD
+        await tier.close()
 
     @pytest.mark.parametrize("case", ["empty object", "array", "wrong type (string for int)", "garbage bytes"])
     def test_batch_falls_through_to_compute(self, trained, redis_server, client, case) -> None:
