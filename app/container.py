@@ -65,7 +65,8 @@ class Container:
         self.metrics.model_info.labels(s.alias, primary_version).set(1)
         # 2. The feature tiers its store features need.
         if self.features is None:
-            self.features = await asyncio.to_thread(build_feature_server, s, self.metrics, model.store_features)
+            store = model.manifest.store_features  # with dtypes: Redis and upstream values are checked
+            self.features = await asyncio.to_thread(build_feature_server, s, self.metrics, store)
         # 3. The predictor, routed by the rollout's chooser.
         predictor = self.predictor = Predictor(self.rollout.chooser, self.features, self.metrics)
         # 4. The prediction log, before anything writes to it.
@@ -115,12 +116,15 @@ def build_container(settings: Settings | None = None) -> Container:
     )
     prediction_log = _prediction_log(s.log_dir, s, metrics) if s.log_dir is not None else None
     rollout = Rollout(s, repository, pool, metrics, sink=prediction_log.submit if prediction_log else None)
+    health = Health()
+    if prediction_log is not None and s.log_failure_policy == "not_ready":
+        health.checks.append(prediction_log.readiness_failure)
     return Container(
         settings=s,
         metrics=metrics,
         repository=repository,
         pool=pool,
-        health=Health(),
+        health=health,
         rollout=rollout,
         v2=V2Service(pool, s.alias, s.max_batch_size),
         prediction_log=prediction_log,
@@ -138,4 +142,7 @@ def _prediction_log(directory: Path, s: Settings, metrics: Metrics) -> Predictio
         flush_seconds=s.log_flush_seconds,
         user_id_mode=s.log_user_id,
         user_id_key=s.log_user_id_key.get_secret_value().encode() if s.log_user_id_key else None,
+        retention_seconds=s.log_retention_seconds,
+        retention_bytes=s.log_retention_bytes,
+        duplicate_window=s.log_duplicate_window,
     )

@@ -147,6 +147,17 @@ class Settings(BaseSettings):
     log_user_id_key: SecretStr | None = None
     """Secret key for `log_user_id=hash` (at least 16 characters); never logged."""
 
+    # --- prediction log: durability, retention, duplicates ---------------------
+    log_failure_policy: Literal["serve", "not_ready"] = "serve"
+    """When the log cannot write (disk full, unwritable): keep serving and count the dropped records
+    (`serve`), or also report not ready until it writes again (`not_ready`)."""
+    log_retention_seconds: float = Field(0.0, ge=0)
+    """Delete rotated prediction log files older than this (seconds; 0 keeps them)."""
+    log_retention_bytes: int = Field(0, ge=0)
+    """Delete the oldest rotated prediction log files while all together exceed this (bytes; 0: no limit)."""
+    log_duplicate_window: int = Field(10_000, ge=0)
+    """Recent request ids per process checked for duplicates (`duplicate_request_ids_total`; 0 disables)."""
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.admin_token is not None and len(self.admin_token) < 16:

@@ -1,12 +1,17 @@
-"""Builds the feature server and its tiers from settings (called by ``app.container``)."""
+"""Builds the feature server and its tiers from settings (called by ``app.container``).
+
+``store_features`` are the manifest's store features (their dtypes check what
+Redis and the upstream answer, ``app.features.schema``); bare names also work,
+checking only that each is a finite JSON scalar.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from app.features.base import FeatureSource
 from app.features.memory import MemoryTier
+from app.features.schema import StoreFeatures, StoreSchema, feature_names
 from app.features.server import FeatureServer
 from app.features.table import OfflineTable
 from app.settings import Settings
@@ -20,7 +25,7 @@ if TYPE_CHECKING:
 # does not need.
 
 
-def compute_source(s: Settings, metrics: Metrics, store_features: Sequence[str]) -> FeatureSource:
+def compute_source(s: Settings, metrics: Metrics, store_features: StoreFeatures) -> FeatureSource:
     """The upstream API when ``upstream_url`` is set, else the offline table (loaded now)."""
     if s.upstream_url:
         from app.features.upstream import RetryBudget, UpstreamSource
@@ -36,13 +41,14 @@ def compute_source(s: Settings, metrics: Metrics, store_features: Sequence[str])
             retry_500=s.upstream_retry_500,
             retry_budget=RetryBudget(s.upstream_retry_ratio, s.upstream_retry_burst),
             max_connections=s.upstream_max_connections,
+            schema=StoreSchema(store_features),
         )
     table = OfflineTable.load(s.feature_table)
-    table.require(store_features)
+    table.require(feature_names(store_features))
     return table
 
 
-def redis_tier(s: Settings, metrics: Metrics, store_features: Sequence[str]) -> RedisTier | None:
+def redis_tier(s: Settings, metrics: Metrics, store_features: StoreFeatures) -> RedisTier | None:
     if not s.redis_url:
         return None
     from app.features.breaker import CircuitBreaker
@@ -58,13 +64,14 @@ def redis_tier(s: Settings, metrics: Metrics, store_features: Sequence[str]) -> 
         connect(s.redis_url, connect_timeout, read_timeout),
         breaker,
         metrics,
-        prefix=key_prefix(store_features),
+        prefix=key_prefix(feature_names(store_features)),
         ttl=s.redis_ttl_seconds,
         timeout=connect_timeout + read_timeout,
+        schema=StoreSchema(store_features),
     )
 
 
-def build_feature_server(s: Settings, metrics: Metrics, store_features: Sequence[str]) -> FeatureServer:
+def build_feature_server(s: Settings, metrics: Metrics, store_features: StoreFeatures) -> FeatureServer:
     memory = MemoryTier(
         max_age=s.memory_max_age_seconds,
         max_entries=s.memory_max_entries,

@@ -9,6 +9,11 @@ Redis must never fail or slow a prediction: a lookup is one round trip
 (``GET``; ``MGET`` for a batch) bounded by a few milliseconds, never retried,
 and behind a circuit breaker; any failure is a miss. Write-back after a
 compute is a background task the request does not wait for.
+
+A value is input like any other: one that is not JSON, or not the store
+features' shape and types (``app.features.schema``), is counted
+(``outcome="invalid"``), deleted in the background so the next lookup does
+not meet it again, and treated as a miss: the request goes on to compute.
 """
 
 from __future__ import annotations
@@ -27,11 +32,15 @@ from redis.backoff import NoBackoff
 
 from app.features.base import Features
 from app.features.breaker import CircuitBreaker
+from app.features.schema import StoreSchema
 from app.telemetry.metrics import Metrics
 
 log = logging.getLogger("modelserve.features")
 
 KEY_VERSION = "v1"
+# Compare-and-delete in one step: a plain DEL could remove the good value a
+# concurrent write-back (this process's or another's) has just stored.
+DELETE_IF_UNCHANGED = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 def key_prefix(feature_names: Iterable[str]) -> str:
@@ -62,8 +71,10 @@ class RedisTier:
         prefix: str,
         ttl: float,
         timeout: float,
+        schema: StoreSchema | None = None,
     ) -> None:
         self.client = client
+        self.schema = schema
         self.breaker = breaker
         self.prefix = prefix
         self.ttl = max(1, round(ttl))
@@ -75,6 +86,7 @@ class RedisTier:
         self._miss = lookups.labels("redis", "miss")
         self._error = lookups.labels("redis", "error")
         self._skipped = lookups.labels("redis", "skipped")
+        self._invalid = lookups.labels("redis", "invalid")
         self._time = metrics.feature_fetch.labels("redis")
 
     async def get(self, user_id: str) -> Features | None:
@@ -110,25 +122,61 @@ class RedisTier:
         self.breaker.success()
         self._time.observe(time.perf_counter() - t0)
         found: dict[str, Features] = {}
+        invalid: list[tuple[str, bytes]] = []
+        absent = 0
         for user_id, raw in zip(user_ids, raws, strict=True):
             if raw is None:
+                absent += 1
                 continue
-            try:
-                found[user_id] = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue  # a corrupt value is a miss; the write-back replaces it
+            value, problem = self._parse(raw)
+            if value is not None:
+                found[user_id] = value
+            else:
+                invalid.append((user_id, raw))
+                log.warning("invalid features in Redis for one user (%s); deleted", problem)
         self._hit.inc(len(found))
-        if len(found) < n:
-            self._miss.inc(n - len(found))
+        if absent:
+            self._miss.inc(absent)
+        if invalid:
+            self._invalid.inc(len(invalid))
+            self._spawn(self._delete(invalid))
         return found
+
+    def _parse(self, raw: bytes) -> tuple[Features | None, str | None]:
+        """(features, None), or (None, why they are refused)."""
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None, "not JSON"
+        if self.schema is None:
+            problem = None if type(value) is dict else "not an object"
+        else:
+            problem = self.schema.problem(value)
+        return (value, None) if problem is None else (None, problem)
+
+    async def _delete(self, bad: list[tuple[str, bytes]]) -> None:
+        """Delete each bad value, unless something (the write-back racing this) has replaced it."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = self.client.pipeline(transaction=False)
+                for user_id, raw in bad:
+                    pipe.eval(DELETE_IF_UNCHANGED, 1, self.prefix + user_id, raw)
+                await pipe.execute()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the value stays until its TTL or the next write-back; still a miss
+            log.debug("redis delete of invalid values failed: %r", exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def write_back(self, values: dict[str, Features]) -> None:
         """Store computed features in the background; the caller never waits."""
         if not values or not self.breaker.allow():
             return
-        task = asyncio.get_running_loop().create_task(self._write(values))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._spawn(self._write(values))
 
     async def _write(self, values: dict[str, Features]) -> None:
         try:

@@ -12,8 +12,9 @@ the stale-if-error window is served (tier ``stale``); otherwise
 
 Metrics: ``feature_lookups_total{tier,outcome}`` with outcomes ``hit``,
 ``miss``, ``negative`` (memory: a remembered unknown user), ``error``,
-``skipped`` (Redis: circuit open) and ``stale`` (memory: served after a
-compute failure); ``feature_fetch_seconds{tier}`` for Redis and compute
+``skipped`` (Redis: circuit open), ``invalid`` (Redis or upstream: a value
+not of the store features' shape, ``app.features.schema``) and ``stale``
+(memory: served after a compute failure); ``feature_fetch_seconds{tier}`` for Redis and compute
 (a memory hit costs less than timing it would).
 """
 

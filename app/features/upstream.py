@@ -15,7 +15,11 @@
 - bounded by the request's deadline (each attempt also by ``attempt_timeout``)
   and by a retry budget, so a failing upstream sees at most ~``ratio`` more
   calls than a healthy one;
-- shared: concurrent misses for one user wait on one call (single-flight).
+- shared: concurrent misses for one user wait on one call (single-flight);
+- checked: an answer whose features are not the store features' shape and
+  types (``app.features.schema``) is a failed call (``FeaturesUnavailable``,
+  503 unless a stale value serves; counted as ``outcome="invalid"``), never
+  passed on to the model.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import orjson
 
 from app.errors import FeaturesUnavailable, UnknownUser
 from app.features.base import Features, PartiallyUnavailable, unknown_user
+from app.features.schema import StoreSchema
 from app.retry import backoff, parse_retry_after
 from app.telemetry.metrics import Metrics
 
@@ -88,7 +93,9 @@ class UpstreamSource:
         max_connections: int = 64,
         client: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        schema: StoreSchema | None = None,
     ) -> None:
+        self.schema = schema
         self.base_url = base_url.rstrip("/")
         self.budget = budget
         self.attempt_timeout = attempt_timeout
@@ -107,6 +114,7 @@ class UpstreamSource:
         """No call before this monotonic instant (an upstream's Retry-After)."""
         self._rng = rng or random.Random()
         self._retries = metrics.upstream_retries
+        self._invalid = metrics.feature_lookups.labels("upstream", "invalid")
         self._inflight: dict[str, asyncio.Task[Features]] = {}
 
     async def fetch(self, user_id: str, deadline: float | None = None) -> Features:
@@ -203,8 +211,12 @@ class UpstreamSource:
                 body = orjson.loads(response.content)
                 features = body["features"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
+                self._invalid.inc()
                 raise FeaturesUnavailable("features unavailable: malformed upstream response", 1.0) from None
-            if not isinstance(features, dict):
+            problem = self.schema.problem(features) if self.schema is not None else None
+            if not isinstance(features, dict) or problem is not None:
+                self._invalid.inc()
+                log.warning("upstream answered invalid features (%s)", problem or "not an object")
                 raise FeaturesUnavailable("features unavailable: malformed upstream response", 1.0)
             return features
         if status == 404:

@@ -8,8 +8,12 @@ Layout::
       v2/ model.onnx  pipeline.joblib  manifest.json
       .history.jsonl        one line per alias change (promote / rollback)
 
-Names of versions and aliases are validated before any path is built, so
-nothing outside the models directory is ever read. Checksums are verified
+Names of versions and aliases are validated before any path is built, and
+every artifact file (``manifest.json``, ``model.onnx``, ``pipeline.joblib``)
+is resolved before it is opened: it must be a regular file inside the models
+directory, so a symlink leading out of it (from the file or from the version
+directory itself) is refused, never read. Aliases are the only symlinks by
+design, and they name a version directory inside. Checksums are verified
 before an artifact is used; ``pipeline.joblib`` is only ever unpickled by
 ``load_pipeline`` after its sha256 matched the manifest.
 
@@ -24,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,7 @@ from app.model.manifest import Manifest
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARTIFACT_FILES = ("model.onnx", "pipeline.joblib")
+MANIFEST_FILE = "manifest.json"
 HISTORY_FILE = ".history.jsonl"
 
 
@@ -86,9 +92,32 @@ class Repository:
     def version_dir(self, version: str) -> Path:
         check_name(version, "version")
         path = self.root / version
-        if path.is_symlink() or not path.is_dir():
+        if path.is_symlink():
+            if not self._inside(path.resolve()):
+                raise ArtifactError(f"{version}: version directory resolves outside the models directory")
+            raise ModelNotFound(f"unknown version {version!r} in {self.root} (it is an alias)")
+        if not path.is_dir():
             raise ModelNotFound(f"unknown version {version!r} in {self.root}")
         return path
+
+    def artifact(self, version: str, fname: str) -> Path:
+        """The resolved path of one artifact file, refused unless a regular file inside the models directory."""
+        path = self.version_dir(version) / fname
+        if not path.exists() and not path.is_symlink():
+            raise ArtifactError(f"{version}: {fname} is missing")
+        real = path.resolve()
+        if not self._inside(real):
+            raise ArtifactError(f"{version}: {fname} resolves outside the models directory")
+        try:
+            mode = real.stat().st_mode
+        except OSError:
+            raise ArtifactError(f"{version}: {fname} is missing (dangling link)") from None
+        if not stat.S_ISREG(mode):
+            raise ArtifactError(f"{version}: {fname} is not a regular file")
+        return real
+
+    def _inside(self, real: Path) -> bool:
+        return real.is_relative_to(self.root.resolve())
 
     def aliases(self) -> dict[str, str]:
         """Alias name -> version, for every symlink in the models directory."""
@@ -125,7 +154,7 @@ class Repository:
         )
 
     def read_manifest(self, version: str) -> Manifest:
-        path = self.version_dir(version) / "manifest.json"
+        path = self.artifact(version, MANIFEST_FILE)
         try:
             return Manifest.model_validate_json(path.read_bytes())
         except FileNotFoundError:
@@ -138,14 +167,11 @@ class Repository:
         manifest = self.read_manifest(version)
         if manifest.version != version:
             raise ArtifactError(f"{version}: manifest names version {manifest.version!r}")
-        vdir = self.version_dir(version)
         for fname in ARTIFACT_FILES:
             expected = manifest.files.get(fname)
             if expected is None:
                 raise ArtifactError(f"{version}: manifest has no checksum for {fname}")
-            path = vdir / fname
-            if not path.is_file():
-                raise ArtifactError(f"{version}: {fname} is missing")
+            path = self.artifact(version, fname)
             actual = sha256_file(path)
             if actual != expected:
                 raise ArtifactError(
@@ -172,7 +198,7 @@ class Repository:
         self.verify(version)
         import joblib  # only the training-side checks need it
 
-        return joblib.load(self.version_dir(version) / "pipeline.joblib")
+        return joblib.load(self.artifact(version, "pipeline.joblib"))
 
     # --- changing ----------------------------------------------------------
     def promote(self, version: str, alias: str = "production") -> str | None:

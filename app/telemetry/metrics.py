@@ -60,7 +60,7 @@ class Metrics:
         )
         self.feature_lookups = Counter(
             "modelserve_feature_lookups",
-            "Feature lookups by tier and outcome (hit, miss, error, stale, skipped).",
+            "Feature lookups by tier and outcome (hit, miss, negative, error, skipped, invalid, stale).",
             ["tier", "outcome"],
             registry=r,
         )
@@ -96,7 +96,41 @@ class Metrics:
             "modelserve_prediction_log_records", "Records written to the prediction log.", registry=r
         )
         self.log_dropped = Counter(
-            "modelserve_prediction_log_dropped", "Records dropped because the log queue was full.", registry=r
+            "modelserve_prediction_log_dropped",
+            "Records not written to the prediction log, by reason (queue_full, closed, unserialisable, write_error).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("queue_full", "closed", "unserialisable", "write_error"):
+            self.log_dropped.labels(reason)  # exported at 0, so rate() and alerts see every reason from the start
+        self.log_write_errors = Counter(
+            "modelserve_prediction_log_write_errors",
+            "Failed writes of the prediction log, by errno name (ENOSPC, EROFS, EACCES, EFBIG...).",
+            ["error"],
+            registry=r,
+        )
+        self.log_writable = Gauge(
+            "modelserve_prediction_log_writable",
+            "1 while the prediction log writes (or its probe succeeds), 0 while writes fail.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.log_free_bytes = Gauge(
+            "modelserve_prediction_log_free_bytes",
+            "Free bytes (for an unprivileged writer) on the prediction log's filesystem.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.log_files_deleted = Counter(
+            "modelserve_prediction_log_files_deleted",
+            "Rotated prediction log files deleted by retention, by reason (age, bytes).",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicate_request_ids = Counter(
+            "modelserve_duplicate_request_ids",
+            "Predictions whose request_id was already seen among the process's recent predictions.",
+            registry=r,
         )
         self.flags_reload_errors = Counter(
             "modelserve_flags_reload_errors", "Flags files refused (the last good one kept).", registry=r

@@ -18,6 +18,29 @@ one log volume, where every container's pid is 1) are rotated when they reach
 container's shutdown hook) stops the writer after it has written everything
 queued so far; records submitted after that are counted as dropped.
 
+Every record is either written or counted in
+``prediction_log_dropped_total{reason}``: ``queue_full``, ``closed`` (after
+``close()``), ``unserialisable`` and ``write_error`` (the disk is full, the
+directory unwritable, a file-size limit reached...). A batch is written whole
+or not at all: after a failed ``write`` the file is truncated back to the
+last whole line (or, if even that fails, abandoned) and the next batch opens a
+new file, so a torn line is never followed by a glued record. While writes
+fail, ``writable`` is false and the writer probes the directory every
+``flush_seconds`` so it recovers even with no traffic; ``failure`` says why,
+for a readiness policy that refuses traffic while the log cannot write.
+``prediction_log_free_bytes`` (the log filesystem's free space) and
+``prediction_log_write_errors_total{error}`` (by errno name) show it coming.
+
+Retention deletes rotated files, oldest first, once they are older than
+``retention_seconds`` or while all files together exceed ``retention_bytes``
+(0 disables either). The open file is never deleted; another writer's file
+sharing the directory only once it is older than ``max_age_seconds`` plus a
+grace period (so it has certainly been closed).
+
+Duplicate ``request_id``s among the last ``duplicate_window`` predictions of
+this process are counted (``duplicate_request_ids_total``); both records are
+written, as the client sent them.
+
 Line formats are defined here and only here: ``LINE_FIELDS`` names the
 fields of each ``kind`` of line (``prediction``, ``shadow``, ``shadow_drops``)
 in order, with their types, and ``prediction_line`` / ``shadow_line`` /
@@ -35,12 +58,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import errno
 import hashlib
 import hmac
 import logging
 import os
 import re
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -162,6 +188,13 @@ def _iso(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+# Rotated files of another writer sharing the directory are deleted only once older
+# than its rotation age plus this: by then that writer has certainly closed them.
+FOREIGN_GRACE_SECONDS = 60.0
+RETENTION_INTERVAL_SECONDS = 30.0
+PROBE_BYTES = 4096
+
+
 class PredictionLog:
     def __init__(
         self,
@@ -175,6 +208,9 @@ class PredictionLog:
         flush_seconds: float = 0.5,
         user_id_mode: UserIdMode = "plain",
         user_id_key: bytes | None = None,
+        retention_seconds: float = 0.0,
+        retention_bytes: int = 0,
+        duplicate_window: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if user_id_mode == "hash" and not user_id_key:
@@ -185,10 +221,21 @@ class PredictionLog:
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
+        self.retention_seconds = retention_seconds
+        self.retention_bytes = retention_bytes
+        self.duplicate_window = duplicate_window
         self._key = user_id_key if user_id_mode == "hash" else None
         self._clock = clock
+        self._metrics = metrics
         self._records = metrics.log_records
-        self._dropped = metrics.log_dropped
+        dropped = metrics.log_dropped
+        self._drop_queue_full = dropped.labels("queue_full")
+        self._drop_closed = dropped.labels("closed")
+        self._drop_unserialisable = dropped.labels("unserialisable")
+        self._drop_write_error = dropped.labels("write_error")
+        self._writable_gauge = metrics.log_writable
+        self._free_gauge = metrics.log_free_bytes
+        self._duplicates = metrics.duplicate_request_ids
         # deque.append/popleft are atomic under the GIL: the request path needs no lock.
         self._queue: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
@@ -202,8 +249,13 @@ class PredictionLog:
         self._seq = 0
         self._pid = os.getpid()
         self._host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:63] or "host"
+        self._recent_ids: dict[str, None] = {}
+        self._retention_due = 0.0
+        self.failure: str | None = None
+        """Why the last write (or probe) failed, e.g. ``"ENOSPC: No space left on device"``; None while writable."""
+        self._writable_gauge.set(1)
         self.files: list[Path] = []
-        """Every file this log has opened, oldest first."""
+        """Every file this log has opened, oldest first (deleted ones included)."""
 
     # --- request path ------------------------------------------------------
     def listener(self, record: Any, model: Any = None) -> None:
@@ -216,8 +268,11 @@ class PredictionLog:
 
     def _enqueue(self, item: Any) -> None:
         queue = self._queue
-        if self._closed or len(queue) >= self.queue_size:
-            self._dropped.inc()
+        if self._closed:
+            self._drop_closed.inc()
+            return
+        if len(queue) >= self.queue_size:
+            self._drop_queue_full.inc()
             return
         queue.append(item)
         if len(queue) >= self.batch_size:
@@ -227,11 +282,23 @@ class PredictionLog:
     def pending(self) -> int:
         return len(self._queue)
 
+    @property
+    def writable(self) -> bool:
+        return self.failure is None
+
+    def readiness_failure(self) -> str | None:
+        """A readiness check (``Health.checks``): why the service should not take traffic, or None."""
+        return None if self.failure is None else f"prediction log cannot write: {self.failure}"
+
     # --- lifecycle ---------------------------------------------------------
     def start(self) -> None:
         if self._thread is not None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # counted and retried like any write failure; serving goes on
+            self._failed(exc)
+        self._update_free_bytes()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -258,10 +325,16 @@ class PredictionLog:
             stopping = self._stopping
             try:
                 self._drain()
-                if self._fd is not None and self._clock() - self._opened_at >= self.max_age_seconds:
+                now = self._clock()
+                if self._fd is not None and now - self._opened_at >= self.max_age_seconds:
                     self._close_file()  # idle too long: the next record opens a new file
-            except Exception:  # the writer must outlive a bad record or a full disk
-                log.exception("prediction log write failed")
+                if self.failure is not None and not self._queue:
+                    self._probe()
+                if now >= self._retention_due:
+                    self.apply_retention()
+                self._update_free_bytes()
+            except Exception:  # the writer must outlive anything; a record lost here is still counted
+                log.exception("prediction log writer step failed")
             if stopping:
                 return
 
@@ -273,12 +346,27 @@ class PredictionLog:
             for _ in range(n):
                 item = queue.popleft()
                 try:
+                    if self.duplicate_window and not isinstance(item, dict):
+                        self._check_duplicate(item.request_id)
                     lines.append(orjson.dumps(self._to_dict(item), option=_OPTIONS))
                 except Exception:
                     log.exception("prediction log record not serialisable; skipped")
-                    self._dropped.inc()
+                    self._drop_unserialisable.inc()
             if lines:
-                self._write(b"".join(lines), len(lines))
+                try:
+                    self._write(b"".join(lines), len(lines))
+                except Exception:  # _write counts OSErrors itself; anything else still loses the batch
+                    log.exception("prediction log write failed")
+                    self._drop_write_error.inc(len(lines))
+
+    def _check_duplicate(self, request_id: str) -> None:
+        recent = self._recent_ids
+        if request_id in recent:
+            self._duplicates.inc()
+            return
+        if len(recent) >= self.duplicate_window:
+            del recent[next(iter(recent))]  # oldest first: dicts keep insertion order
+        recent[request_id] = None
 
     def _to_dict(self, item: Any) -> dict[str, Any]:
         if isinstance(item, dict):
@@ -297,18 +385,148 @@ class PredictionLog:
 
     def _write(self, data: bytes, count: int) -> None:
         now = self._clock()
+        rotated = False
         if self._fd is not None and (self._size >= self.max_bytes or now - self._opened_at >= self.max_age_seconds):
             self._close_file()
-        if self._fd is None:
-            self._open_file(now)
-        assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+            rotated = True
+        done = 0
+        try:
+            if self._fd is None:
+                self._open_file(now)
+            assert self._fd is not None
+            view = memoryview(data)
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            self._write_failed(exc, data, done, count)
+            return
         self._size += len(data)
         self._records.inc(count)
+        if self.failure is not None:
+            self._recovered()
+        if rotated and (self.retention_seconds or self.retention_bytes):
+            try:
+                self.apply_retention()
+            except Exception:  # the batch is written and counted; retention runs again later
+                log.exception("prediction log retention failed")
 
+    def _write_failed(self, exc: OSError, data: bytes, done: int, count: int) -> None:
+        """Count the batch as dropped and leave no torn line behind for the next batch to glue onto."""
+        kept = 0
+        if self._fd is not None and self._path is not None:
+            path, fd = self._path, self._fd
+            if done:
+                try:
+                    os.ftruncate(fd, self._size)  # back to the end of the last whole batch
+                except OSError:
+                    kept = data.count(b"\n", 0, done)  # whole lines stay; the torn tail ends this file
+            empty = self._size == 0 and kept == 0  # nothing whole in it, at most a torn fragment
+            self._close_file()
+            if empty:  # no empty file per failed attempt while the disk stays full
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    self.files.remove(path)
+        if kept:
+            self._records.inc(kept)
+        self._drop_write_error.inc(count - kept)
+        self._failed(exc, count_error=True)
+
+    def _failed(self, exc: OSError, *, count_error: bool = False) -> None:
+        name = errno.errorcode.get(exc.errno or 0, "other")
+        if count_error:
+            self._metrics.log_write_errors.labels(name).inc()
+        reason = f"{name}: {exc.strerror or exc}"
+        if self.failure is None:
+            log.error(
+                "prediction log cannot write to %s (%s); records are dropped and counted until it can",
+                self.directory,
+                reason,
+            )
+        self.failure = reason
+        self._writable_gauge.set(0)
+
+    def _recovered(self) -> None:
+        log.warning("prediction log writes to %s again (after %s)", self.directory, self.failure)
+        self.failure = None
+        self._writable_gauge.set(1)
+
+    def _probe(self) -> None:
+        """While failing with nothing to write: can a small file be written now? (Recovery without traffic.)"""
+        path = self.directory / f".probe-{self._host}-{self._pid}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                written = os.write(fd, bytes(PROBE_BYTES))
+            finally:
+                os.close(fd)
+                path.unlink()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self._failed(exc)
+            return
+        if written == PROBE_BYTES:
+            self._recovered()
+
+    def _update_free_bytes(self) -> None:
+        try:
+            st = os.statvfs(self.directory)
+        except OSError:
+            return
+        self._free_gauge.set(st.f_bavail * st.f_frsize)
+
+    # --- retention ---------------------------------------------------------
+    def apply_retention(self) -> None:
+        """Delete rotated log files past ``retention_seconds``, then the oldest while over ``retention_bytes``."""
+        now = self._clock()
+        self._retention_due = now + RETENTION_INTERVAL_SECONDS
+        if not (self.retention_seconds or self.retention_bytes):
+            return
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return
+        found: list[tuple[float, str, int]] = []
+        for entry in entries:
+            if not (entry.name.startswith(FILE_PREFIX) and entry.name.endswith(FILE_SUFFIX)):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, entry.name, st.st_size))
+        found.sort()
+        total = sum(size for _, _, size in found)
+        own = {p.name: p for p in self.files}
+        open_name = self._path.name if self._path is not None else None
+        foreign_closed_after = self.max_age_seconds + FOREIGN_GRACE_SECONDS
+        for mtime, name, size in found:
+            if name == open_name:
+                continue
+            if name not in own and now - mtime < foreign_closed_after:
+                continue  # possibly another writer's open file
+            if self.retention_seconds and now - mtime > self.retention_seconds:
+                reason = "age"
+            elif self.retention_bytes and total > self.retention_bytes:
+                reason = "bytes"
+            else:
+                continue
+            try:
+                (self.directory / name).unlink()
+            except FileNotFoundError:
+                pass  # another writer sharing the directory deleted it first
+            except OSError as exc:
+                log.warning("prediction log retention could not delete %s: %s", name, exc)
+                continue
+            else:
+                self._metrics.log_files_deleted.labels(reason).inc()
+            total -= size
+            if name in own:
+                self.files.remove(own[name])
+
+    # --- files -------------------------------------------------------------
     def _open_file(self, now: float) -> None:
         self._seq += 1
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
@@ -322,9 +540,12 @@ class PredictionLog:
 
     def _close_file(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self._path = None
+            fd, self._fd, self._path = self._fd, None, None
+            try:
+                os.close(fd)
+            except OSError as exc:  # e.g. a network filesystem reporting a deferred write error
+                self._metrics.log_write_errors.labels(errno.errorcode.get(exc.errno or 0, "other")).inc()
+                log.warning("prediction log file close failed: %s", exc)
 
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY

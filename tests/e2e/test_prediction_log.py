@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from harness import ServerProcess
+from tests.support.metrics import metric_value
 from tests.support.workspace import Workspace
 
 pytestmark = pytest.mark.e2e
@@ -76,4 +77,4 @@ class TestPredictionLogUnderLoad:
         first = predictions[0]
         assert set(first) >= {"timestamp", "request_id", "model_version", "user_id", "features", "probability"}
         assert set(first["features"]) >= {"amount", "device", "age", "country"}  # request + store features
-        assert "modelserve_prediction_log_dropped_total 0.0" in metrics
+        assert metric_value(metrics, "modelserve_prediction_log_dropped_total") == 0

@@ -169,7 +169,7 @@ class TestDrops:
         for i in range(25):  # writer not started: nothing drains the queue
             plog.listener(record(i), None)
         assert plog.pending == 10
-        assert metrics.log_dropped._value.get() == 15
+        assert metrics.log_dropped.labels("queue_full")._value.get() == 15
         plog.close_sync()
         assert len(lines(tmp_path)) == 10
         assert metrics.log_records._value.get() == 10
@@ -180,7 +180,7 @@ class TestDrops:
         plog = PredictionLog(tmp_path, metrics)
         plog.close_sync()
         plog.submit({"kind": "shadow"})
-        assert metrics.log_dropped._value.get() == 1
+        assert metrics.log_dropped.labels("closed")._value.get() == 1
 
 
 class TestRotation:
@@ -223,7 +223,7 @@ class TestWriter:
         await plog.close()
         assert len(lines(tmp_path)) == 5000
         assert metrics.log_records._value.get() == 5000
-        assert metrics.log_dropped._value.get() == 0
+        assert sum(metrics.log_dropped.labels(r)._value.get() for r in ("queue_full", "write_error")) == 0
 
     async def test_writer_writes_without_close(self, tmp_path: Path) -> None:
         """Queued records reach the disk within flush_seconds, before any shutdown."""
