@@ -232,7 +232,10 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
 metrics = Metrics()
 plog = PredictionLog(Path(sys.argv[1]), metrics, max_bytes=1 << 30, batch_size=7)
 for i in range(int(sys.argv[3])):
-    plog.listener(PredictionRecord(f"r-{i}", "v2", 1, 0.5, "u-1", {"amount": 1.5, "device": "ios"}, {}, 0.001, "table"))
+    plog.listener(PredictionRecord(
+        request_id=f"r-{i}", model_version="v2", prediction=1, probability=0.5, user_id="u-1",
+        features={"amount": 1.5, "device": "ios"}, request_features={}, latency=0.001, tier="table",
+    ))
     if i % 7 == 6:
         plog._drain()
 plog.close_sync()
