@@ -1,0 +1,230 @@
+"""Connections that never finish: half-open floods, headers and bodies that never arrive.
+
+A real ``modelserve serve`` runs under a lowered descriptor limit (``prlimit``)
+and is sent more half-open connections than the limit allows, all on loopback
+with bounded counts and times. Probes and valid ``/predict`` traffic must go
+on; stalled headers and bodies are cut after their timeouts; a SIGTERM is not
+held up by bodies that never arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Workspace
+from tests.support.server import MODELSERVE, ServerProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+HALF_OPEN = b"GET /health/live HTTP/1.1\r\nHost: x\r\n"  # the blank line that ends the headers never comes
+
+
+class LimitedServer(ServerProcess):
+    """A ``modelserve serve`` started under ``prlimit --nofile=SOFT:HARD``."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, nofile: tuple[int, int]) -> None:
+        # ServerProcess starts the command itself; this sets up the same fields around a prefixed one.
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
+        full_env = {**os.environ, **env, "MODELSERVE_HOST": "127.0.0.1", "MODELSERVE_PORT": str(self.port)}
+        self.proc = subprocess.Popen(
+            ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--", str(MODELSERVE), "serve"],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def sample_request(ws: Workspace) -> dict[str, Any]:
+    return json.loads((ws.models_dir / "v2" / "manifest.json").read_text())["sample"]["request"]
+
+
+def open_half(port: int, n: int) -> list[socket.socket]:
+    """Up to ``n`` connections that each send an unfinished request; stops early when connects stall."""
+    socks: list[socket.socket] = []
+    failures = 0
+    while len(socks) < n and failures < 20:
+        s = socket.socket()
+        s.settimeout(0.5)
+        try:
+            s.connect(("127.0.0.1", port))
+            s.sendall(HALF_OPEN)
+        except OSError:
+            s.close()
+            failures += 1
+            continue
+        socks.append(s)
+    return socks
+
+
+def pending_body(length: int) -> bytes:
+    """A /predict request whose headers are complete and whose body stops after its first byte."""
+    return b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{" % (
+        length
+    )
+
+
+def close_all(socks: list[socket.socket]) -> None:
+    for s in socks:
+        s.close()
+
+
+def probe(url: str) -> tuple[float, int | str]:
+    """One /health/live on a fresh connection: (seconds, status or error name)."""
+    t0 = time.monotonic()
+    try:
+        status: int | str = httpx.get(url + "/health/live", timeout=5).status_code
+    except httpx.HTTPError as exc:
+        status = type(exc).__name__
+    return time.monotonic() - t0, status
+
+
+def predict_rate(url: str, body: dict[str, Any], seconds: float) -> tuple[float, int]:
+    """Valid /predict requests per second over ``seconds`` on one keep-alive connection, and the failures."""
+    ok = failed = 0
+    with httpx.Client(base_url=url, timeout=5) as c:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if c.post("/predict", json=body).status_code == 200:
+                    ok += 1
+                else:
+                    failed += 1
+            except httpx.HTTPError:
+                failed += 1
+    return ok / seconds, failed
+
+
+def read_answer(s: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes (or ``timeout``), and when it closed."""
+    t0 = time.monotonic()
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return data, time.monotonic() - t0
+
+
+@pytest.fixture
+def limited(trained: Workspace, tmp_path: Path) -> Iterator[LimitedServer]:
+    # Header timeout far longer than the test: only the connection cap may save the probes here.
+    env = trained.env(MODELSERVE_HEADER_READ_TIMEOUT_SECONDS="60")
+    with LimitedServer(env, tmp_path / "server.log", nofile=(256, 512)) as srv:
+        srv.wait_ready()
+        yield srv
+
+
+class TestConnectionExhaustion:
+    def test_half_open_flood_leaves_probes_and_predict_working(self, limited, trained):
+        """More half-open connections than descriptors: /health/live answers in 1 s, /predict keeps 0.8x its rate."""
+        body = sample_request(trained)
+        predict_rate(limited.url, body, 0.5)  # warm the path
+        baseline, _ = predict_rate(limited.url, body, 3.0)
+        socks = open_half(limited.port, 1500)
+        try:
+            probes = [probe(limited.url) for _ in range(5)]
+            during, failed = predict_rate(limited.url, body, 3.0)
+        finally:
+            close_all(socks)
+        output = limited.output()
+        print(
+            f"\n{len(socks)} half-open connections accepted by the kernel; probes {probes}; "
+            f"/predict {baseline:.0f} req/s before, {during:.0f} req/s during ({during / baseline:.2f}x), "
+            f"{failed} failed"
+        )
+        assert len(socks) > 512, "the flood must exceed the descriptor limit"
+        assert all(status == 200 and took < 1.0 for took, status in probes), probes
+        assert failed == 0
+        assert during >= 0.8 * baseline, (baseline, during)
+        assert "EMFILE" not in output and "Too many open files" not in output, output[-3000:]
+
+    def test_descriptor_limit_raised_and_reported(self, limited):
+        """The soft descriptor limit is raised to the hard limit at start, and the log says so."""
+        output = limited.output()
+        assert "descriptor limit 256 -> 512" in output, output
+        assert "connection cap" in output, output
+
+
+def test_stalled_headers_are_cut_after_the_timeout(trained, tmp_path):
+    """A connection that never finishes its headers gets a 408 and is closed after the header timeout."""
+    env = trained.env(MODELSERVE_HEADER_READ_TIMEOUT_SECONDS="1")
+    with ServerProcess(env, tmp_path / "server.log") as srv:
+        srv.wait_live()
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(HALF_OPEN)
+            data, took = read_answer(s, 8)
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:  # nothing sent at all
+            _, took_silent = read_answer(s, 8)
+    print(f"\nstalled headers closed after {took:.2f} s, a silent connection after {took_silent:.2f} s")
+    assert data.startswith(b"HTTP/1.1 408"), data[:200]
+    assert took < 5 and took_silent < 5, (took, took_silent)
+
+
+def test_over_the_cap_with_nothing_to_evict_is_a_clean_503(trained, tmp_path):
+    """Past the connection cap, with every connection busy in a request, a new one gets 503 + Retry-After."""
+    env = trained.env(MODELSERVE_MAX_CONNECTIONS="8", MODELSERVE_BODY_READ_TIMEOUT_SECONDS="30")
+    with ServerProcess(env, tmp_path / "server.log") as srv:
+        srv.wait_ready()
+        busy = []
+        for _ in range(8):  # headers complete, body pending: in a request, so never evicted
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(pending_body(100))
+            busy.append(s)
+        time.sleep(0.5)
+        r = httpx.get(srv.url + "/health/live", timeout=5)
+        close_all(busy)
+        time.sleep(0.5)
+        after = httpx.get(srv.url + "/health/live", timeout=5)
+        metrics = httpx.get(srv.url + "/metrics", timeout=5).text
+    assert r.status_code == 503, r.text
+    assert r.headers.get("retry-after") and r.headers.get("connection") == "close"
+    assert r.json()["error"]
+    assert after.status_code == 200
+    assert 'modelserve_http_connections_refused_total{reason="connection_cap"} 1.0' in metrics
+
+
+def test_bodies_that_never_arrive_do_not_hold_sigterm(trained, tmp_path):
+    """20 requests whose body never arrives get a 408 after the body timeout; SIGTERM exits within drain + timeout."""
+    drain, body_timeout = 0.5, 2.0
+    env = trained.env(
+        MODELSERVE_SHUTDOWN_DRAIN_SECONDS=str(drain), MODELSERVE_BODY_READ_TIMEOUT_SECONDS=str(body_timeout)
+    )
+    with ServerProcess(env, tmp_path / "server.log") as srv:
+        srv.wait_ready()
+        socks = []
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(pending_body(1000))
+            socks.append(s)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        try:
+            code = srv.proc.wait(40)
+        finally:
+            took = time.monotonic() - t0
+            answers = [read_answer(s, 1)[0] for s in socks]
+            close_all(socks)
+        output = srv.output()
+    print(f"\nSIGTERM with 20 pending bodies: exit {code} after {took:.2f} s")
+    assert code == 0, output[-3000:]
+    assert took < drain + body_timeout + 3, took
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), [a[:40] for a in answers]
+    assert "Traceback" not in output, output[-3000:]
