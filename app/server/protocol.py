@@ -202,15 +202,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _header_timeout(self) -> None:
         self._deadline = None
-        if self._in_headers and not self._refused and not self.transport.is_closing():
-            self._refuse(408, f"request headers not received within {self.limits.header_timeout:g} s", "header_timeout")
+        if not self._in_headers or self._refused or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request behind one still being answered: write nothing in between, close after it.
+            self.cycle.keep_alive = False
+            return
+        self._refuse(408, f"request headers not received within {self.limits.header_timeout:g} s", "header_timeout")
 
     def _body_timeout(self) -> None:
         self._deadline = None
         if not self._in_body or self._refused or self.transport.is_closing():
             return
         cycle = self.cycle
-        if cycle is not None and cycle.response_started:
+        if self.pipeline or (cycle is not None and cycle.response_started):
+            # Queued behind another request, or already being answered: no clean 408 is possible.
             _count("body_timeout")
             self.transport.close()
             return

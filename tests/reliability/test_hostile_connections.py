@@ -177,6 +177,19 @@ def test_stalled_headers_are_cut_after_the_timeout(trained, tmp_path):
     assert took < 5 and took_silent < 5, (took, took_silent)
 
 
+def test_a_kept_alive_connection_that_stalls_its_next_request_is_cut(trained, tmp_path):
+    """Pipelined requests are answered in order; a next request that stalls mid-headers gets a 408 after the timeout."""
+    env = trained.env(MODELSERVE_HEADER_READ_TIMEOUT_SECONDS="1")
+    with ServerProcess(env, tmp_path / "server.log") as srv:
+        srv.wait_live()
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + HALF_OPEN)
+            data, took = read_answer(s, 8)
+    assert data.count(b"HTTP/1.1 200") == 2, data
+    assert data.index(b"HTTP/1.1 408") > data.rindex(b"HTTP/1.1 200"), data
+    assert took < 5, took
+
+
 def test_over_the_cap_with_nothing_to_evict_is_a_clean_503(trained, tmp_path):
     """Past the connection cap, with every connection busy in a request, a new one gets 503 + Retry-After."""
     env = trained.env(MODELSERVE_MAX_CONNECTIONS="8", MODELSERVE_BODY_READ_TIMEOUT_SECONDS="30")
