@@ -153,19 +153,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering: read and dropped
+        cap = self.limits.max_header_bytes
+        while self._in_headers and len(data) > cap - self._header_bytes:
+            # Feed only what fits: the parser never sees header bytes past the cap.
+            room = cap - self._header_bytes
+            if room <= 0:
+                self._refuse(431, f"request headers larger than {cap} bytes", "header_too_large")
+                return
+            piece, data = data[:room], data[room:]
+            self._header_bytes += room  # back to 0 if the headers complete within the piece
+            super().data_received(piece)
+            if self.transport.is_closing() or self._refused:
+                return
         if self._in_headers:
-            room = self.limits.max_header_bytes - self._header_bytes
-            if len(data) > room:
-                # Feed only what fits: the parser never sees the bytes past the cap.
-                super().data_received(data[: max(room, 0)])
-                if self._in_headers and not self.transport.is_closing():
-                    self._refuse(
-                        431, f"request headers larger than {self.limits.max_header_bytes} bytes", "header_too_large"
-                    )
-                    return
-                data = data[max(room, 0) :]
-            else:
-                self._header_bytes += len(data)
+            self._header_bytes += len(data)
         super().data_received(data)
         if self._deadline is None and not self._refused and not self.transport.is_closing():
             if self._in_headers:

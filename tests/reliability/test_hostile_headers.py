@@ -82,6 +82,18 @@ def test_header_bytes_at_the_default_cap(server, size, status):
         assert "header" in r.json()["error"]
 
 
+def test_the_cap_is_per_request_not_per_read(server):
+    """Two pipelined requests with 40 KiB of headers each, sent in one write: both served, neither is 431."""
+    one = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 40 * 1024 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(one * 2)
+        s.settimeout(10)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 2 and (chunk := s.recv(65536)):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200") == 2, data[:300]
+
+
 def test_cap_is_a_setting(trained: Workspace, tmp_path: Path):
     """MODELSERVE_MAX_HEADER_BYTES lowers the cap: a 9 KiB header is 431 under an 8 KiB cap."""
     with ServerProcess(trained.env(MODELSERVE_MAX_HEADER_BYTES="8192"), tmp_path / "server.log") as srv:
