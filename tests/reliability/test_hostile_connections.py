@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import Workspace
+from tests.support.metrics import metric_value
 from tests.support.server import MODELSERVE, ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -109,6 +110,27 @@ def predict_rate(url: str, body: dict[str, Any], seconds: float) -> tuple[float,
     return ok / seconds, failed
 
 
+def best_rate(url: str, body: dict[str, Any], failures: bool = False) -> Any:
+    """The best of three 1 s /predict rates (the machine is shared: a window can lose its core), and the failures."""
+    runs = [predict_rate(url, body, 1.0) for _ in range(3)]
+    best = max(rate for rate, _ in runs)
+    return (best, sum(f for _, f in runs)) if failures else best
+
+
+def settled_count(url: str, reason: str, timeout: float = 30) -> float:
+    """``connections_refused_total{reason}`` once it stops moving: the server has taken the whole flood."""
+    last = -1.0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(url + "/metrics", timeout=5).text
+        now = metric_value(text, "modelserve_http_connections_refused_total", {"reason": reason})
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.3)
+    return last
+
+
 def read_answer(s: socket.socket, timeout: float) -> tuple[bytes, float]:
     """Everything the server sends until it closes (or ``timeout``), and when it closed."""
     t0 = time.monotonic()
@@ -136,20 +158,23 @@ class TestConnectionExhaustion:
         """More half-open connections than descriptors: /health/live answers in 1 s, /predict keeps 0.8x its rate."""
         body = sample_request(trained)
         predict_rate(limited.url, body, 0.5)  # warm the path
-        baseline, _ = predict_rate(limited.url, body, 3.0)
+        baseline = best_rate(limited.url, body)
         socks = open_half(limited.port, 1500)
         try:
+            # Probed at once, while the server may still be accepting the flood from its backlog.
             probes = [probe(limited.url) for _ in range(5)]
-            during, failed = predict_rate(limited.url, body, 3.0)
+            evicted = settled_count(limited.url, "evicted")
+            during, failed = best_rate(limited.url, body, failures=True)
         finally:
             close_all(socks)
         output = limited.output()
         print(
-            f"\n{len(socks)} half-open connections accepted by the kernel; probes {probes}; "
+            f"\n{len(socks)} half-open connections accepted by the kernel, {evicted:.0f} evicted; probes {probes}; "
             f"/predict {baseline:.0f} req/s before, {during:.0f} req/s during ({during / baseline:.2f}x), "
             f"{failed} failed"
         )
         assert len(socks) > 512, "the flood must exceed the descriptor limit"
+        assert evicted >= len(socks) - 512, evicted  # the oldest half-open ones made room for the newer
         assert all(status == 200 and took < 1.0 for took, status in probes), probes
         assert failed == 0
         assert during >= 0.8 * baseline, (baseline, during)
