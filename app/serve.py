@@ -3,8 +3,13 @@
 Draining on SIGTERM lives in the app's lifespan (``app.main``), so it works
 the same in every worker. Several workers share the listening socket
 (uvicorn's supervisor) and Prometheus multiprocess mode: the metrics directory
-is wiped at start, and the files of a worker that died are marked dead so its
-live gauges disappear (its counters stay summed, as Prometheus expects).
+is private to the run (or, when configured, wiped at start), and the files of a
+worker that died are marked dead so its live gauges disappear (its counters
+stay summed, as Prometheus expects).
+
+Every worker runs uvicorn's httptools protocol with the connection limits of
+``app.server.protocol`` (read deadlines, header size cap, connection cap),
+under the descriptor limit raised at start (``app.server.descriptors``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +30,9 @@ from uvicorn.supervisors import Multiprocess
 
 from app.errors import NotReady
 from app.main import create_app
+from app.server import protocol
+from app.server.descriptors import connection_cap, raise_descriptor_limit
+from app.server.protocol import ConnectionLimits, ServerConfig
 from app.settings import Settings
 
 log = logging.getLogger("modelserve")
@@ -108,30 +117,59 @@ def worker_app() -> FastAPI:
         os._exit(STARTUP_FAILURE)
 
     app.state.container.on_fatal = fail
+    protocol.report_to(app.state.container.metrics)
     return app
 
 
-def _config(app: FastAPI | str, settings: Settings, **extra: object) -> uvicorn.Config:
-    return uvicorn.Config(
+def _config(app: FastAPI | str, settings: Settings, limits: ConnectionLimits, **extra: object) -> uvicorn.Config:
+    return ServerConfig(
         app,
+        limits,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
         lifespan="on",
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
 def _prepare_metrics_dir(settings: Settings) -> Path:
-    path = settings.metrics_dir or Path(tempfile.gettempdir()) / f"modelserve-metrics-{settings.port}"
-    if path.exists():
-        shutil.rmtree(path)  # stale files from an earlier run would add to this run's counters
-    path.mkdir(parents=True)
+    """The multiprocess metrics directory, empty; never a link followed, never a guessable name made in /tmp.
+
+    Unset: a fresh private directory (``mkdtemp``: 0700, a random name), so
+    nobody else on the machine can plant files or a link there beforehand.
+    Configured: refused if it is a symbolic link or not ours; its contents
+    are removed (stale files would add to this run's counters) without
+    following any link inside (``rmtree`` never does).
+    """
+    if settings.metrics_dir is None:
+        return Path(tempfile.mkdtemp(prefix="modelserve-metrics-"))
+    path = settings.metrics_dir
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        path.mkdir(mode=0o700, parents=True)
+        return path
+    if stat.S_ISLNK(info.st_mode):
+        raise NotReady(f"MODELSERVE_METRICS_DIR {path} is a symbolic link; refusing to use it")
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise NotReady(f"MODELSERVE_METRICS_DIR {path} is not a directory owned by this user; refusing to use it")
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)  # a link is removed, never followed
     return path
+
+
+def _limits(settings: Settings) -> ConnectionLimits:
+    before, after = raise_descriptor_limit()
+    cap = connection_cap(settings.max_connections, after)
+    log.info("descriptor limit %d -> %d; connection cap %d per worker", before, after, cap)
+    return ConnectionLimits.from_settings(settings, max_connections=cap)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -151,20 +189,27 @@ def serve(settings: Settings) -> None:
     # end the process with -SIGTERM; a no-op handler makes a drained shutdown exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    limits = _limits(settings)
     if settings.workers > 1:
         metrics_dir = _prepare_metrics_dir(settings)
+        log.info("metrics directory %s", metrics_dir)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         # Workers are fresh processes that read their settings from the environment.
         os.environ.update({"MODELSERVE_HOST": settings.host, "MODELSERVE_PORT": str(settings.port)})
-        config = _config("app.serve:worker_app", settings, factory=True, workers=settings.workers)
-        sock = config.bind_socket()
-        supervisor = MetricsAwareSupervisor(config, sockets=[sock])
-        supervisor.run()
+        try:
+            config = _config("app.serve:worker_app", settings, limits, factory=True, workers=settings.workers)
+            sock = config.bind_socket()
+            supervisor = MetricsAwareSupervisor(config, sockets=[sock])
+            supervisor.run()
+        finally:
+            if settings.metrics_dir is None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
             raise NotReady("a worker failed to start; see the log above")
         return
     app = create_app(settings)
-    server = FailFastServer(_config(app, settings))
+    protocol.report_to(app.state.container.metrics)
+    server = FailFastServer(_config(app, settings, limits))
     app.state.container.on_fatal = server.fail
     server.run()
     if server.failed:

@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     """Bearer token for /admin endpoints; unset disables them (404)."""
 
+    # --- connections (HTTP server hardening) ----------------------------------
+    header_read_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest a client may take to send a request's headers (seconds) before a 408 and the connection's close."""
+    body_read_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest a client may take to send a request's body once its headers are in (seconds); then a 408."""
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """Largest request line plus headers accepted (bytes); larger is answered 431 before it is parsed."""
+    max_connections: int = Field(4096, ge=1)
+    """Open connections per worker; past it the oldest one still sending its first request's headers is closed,
+    or when every one is busy the new one gets a 503. Lowered to fit the descriptor limit at start."""
+
     # --- features ----------------------------------------------------------
     feature_table: Path = Path("data/features.parquet")
     """Offline feature table (user_id + store features): the embedded compute source."""

@@ -19,13 +19,19 @@ MODELSERVE = Path(sys.executable).parent / "modelserve"
 
 class ServerProcess(ManagedProcess):
     def __init__(
-        self, env: dict[str, str], log_path: Path, args: list[str] | None = None, cwd: Path | None = None
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        args: list[str] | None = None,
+        cwd: Path | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
+        """``prefix`` runs the server under another command (e.g. ``prlimit --nofile=256:512 --``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             "modelserve serve",
-            [str(MODELSERVE), "serve", *(args or [])],
+            [*(prefix or []), str(MODELSERVE), "serve", *(args or [])],
             log_path=log_path,
             env={**env, "MODELSERVE_HOST": "127.0.0.1", "MODELSERVE_PORT": str(self.port)},
             cwd=cwd,

@@ -3,20 +3,31 @@
 Starlette's ``BaseHTTPMiddleware`` costs a task and a memory stream per
 request; this wraps ``send`` instead, which is a few microseconds. Routes are
 labelled by their template (``/v2/models/{name}/infer``), never by the raw
-path, so label cardinality stays bounded.
+path, and methods outside a known set as ``other`` (the parser accepts some
+forty), so label cardinality stays bounded.
+
+A client that goes away before its request is read (Starlette raises
+``ClientDisconnect``) is its own outcome, ``status="disconnected"``: nobody
+is waiting for an answer, so it is neither a 5xx (which pages) nor an error
+with a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.health import Health
 from app.telemetry.metrics import Metrics
 
+log = logging.getLogger("modelserve.api")
+
 _CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class MetricsMiddleware:
@@ -40,6 +51,7 @@ class MetricsMiddleware:
             return
         t0 = time.perf_counter()
         status = 500
+        outcome: str | None = None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -51,15 +63,19 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            outcome = "disconnected"
+            log.debug("client disconnected before its request was read: %s", scope.get("path"))
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            key = (template, scope["method"], _CLASSES.get(status // 100, "5xx"))
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            key = (template, method, outcome or _CLASSES.get(status // 100, "5xx"))
             pair = self._children.get(key)
             if pair is None:
                 pair = (
                     self.metrics.http_requests.labels(*key),
-                    self.metrics.http_duration.labels(template, scope["method"]),
+                    self.metrics.http_duration.labels(template, method),
                 )
                 self._children[key] = pair
             pair[0].inc()

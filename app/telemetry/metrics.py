@@ -47,8 +47,16 @@ class Metrics:
         )
         self.http_requests = Counter(
             "modelserve_http_requests",
-            "HTTP requests by route template, method and status class.",
+            "HTTP requests by route template, method (known ones, else other) and status class (or disconnected).",
             ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_connections_refused = Counter(
+            "modelserve_http_connections_refused",
+            "Connections the server cut before serving a request: connection_cap (503), evicted (still sending "
+            "its first headers, closed for a newer connection), header_timeout and body_timeout (408), "
+            "header_too_large (431).",
+            ["reason"],
             registry=r,
         )
         self.http_duration = Histogram(

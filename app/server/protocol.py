@@ -1,0 +1,245 @@
+"""uvicorn's httptools protocol with the limits it lacks: read deadlines, a header size cap, a connection cap.
+
+Hand-written because uvicorn (0.54) has none of them for httptools:
+``timeout_keep_alive`` only covers the idle time between requests,
+``h11_max_incomplete_event_size`` only the h11 protocol, and
+``limit_concurrency`` answers 503 only once a request's headers are complete,
+so a connection that never completes them was held for ever. Measured before
+this existed (RELIABILITY.md): half-open connections past the descriptor limit
+stopped every probe; a 64 MB header took seconds of event-loop time to parse
+(the parser's work grows quadratically with a header fed in socket-sized
+chunks); a body that never arrived held a SIGTERM for uvicorn's 30 s.
+
+The subclass hooks the points where a connection changes phase and keeps one
+timer at a time:
+
+- reading a request's line and headers: ``header_timeout`` from the
+  connection's start (or the request's first byte on a kept-alive one), and
+  at most ``max_header_bytes`` fed to the parser, else 431 without parsing;
+- reading its body: ``body_timeout`` from the end of the headers, then 408
+  (the app's ``receive()`` says the client is gone);
+- at the connection cap, a new connection closes the oldest one still
+  waiting for its first request's headers (a client that sends a request at
+  once is never that one); with none such, the new one is refused with 503.
+
+Refusals answer in the service's error shape with ``Connection: close``, then
+linger briefly, discarding input, so the client reads the answer instead of
+a reset. Counted in ``modelserve_http_connections_refused_total{reason}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from app.telemetry.metrics import Metrics
+
+log = logging.getLogger("modelserve.server")
+
+LINGER_SECONDS = 1.0  # how long a refused connection is read (and discarded) so its answer is not lost to a reset
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 4096
+
+    @classmethod
+    def from_settings(cls, settings: Settings, max_connections: int) -> ConnectionLimits:
+        return cls(
+            header_timeout=settings.header_read_timeout_seconds,
+            body_timeout=settings.body_read_timeout_seconds,
+            max_header_bytes=settings.max_header_bytes,
+            max_connections=max_connections,
+        )
+
+
+class ServerConfig(uvicorn.Config):
+    """uvicorn's config with the guarded protocol and its limits (pickled as is to every worker)."""
+
+    def __init__(self, app: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(app, http=GuardedHttpToolsProtocol, **kwargs)
+        self.limits = limits
+
+
+def _not_counted(reason: str) -> None:
+    pass
+
+
+_count: Callable[[str], None] = _not_counted
+
+
+def report_to(metrics: Metrics) -> None:
+    """Count this process's refusals in ``metrics``.
+
+    uvicorn builds the protocol itself, one per connection, and passes it
+    only its config; the app's metrics reach it through this one hook per
+    process (each worker sets it when it builds its app).
+    """
+    global _count
+    _count = lambda reason: metrics.http_connections_refused.labels(reason).inc()  # noqa: E731
+
+
+def _answer(status: int, message: str, retry_after: int | None = None) -> bytes:
+    body = orjson.dumps({"error": message, "detail": []})
+    head = [
+        STATUS_LINE[status],
+        b"content-type: application/json\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n",
+    ]
+    if retry_after is not None:
+        head.append(b"retry-after: %d\r\n" % retry_after)
+    return b"".join([*head, b"\r\n", body])
+
+
+def _waiting_first_request(state: ServerState) -> dict[GuardedHttpToolsProtocol, None]:
+    """Connections still reading their first request's headers, oldest first (shared per server)."""
+    waiting: dict[GuardedHttpToolsProtocol, None] | None = getattr(state, "modelserve_waiting", None)
+    if waiting is None:
+        waiting = {}
+        state.modelserve_waiting = waiting  # type: ignore[attr-defined]
+    return waiting
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits: ConnectionLimits = getattr(config, "limits", ConnectionLimits())
+        self._waiting = _waiting_first_request(server_state)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_headers = True
+        self._in_body = False
+        self._header_bytes = 0
+        self._refused = False
+
+    # --- connection -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            if self._waiting:
+                oldest = next(iter(self._waiting))
+                oldest._refuse(503, "connection closed for a newer one: the server is at its connection cap", "evicted")
+            else:
+                self.transport = transport
+                self._refuse(503, "too many connections; retry later", "connection_cap", retry_after=1)
+                return
+        super().connection_made(transport)
+        self._waiting[self] = None
+        self._arm(self.limits.header_timeout, self._header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._waiting.pop(self, None)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering: read and dropped
+        cap = self.limits.max_header_bytes
+        while self._in_headers and len(data) > cap - self._header_bytes:
+            # Feed only what fits: the parser never sees header bytes past the cap.
+            room = cap - self._header_bytes
+            if room <= 0:
+                self._refuse(431, f"request headers larger than {cap} bytes", "header_too_large")
+                return
+            piece, data = data[:room], data[room:]
+            self._header_bytes += room  # back to 0 if the headers complete within the piece
+            super().data_received(piece)
+            if self.transport.is_closing() or self._refused:
+                return
+        if self._in_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._deadline is None and not self._refused and not self.transport.is_closing():
+            if self._in_headers:
+                self._arm(self.limits.header_timeout, self._header_timeout)
+            elif self._in_body:
+                self._arm(self.limits.body_timeout, self._body_timeout)
+
+    # --- parser callbacks ---------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._waiting.pop(self, None)
+        self._in_headers = False
+        self._in_body = True
+        self._header_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._disarm()
+        super().on_message_complete()
+
+    # --- deadlines and refusals -----------------------------------------------------
+    def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._deadline = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _header_timeout(self) -> None:
+        self._deadline = None
+        if not self._in_headers or self._refused or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request behind one still being answered: write nothing in between, close after it.
+            self.cycle.keep_alive = False
+            return
+        self._refuse(408, f"request headers not received within {self.limits.header_timeout:g} s", "header_timeout")
+
+    def _body_timeout(self) -> None:
+        self._deadline = None
+        if not self._in_body or self._refused or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self.pipeline or (cycle is not None and cycle.response_started):
+            # Queued behind another request, or already being answered: no clean 408 is possible.
+            _count("body_timeout")
+            self.transport.close()
+            return
+        if cycle is not None:
+            # The app waiting in receive() gets http.disconnect; anything it sends after is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._refuse(408, f"request body not received within {self.limits.body_timeout:g} s", "body_timeout")
+
+    def _refuse(self, status: int, message: str, reason: str, retry_after: int | None = None) -> None:
+        _count(reason)
+        log.debug("refused a connection (%s) from %s", reason, self.client)
+        self._refused = True
+        self._disarm()
+        self._waiting.pop(self, None)
+        self.connections.discard(self)  # nothing left to drain at shutdown
+        transport = self.transport
+        transport.write(_answer(status, message, retry_after))
+        if reason == "evicted":
+            transport.close()  # its descriptor is what the new connection needs
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
