@@ -126,7 +126,7 @@ def build_container(settings: Settings | None = None) -> Container:
         pool=pool,
         health=health,
         rollout=rollout,
-        v2=V2Service(pool, s.alias, s.max_batch_size),
+        v2=V2Service(pool, s.alias, s.max_batch_size, aliases=rollout.follower.alias_models),
         prediction_log=prediction_log,
     )
 

@@ -64,6 +64,13 @@ class ModelFollower:
         self.last_sync: float | None = None
         self.recent_errors: list[dict[str, Any]] = []
 
+    def alias_models(self) -> dict[str, LoadedModel]:
+        """Every loaded alias by name, the shadowed candidate included."""
+        out = dict(self.pool.by_alias)
+        if self.candidate and self.candidate_model is not None:
+            out[self.candidate] = self.candidate_model
+        return out
+
     def _loaded(self, version: str) -> LoadedModel | None:
         for model in (*self.pool.by_alias.values(), *self.flag_models.values(), self.candidate_model):
             if model is None:

@@ -43,6 +43,7 @@ Errors are ``ValidationFailed`` (the route answers 400, the protocol's status),
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,10 +76,19 @@ class Target:
 
 
 class V2Service:
-    def __init__(self, pool: ModelPool, primary_alias: str, max_batch: int) -> None:
+    def __init__(
+        self,
+        pool: ModelPool,
+        primary_alias: str,
+        max_batch: int,
+        aliases: Callable[[], Mapping[str, LoadedModel]] | None = None,
+    ) -> None:
+        """``aliases`` gives every loaded alias by name; the default is the pool's, which leaves out the
+        shadowed candidate (it is not part of readiness), so the container passes the rollout's."""
         self.pool = pool
         self.primary_alias = primary_alias
         self.max_batch = max_batch
+        self.aliases = aliases or (lambda: self.pool.by_alias)
         self._inputs: dict[str, tuple[dict[str, tuple[str, ...]], list[str]]] = {}
 
     # --- names --------------------------------------------------------------
@@ -91,12 +101,13 @@ class V2Service:
             if pinned is None:
                 raise ModelNotFound(f"model {name!r} has no loaded version {clip(version)!r}", _loc("version", version))
             return Target(name, pinned, True, sorted(self.pool.by_version))
-        aliased = self.pool.by_alias.get(name)
+        loaded = self.aliases()
+        aliased = loaded.get(name)
         if aliased is None:
             if name == self.primary_alias:
                 raise NotReady(f"model {name!r} is not loaded yet")
             raise ModelNotFound(
-                f"unknown model {clip(name)!r}; serving {', '.join([MODEL_NAME, *sorted(self.pool.by_alias)])}",
+                f"unknown model {clip(name)!r}; serving {', '.join([MODEL_NAME, *sorted(loaded)])}",
                 _loc("name", name),
             )
         if version is not None and version != aliased.version:

@@ -210,6 +210,15 @@ class TestInfer:
         assert_v2_error(client.post("/v2/models/modelserve/versions/v1/infer", json=body), 404, "v1")
         assert_v2_error(client.post("/v2/models/nope/infer", json=body), 404, "nope")
 
+    def test_candidate_alias_is_a_model_name(self, client, manifest):
+        """The shadowed candidate alias, named in the README, answers metadata and infer with its own version."""
+        assert client.get("/v2/models/candidate").json()["versions"] == ["v3"]
+        assert client.get("/v2/models/candidate/ready").status_code == 200
+        body = {"inputs": v2_inputs(manifest, [manifest["sample"]["request"]])}
+        r = client.post("/v2/models/candidate/infer", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["model_name"] == "candidate" and r.json()["model_version"] == "v3"
+
     def test_null_for_nullable_feature(self, client, manifest):
         """JSON null is a missing value for a nullable feature, and refused for the others."""
         nullable = first(manifest, "float", nullable=True)
