@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 #
 # modelserve image. Stages:
-#   build         virtualenv with the package and its dependencies (all from wheels)
-#   models        runs `modelserve train`: models/ (v1..v3, aliases) and data/features.parquet
+#   build         virtualenv with the package, base + jobs extra, from requirements/runtime.txt
+#                 (hash-pinned, wheels only); the venv has no pip of its own
+#   models        adds the publish extra (requirements/publish.txt) and runs `modelserve train`:
+#                 models/ (v1..v3, aliases) and data/features.parquet
 #   runtime-bare  the service without models: mount them at /srv/modelserve/models
 #   runtime       (default) runtime-bare with the trained models and feature table baked in
 #
@@ -21,18 +23,19 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+# The image's pip installs into the venv (--python), so the runtime carries no pip.
+RUN python -m venv --without-pip /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: editing app/ reuses this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install --no-cache-dir --only-binary=:all: -r requirements.txt
+# Dependencies first, from the lock alone: editing app/ reuses this layer.
+COPY requirements/runtime.txt requirements/publish.txt ./requirements/
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --only-binary=:all: \
+        -r requirements/runtime.txt
 
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install --no-cache-dir --no-deps . \
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \
     && python -m compileall -q /opt/venv/lib
 
 # ---------------------------------------------------------------------------
@@ -41,7 +44,9 @@ FROM build AS models
 WORKDIR /srv/modelserve
 ENV MODELSERVE_MODELS_DIR=/srv/modelserve/models \
     MODELSERVE_FEATURE_TABLE=/srv/modelserve/data/features.parquet
-RUN modelserve train && modelserve verify
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --only-binary=:all: \
+        -r /src/requirements/publish.txt \
+    && modelserve train && modelserve verify
 
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime-bare
