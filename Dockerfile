@@ -29,17 +29,13 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Dependencies first, from the lock alone: editing app/ reuses this layer.
-# Then out go the parts of the wheels nothing here loads (~90 MB): test
-# suites, Cython sources, pyarrow's C++ headers and its Flight RPC and S3
-# filesystem libraries (pyarrow imports both only on demand).
+# slim-venv.sh then drops what nothing here loads (test suites, pyarrow's
+# headers, Flight and S3 libraries: ~90 MB).
 COPY requirements/runtime.txt requirements/publish.txt ./requirements/
-ARG SITE=/opt/venv/lib/python3.11/site-packages
+COPY scripts/slim-venv.sh ./scripts/
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --only-binary=:all: \
         -r requirements/runtime.txt \
-    && find "${SITE}" -depth -type d -name tests -exec rm -rf {} + \
-    && find "${SITE}" \( -name '*.pyx' -o -name '*.pxd' \) -delete \
-    && rm -rf "${SITE}"/pyarrow/include "${SITE}"/pyarrow/src "${SITE}"/pyarrow/*flight* \
-              "${SITE}"/pyarrow/*s3* "${SITE}"/pyarrow/_pyarrow_cpp_tests*
+    && sh scripts/slim-venv.sh /opt/venv
 
 COPY pyproject.toml README.md ./
 COPY app ./app
@@ -51,12 +47,13 @@ RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \
 # ---------------------------------------------------------------------------
 FROM build AS models
 
+# Training needs the publish extra; this stage's venv is not the one the runtime copies.
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --only-binary=:all: \
+        -r requirements/publish.txt
 WORKDIR /srv/modelserve
 ENV MODELSERVE_MODELS_DIR=/srv/modelserve/models \
     MODELSERVE_FEATURE_TABLE=/srv/modelserve/data/features.parquet
-RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --only-binary=:all: \
-        -r /src/requirements/publish.txt \
-    && modelserve train && modelserve verify
+RUN modelserve train && modelserve verify
 
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime-bare

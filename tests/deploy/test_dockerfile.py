@@ -141,6 +141,7 @@ EXCLUDED = [
     ".mypy_cache/3.11/app.json",
     "tests/conftest.py",
     "requirements/dev.txt",
+    "scripts/lock.py",
     "app/__pycache__/main.cpython-311.pyc",
 ]
 INCLUDED = [
@@ -148,6 +149,7 @@ INCLUDED = [
     "README.md",
     "requirements/runtime.txt",
     "requirements/publish.txt",
+    "scripts/slim-venv.sh",
     "app/__init__.py",
     "app/main.py",
     "app/telemetry/metrics.py",
