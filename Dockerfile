@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 #
 # modelserve image. Stages:
-#   build         virtualenv with the package and its dependencies (all from wheels)
-#   models        runs `modelserve train`: models/ (v1..v3, aliases) and data/features.parquet
+#   build         virtualenv with the package, base + jobs extra, from requirements/runtime.txt
+#                 (hash-pinned, wheels only); the venv has no pip of its own
+#   models        adds the publish extra (requirements/publish.txt) and runs `modelserve train`:
+#                 models/ (v1..v3, aliases) and data/features.parquet
 #   runtime-bare  the service without models: mount them at /srv/modelserve/models
 #   runtime       (default) runtime-bare with the trained models and feature table baked in
 #
@@ -21,23 +23,33 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+# The image's pip installs into the venv (--python), so the runtime carries no pip.
+RUN python -m venv --without-pip /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone: editing app/ reuses this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install --no-cache-dir --only-binary=:all: -r requirements.txt
+# Dependencies first, from the lock alone: editing app/ reuses this layer.
+# slim-venv.sh then drops what nothing here loads (test suites, pyarrow's
+# headers, Flight and S3 libraries: ~90 MB).
+COPY requirements/runtime.txt requirements/publish.txt ./requirements/
+COPY scripts/slim-venv.sh ./scripts/
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --only-binary=:all: \
+        -r requirements/runtime.txt \
+    && sh scripts/slim-venv.sh /opt/venv
 
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install --no-cache-dir --no-deps . \
-    && python -m compileall -q /opt/venv/lib
+# The import check proves the trimmed venv still runs every job.
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \
+    && python -m compileall -q /opt/venv/lib \
+    && python -c "import app.serve, app.jobs.batch, app.jobs.drift, app.jobs.query, app.features.table"
 
 # ---------------------------------------------------------------------------
 FROM build AS models
 
+# Training needs the publish extra; this stage's venv is not the one the runtime copies.
+RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --only-binary=:all: \
+        -r requirements/publish.txt
 WORKDIR /srv/modelserve
 ENV MODELSERVE_MODELS_DIR=/srv/modelserve/models \
     MODELSERVE_FEATURE_TABLE=/srv/modelserve/data/features.parquet

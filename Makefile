@@ -3,19 +3,30 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+LOCK    := requirements/dev.txt
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration e2e lint bench models soak clean system-deps
+.PHONY: install lock lock-upgrade run test unit integration e2e lint bench models soak clean system-deps
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Everything (base + jobs + publish + dev) from the hash-pinned lock; the
+# package itself without dependencies, so nothing unpinned gets in.
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# Relock every install set (requirements/*.txt) after editing pyproject.toml's
+# dependencies, keeping the pins that still fit; lock-upgrade moves them all.
+lock: install
+	$(BIN)/python scripts/lock.py
+
+lock-upgrade: install
+	$(BIN)/python scripts/lock.py --upgrade
 
 # Binaries the integration tests start themselves (redis-server, wrk, promtool, prometheus).
 system-deps:
@@ -44,6 +55,7 @@ e2e: install system-deps
 	$(BIN)/python -m pytest tests/e2e tests/deploy tests/reliability $(PYTEST_ARGS)
 
 lint: install
+	$(BIN)/python scripts/lock.py --check
 	$(BIN)/ruff check app tests bench soak harness
 	$(BIN)/ruff format --check app tests bench soak harness
 	$(BIN)/mypy app harness

@@ -218,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the CLI never shows a traceback
         from pydantic import ValidationError
 
+        from app.extras import missing_extra
+
+        if isinstance(exc, ModuleNotFoundError) and (hint := missing_extra(exc, f"modelserve {args.command}")):
+            print(f"error: {hint.message}", file=sys.stderr)
+            return 2
+
         if isinstance(exc, ValidationError):
             first = exc.errors()[0]
             print(f"error: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.errors import ArtifactError, NotReady
+from app.model.compat import library_warnings, onnxruntime_version
 from app.model.decoder import Decoder
 from app.model.manifest import Manifest
 from app.model.repository import Repository
@@ -82,6 +83,8 @@ class ModelPool:
         if version in self.by_version:
             return self.by_version[version]
         manifest = self.repository.verify(version)
+        for warning in library_warnings(manifest.libraries, onnxruntime_version()):
+            log.warning("%s: %s", version, warning)
         path = self.repository.version_dir(version) / "model.onnx"
         runtime = OnnxModel.from_manifest(path, manifest, self.intra_op_threads, self.inter_op_threads)
         decoder = self._decoder_for(manifest)

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import ModelServeError
@@ -135,12 +134,21 @@ def _flag(spec: FlagSpec) -> Flag:
     return Flag(spec.name, spec.version, spec.percent, match)
 
 
+def _load_yaml(text: str | bytes) -> Any:
+    import yaml  # only a YAML flags file needs it; importing it costs every start-up ~30 ms
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def parse_flags(text: str | bytes, suffix: str = ".json") -> tuple[Flag, ...]:
     """Enabled flags from a document's text; ``FlagsError`` says what is wrong."""
     is_yaml = suffix.lower() in (".yaml", ".yml")
     try:
-        raw = yaml.safe_load(text) if is_yaml else json.loads(text)
-    except (yaml.YAMLError, ValueError) as exc:
+        raw = _load_yaml(text) if is_yaml else json.loads(text)
+    except ValueError as exc:
         raise FlagsError(f"not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from None
     if raw is None:
         raw = {}

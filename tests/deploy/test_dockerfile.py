@@ -71,6 +71,26 @@ class TestDockerfile:
                 assert not any(tool in command for tool in BUILD_TOOLS), command
                 assert "pip install" not in command, command
 
+    def test_installs_only_from_hash_pinned_locks(self, stages):
+        """Every pip install takes a lock with --require-hashes, or the package itself with --no-deps."""
+        installs = [c for s in stages.values() for c in s.values("RUN") if "pip" in c and " install" in c]
+        assert installs
+        for command in installs:
+            assert ("--require-hashes" in command and "-r requirements/" in command) or "--no-deps ." in command
+        locks = {w for c in installs for w in shlex.split(c) if w.startswith(("requirements/", "/src/requirements/"))}
+        assert {Path(lock).name for lock in locks} == {"runtime.txt", "publish.txt"}
+
+    def test_runtime_venv_holds_base_and_jobs_only(self, stages, runtime):
+        """The venv the runtime copies was built from the runtime lock; the publish extra is added only for training."""
+        lineage = [runtime]
+        while lineage[-1].base in stages:
+            lineage.append(stages[lineage[-1].base])
+        copies = [shlex.split(v) for stage in lineage for v in stage.values("COPY") if "/opt/venv" in v]
+        source = stages[copies[0][0].removeprefix("--from=")]
+        commands = " ".join(source.values("RUN"))
+        assert "requirements/runtime.txt" in commands and "publish.txt" not in commands
+        assert "--without-pip" in commands
+
     def test_runs_as_numeric_non_root_user(self, runtime):
         """USER is a numeric UID:GID other than root."""
         user = runtime.expand(runtime.values("USER")[-1])
@@ -120,9 +140,20 @@ EXCLUDED = [
     ".pytest_cache/v/cache/nodeids",
     ".mypy_cache/3.11/app.json",
     "tests/conftest.py",
+    "requirements/dev.txt",
+    "scripts/lock.py",
     "app/__pycache__/main.cpython-311.pyc",
 ]
-INCLUDED = ["pyproject.toml", "README.md", "app/__init__.py", "app/main.py", "app/telemetry/metrics.py"]
+INCLUDED = [
+    "pyproject.toml",
+    "README.md",
+    "requirements/runtime.txt",
+    "requirements/publish.txt",
+    "scripts/slim-venv.sh",
+    "app/__init__.py",
+    "app/main.py",
+    "app/telemetry/metrics.py",
+]
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +180,7 @@ class TestDockerignore:
 
     @pytest.mark.parametrize("path", INCLUDED)
     def test_included(self, context, path):
-        """pyproject.toml, README.md and the app package reach the build."""
+        """pyproject.toml, README.md, the locks the image installs from and the app package reach the build."""
         assert path in context
 
     def test_everything_the_dockerfile_copies_is_in_the_context(self, context, stages):
