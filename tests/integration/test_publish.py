@@ -99,8 +99,7 @@ class TestBinary:
             "probabilities": "probabilities",
             "classes": [0, 1],
             "positive_class": 1,
-            "prediction": None,
-        }
+        }  # a null output field with a null default (prediction) is left out: binary outputs keep their shape
         assert m["sample"]["row"]["score"] is None  # the sample exercises the null path
         model = ModelPool(Repository(models), warmup_iterations=1).load("v4")  # the service's self-check
         rows = data.holdout(df).head(50)
