@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ TIE_WINDOW = 1e-5
 Float32 rounding of a raw input, then of its preprocessing (a scaler's
 subtraction of a large mean), stays well inside it."""
 MAX_TIE_VARIANTS = 64
+_NEAR_CELLS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -192,10 +194,17 @@ class Splits:
     """Input column of each split."""
     threshold: np.ndarray
 
-    def near(self) -> np.ndarray:
-        """[rows, splits]: the row's input to the split lies on its threshold, within ``TIE_WINDOW``."""
+    def near(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, [rows, splits] bools) in chunks: the row's input to the split lies on its threshold.
+
+        "On" is within ``TIE_WINDOW``. Chunked, so a model with many splits and
+        many disagreeing rows costs bounded memory.
+        """
         t = self.threshold
-        return np.asarray(np.abs(self.x[:, self.feature] - t) <= TIE_WINDOW * np.maximum(1.0, np.abs(t)))
+        window = TIE_WINDOW * np.maximum(1.0, np.abs(t))
+        step = max(1, _NEAR_CELLS // max(1, len(t)))
+        for start in range(0, len(self.x), step):
+            yield start, np.asarray(np.abs(self.x[start : start + step, self.feature] - t) <= window)
 
 
 def splits(model: Any, rows: pd.DataFrame, fed: list[str]) -> Splits | None:
@@ -217,10 +226,11 @@ def splits(model: Any, rows: pd.DataFrame, fed: list[str]) -> Splits | None:
 
 
 def split_thresholds(estimator: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """(input column, threshold) of every numeric split of a scikit-learn tree model; None for other models.
+    """(input column, threshold) of every numeric split of a tree model; None for other models.
 
     Single trees, forests, bagged and boosted trees (``tree_`` on the model or
-    its ``estimators_``) and HistGradientBoosting (its predictors' nodes).
+    its ``estimators_``), HistGradientBoosting (its predictors' nodes), and
+    XGBoost and LightGBM (their tree dumps).
     """
     members = [estimator, *np.ravel(np.asarray(getattr(estimator, "estimators_", []), dtype=object))]
     features: list[np.ndarray] = []
@@ -237,9 +247,39 @@ def split_thresholds(estimator: Any) -> tuple[np.ndarray, np.ndarray] | None:
             split = (nodes["is_leaf"] == 0) & (nodes["is_categorical"] == 0)
             features.append(nodes["feature_idx"][split])
             thresholds.append(nodes["num_threshold"][split])
+    booster = _booster_splits(estimator)
+    if booster is not None:
+        features.append(booster[0])
+        thresholds.append(booster[1])
     if not features:
         return None
     return np.concatenate(features).astype(np.int64), np.concatenate(thresholds).astype(np.float64)
+
+
+def _booster_splits(estimator: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The numeric splits of an XGBoost or LightGBM model (their own tree dumps), else None."""
+    try:
+        if hasattr(estimator, "booster_"):  # LightGBM
+            booster = estimator.booster_
+            table = booster.trees_to_dataframe()
+            names = list(booster.feature_name())
+            table = table[table["split_feature"].notna() & (table["decision_type"] == "<=")]
+            column, threshold = table["split_feature"], table["threshold"]
+        elif hasattr(estimator, "get_booster"):  # XGBoost
+            booster = estimator.get_booster()
+            table = booster.trees_to_dataframe()
+            names = list(booster.feature_names or [f"f{i}" for i in range(booster.num_features())])
+            table = table[(table["Feature"] != "Leaf") & table["Split"].notna()]
+            column, threshold = table["Feature"], table["Split"]
+        else:
+            return None
+        index = {name: i for i, name in enumerate(names)}
+        return (
+            np.asarray([index[str(c)] for c in column], dtype=np.int64),
+            np.asarray(threshold, dtype=np.float64),
+        )
+    except Exception:  # a booster version whose dump differs: no ties rather than a wrong one
+        return None
 
 
 def threshold_ties(model: Any, rows: pd.DataFrame, fed: list[str] | None = None) -> np.ndarray:
@@ -247,10 +287,12 @@ def threshold_ties(model: Any, rows: pd.DataFrame, fed: list[str] | None = None)
 
     Costs rows × split nodes: meant for the few rows that disagree, not a whole data set.
     """
+    out = np.zeros(len(rows), dtype=bool)
     found = splits(model, rows, list(rows.columns) if fed is None else fed)
-    if found is None:
-        return np.zeros(len(rows), dtype=bool)
-    return np.asarray(found.near().any(axis=1))
+    if found is not None:
+        for start, near in found.near():
+            out[start : start + len(near)] = near.any(axis=1)
+    return out
 
 
 def explained_by_ties(
@@ -259,7 +301,7 @@ def explained_by_ties(
     """Which rows' ONNX answer (``onnx``: probabilities [N, K] or values [N]) a threshold tie explains.
 
     A row is explained when it lies on split thresholds and the final
-    estimator, with those inputs moved just below or just above each
+    estimator, with those inputs moved just below, onto or just above each
     threshold (the nearest float32 values, as ONNX compares them), answers
     as ONNX did within ``tolerance``.
     """
@@ -267,33 +309,43 @@ def explained_by_ties(
     found = splits(model, rows, fed)
     if found is None:
         return out
-    near = found.near()
-    for i in np.flatnonzero(near.any(axis=1)):
-        variants = _across_thresholds(found.x[i], found.feature[near[i]], found.threshold[near[i]])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # feature-name warnings of an estimator fitted on a frame
-                if task == "regression":
-                    want = np.asarray(found.estimator.predict(variants), dtype=np.float64).reshape(-1)
-                    close = np.abs(want - float(onnx[i])) <= tolerance * np.maximum(np.abs(want), 1.0)
-                else:
-                    want = np.asarray(found.estimator.predict_proba(variants), dtype=np.float64)
-                    close = np.abs(want - onnx[i]).max(axis=1) <= tolerance
-        except Exception:
-            continue
-        out[i] = bool(close.any())
+    for start, near in found.near():
+        for j in np.flatnonzero(near.any(axis=1)):
+            i = start + j
+            variants = _across_thresholds(found.x[i], found.feature[near[j]], found.threshold[near[j]])
+            out[i] = _answers_as(found.estimator, variants, task, onnx[i], tolerance)
     return out
+
+
+def _answers_as(estimator: Any, variants: np.ndarray, task: Task, onnx: Any, tolerance: float) -> bool:
+    """Whether ``estimator`` gives the ONNX answer on any of ``variants``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # feature-name warnings of an estimator fitted on a frame
+            if task == "regression":
+                want = np.asarray(estimator.predict(variants), dtype=np.float64).reshape(-1)
+                close = np.abs(want - float(onnx)) <= tolerance * np.maximum(np.abs(want), 1.0)
+            else:
+                want = np.asarray(estimator.predict_proba(variants), dtype=np.float64)
+                close = np.abs(want - onnx).max(axis=1) <= tolerance
+    except Exception:
+        return False
+    return bool(close.any())
 
 
 def _across_thresholds(x: np.ndarray, feature: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """Copies of ``x`` with each near-threshold input at its value, or just below or above each of its thresholds."""
     choices: dict[int, list[float]] = {}
     for column, t in zip(feature.tolist(), threshold.tolist(), strict=True):
+        # The float32 values either side of t, and t itself when it is one (for "<" splits as well as "<=").
+        # Compared in float64: numpy would compare a float32 with a Python float in float32.
         below = np.float32(t)
-        if float(below) > t:  # compared in float64: numpy would compare a float32 with a float in float32
+        if float(below) >= t:
             below = np.nextafter(below, np.float32(-np.inf))
-        above = np.nextafter(below, np.float32(np.inf))
-        choices.setdefault(column, [float(x[column])]).extend([float(below), float(above)])
+        values = [float(below), float(np.nextafter(below, np.float32(np.inf)))]
+        if values[-1] == t:
+            values.append(float(np.nextafter(np.float32(t), np.float32(np.inf))))
+        choices.setdefault(column, [float(x[column])]).extend(values)
     columns = list(choices)
     combos = itertools.islice(itertools.product(*(choices[c] for c in columns)), MAX_TIE_VARIANTS)
     variants = []

@@ -96,3 +96,27 @@ class TestThresholdTies:
         model, frame = fitted(LogisticRegression())
         assert parity.splits(model, frame, ["income"]) is None
         assert not parity.threshold_ties(model, frame).any()
+
+    @pytest.mark.parametrize("library", ["sklearn-hgb", "xgboost", "lightgbm"])
+    def test_split_thresholds_of_other_tree_models(self, library: str) -> None:
+        """HistGradientBoosting, XGBoost and LightGBM splits are found, on the input column they split."""
+        x = np.random.default_rng(1).normal(size=(400, 3))
+        y = (x[:, 1] > 0.2).astype(int)
+        if library == "xgboost":
+            from xgboost import XGBClassifier
+
+            model = XGBClassifier(n_estimators=5, max_depth=2, random_state=0).fit(x, y)
+        elif library == "lightgbm":
+            from lightgbm import LGBMClassifier
+
+            model = LGBMClassifier(n_estimators=5, num_leaves=4, random_state=0, verbose=-1).fit(x, y)
+        else:
+            from sklearn.ensemble import HistGradientBoostingClassifier
+
+            model = HistGradientBoostingClassifier(max_iter=5, max_depth=2, random_state=0).fit(x, y)
+        found = parity.split_thresholds(model)
+        assert found is not None
+        feature, threshold = found
+        assert len(feature) == len(threshold) > 0 and set(feature) <= {0, 1, 2}
+        first = threshold[feature == 1]
+        assert len(first) and np.abs(first - 0.2).min() < 0.1  # the split that decides the label
