@@ -3,7 +3,7 @@
 Feeds are built in manifest order from already-validated values: one input
 per feature, shape ``[N, 1]``; numbers (float, int and bool) as float32 with
 ``None`` as NaN (the pipeline's imputer fills it), strings as object arrays.
-That mapping is the contract with ``app.training`` (see its export).
+That mapping is the contract with ``app.publish`` (see its conversion).
 
 Threads: the default intra-op pool spins a thread per core waiting for work,
 which steals the other core from the HTTP worker for ~µs-sized models, so the

@@ -22,7 +22,7 @@ from app.model.manifest import Feature
 from app.publish.steps import describe, final_estimator, first_step, walk
 
 # Pinned so an artifact does not depend on the converter's newest opset and
-# loads on any onnxruntime from the last few years (as in app.training.export).
+# loads on any onnxruntime from the last few years.
 TARGET_OPSET: dict[str, int] = {"": 17, "ai.onnx.ml": 3}
 
 _CLASSIFIER_OPTIONS = {"nocl": [True, False], "zipmap": [True, False, "columns"]}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
@@ -56,6 +56,8 @@ def publish(
     models_dir: str | Path | None = None,
     seed: int = 0,
     reference_data: pd.DataFrame | None = None,
+    extra_metrics: Mapping[str, float | int] | None = None,
+    replace: bool = False,
 ) -> PublishSummary:
     """Convert, check and write ``models_dir/version``; point ``alias`` at it when given.
 
@@ -66,6 +68,9 @@ def publish(
     default to the settings'. ``seed`` picks the parity sample of a large
     frame; ``reference_data`` (default: the held-out rows) is what the
     features' drift reference is computed from, e.g. the training rows.
+    ``extra_metrics`` are recorded after the holdout metrics (training adds
+    ``n_train``). ``replace`` overwrites an existing version instead of
+    refusing it: only for the demo's retraining, versions are otherwise immutable.
     Raises ``PublishRefused`` (one line, naming the cause) with nothing written.
     """
     started = time.perf_counter()
@@ -76,7 +81,7 @@ def publish(
         raise PublishRefused(f"--tolerance must be positive, got {tolerance}")
     models_dir, feature_table = _defaults(models_dir, feature_table, need_table=bool(store_features))
     repository = Repository(models_dir)
-    if (models_dir / version).exists() or (models_dir / version).is_symlink():
+    if not replace and ((models_dir / version).exists() or (models_dir / version).is_symlink()):
         raise PublishRefused(f"version {version!r} exists in {models_dir}; versions are immutable, publish a new one")
     if alias is not None and alias in repository.versions():
         raise PublishRefused(f"alias {alias!r} is the name of a version")
@@ -136,6 +141,7 @@ def publish(
     )
     scores = runtime.scores(runtime.feeds_from_columns(feed_columns(frame, features)))
     metrics = tasks.metrics(found_task, frame[target].to_numpy(), scores, classes)
+    metrics.update(extra_metrics or {})
     sample = _sample(model, runtime, frame, features, fed, id_column, table, found_task, classes, tolerance)
     estimator = final_estimator(model)
     manifest = Manifest(
@@ -155,7 +161,7 @@ def publish(
         files={},
         libraries=libraries(model),
     )
-    path = write_version(models_dir, manifest, onnx=onnx, pipeline=model)
+    path = write_version(models_dir, manifest, onnx=onnx, pipeline=model, replace=replace)
     previous = repository.promote(version, alias) if alias is not None else None
     return PublishSummary(
         version=version,

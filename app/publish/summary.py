@@ -46,6 +46,8 @@ class PublishSummary:
             figures.append(f"max |Δp| {p.max_abs_prob_diff:.2g}")
         if p.max_rel_diff is not None:
             figures.append(f"max relative Δ {p.max_rel_diff:.2g}")
+        if p.threshold_ties:
+            figures.append(f"{p.threshold_ties} rows on a split threshold exempt")
         out.append("parity (ONNX vs pipeline): " + ", ".join(figures))
         if self.alias:
             out.append(f"{self.alias}: {self.previous or '-'} -> {self.version}")

@@ -1,11 +1,10 @@
-"""Demo data, training, export to ONNX and manifest writing.
+"""The demo: synthetic data and the demo model versions, published through ``app.publish``.
 
 - ``data``: the ``FEATURES`` spec and seeded synthetic users, events and requests;
-- ``reference``: the binning rule for reference distributions (``histogram``);
-- ``export``: the scikit-learn pipeline and its ONNX conversion;
-- ``manifest``: the estimator-independent parts of ``manifest.json``;
-- ``train``: ``train()``, which writes versions, aliases and the feature table.
+- ``train``: ``train()``, which fits the demo pipelines, writes the feature
+  table, publishes each version and sets the aliases.
 
-Nothing is imported here, so ``app.model.reference`` stays light for the
-jobs that only need the binning rule.
+Conversion, the parity gate and the artifact writer are ``app.publish``'s;
+there is no second one here. Nothing is imported here, so the jobs that only
+need the request generator stay light.
 """

@@ -20,7 +20,8 @@ Float features are continuous, deliberately not rounded to cents or to a
 few decimals: a tree splits halfway between two training values, and on a
 grid of values a later value can land exactly on that midpoint, where float32
 ONNX and float64 scikit-learn may send it different ways. Integer features
-keep that (rare) ambiguity; see ``app.training.export.threshold_ties``.
+keep that (rare) ambiguity; see the parity gate's threshold ties
+(``app.publish.parity``).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ class TestBinary:
         assert list(by_name) == ["age", "income", "plan", "score", "mobile"]  # user_id is dropped by the pipeline
         assert (by_name["age"].dtype, by_name["mobile"].dtype, by_name["plan"].dtype) == ("int", "bool", "string")
         assert by_name["score"].nullable and not by_name["income"].nullable
-        assert by_name["plan"].categories == ["basic", "pro", "team"]
+        assert by_name["plan"].categories == ("basic", "pro", "team")
         assert summary.parity.rows == len(data.holdout(df))
         assert summary.parity.max_abs_prob_diff <= 1e-4 and summary.parity.label_agreement == 1.0
         assert set(summary.metrics) >= {"roc_auc", "log_loss"} and summary.metrics["roc_auc"] > 0.6
@@ -99,8 +99,7 @@ class TestBinary:
             "probabilities": "probabilities",
             "classes": [0, 1],
             "positive_class": 1,
-            "prediction": None,
-        }
+        }  # a null output field with a null default (prediction) is left out: binary outputs keep their shape
         assert m["sample"]["row"]["score"] is None  # the sample exercises the null path
         model = ModelPool(Repository(models), warmup_iterations=1).load("v4")  # the service's self-check
         rows = data.holdout(df).head(50)

@@ -18,6 +18,7 @@ import pytest
 from app.model.reference import PREDICTION_EDGES, categorical_reference, histogram, numeric_reference
 from app.model.repository import set_alias, sha256_file
 from app.model.runtime import OnnxModel
+from app.publish.parity import threshold_ties
 from app.training.data import (
     FEATURE_NAMES,
     FEATURES,
@@ -28,7 +29,6 @@ from app.training.data import (
     generate_users,
     model_frame,
 )
-from app.training.export import threshold_ties
 from app.training.train import prepare, train
 from tests.support.workspace import manifest
 
@@ -290,7 +290,8 @@ class TestManifest:
         sample = manifest(trained, version)["sample"]
         frame = model_frame([sample["row"]])
         label, positive = OnnxModel(trained / "models" / version / "model.onnx", FEATURES).predict_columns(frame)
-        assert sample["expected"] == {"prediction": int(label[0]), "probability": float(positive[0])}
+        want = int(label[0])
+        assert sample["expected"] == {"prediction": want, "label": want, "probability": float(positive[0])}
         pipeline = joblib.load(trained / "models" / version / "pipeline.joblib")
         assert abs(pipeline.predict_proba(frame)[0, 1] - sample["expected"]["probability"]) <= 1e-5
 
