@@ -108,6 +108,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(value: str | None) -> list[str]:
+    return [n.strip() for n in (value or "").split(",") if n.strip()]
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from app.publish import publish
+
+    summary = publish(
+        args.pipeline,
+        data=args.data,
+        target=args.target,
+        version=args.version,
+        task=args.task,
+        store_features=_names(args.store_features),
+        feature_table=args.feature_table,
+        id_column=args.id_column,
+        nullable=_names(args.nullable),
+        alias=args.alias,
+        tolerance=args.tolerance,
+        mlflow=args.mlflow,
+        models_dir=_settings(args).models_dir,
+    )
+    print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelserve", description="Serve tabular ONNX models.")
     p.add_argument("--models-dir", type=Path, default=None, help="models directory (MODELSERVE_MODELS_DIR)")
@@ -145,6 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("verify", cmd_verify, "Verify checksums, manifest and self-check of versions (default: all).")
     sp.add_argument("versions", nargs="*")
+
+    sp = add("publish", cmd_publish, "Convert, check and write your own fitted scikit-learn pipeline as a version.")
+    sp.add_argument("pipeline", nargs="?", type=Path, help="joblib file of the fitted pipeline (or use --mlflow)")
+    sp.add_argument("--mlflow", type=Path, default=None, help="an MLflow model directory (sklearn flavour) instead")
+    sp.add_argument("--data", type=Path, required=True, help="held-out rows with the target (.parquet or .csv)")
+    sp.add_argument("--target", required=True, help="target column of --data")
+    sp.add_argument("--version", required=True, help="new version name (versions are immutable)")
+    sp.add_argument("--task", default="auto", choices=["auto", "binary", "multiclass", "regression"])
+    sp.add_argument("--store-features", default=None, help="comma-separated inputs fetched by user_id from the store")
+    sp.add_argument("--feature-table", type=Path, default=None, help="default: MODELSERVE_FEATURE_TABLE")
+    sp.add_argument("--id-column", default=None, help="column of --data holding the user id (never a feature)")
+    sp.add_argument("--nullable", default=None, help="comma-separated inputs that may be null in requests")
+    sp.add_argument("--alias", default=None, help="point this alias at the new version (verified, recorded)")
+    sp.add_argument("--tolerance", type=float, default=1e-4, help="parity tolerance (probabilities abs, values rel)")
 
     for register in _extensions():
         register(add)

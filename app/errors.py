@@ -13,7 +13,8 @@
     │   └── FeaturesUnavailable       no tier could produce the user's features
     ├── Unauthorized (401)            admin token missing or wrong
     └── ArtifactError (409)           checksum mismatch, bad manifest, failed self-check
-        └── InvalidName               a version or alias name that is not allowed
+        ├── InvalidName               a version or alias name that is not allowed
+        └── PublishRefused            a model ``modelserve publish`` will not write, and why
 
 The HTTP layer (``app/api/errors.py``) maps every one to the single error
 shape ``{"error": str, "detail": [{"loc", "msg", "type"}]}``; the CLI prints
@@ -80,3 +81,7 @@ class ArtifactError(ModelServeError):
 
 class InvalidName(ArtifactError):
     status_code = 422
+
+
+class PublishRefused(ArtifactError):
+    """``publish`` refused a model; nothing was written. The message names the column, step or row at fault."""

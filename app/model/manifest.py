@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 DType = Literal["float", "int", "string", "bool"]
 Source = Literal["request", "store"]
@@ -32,13 +32,27 @@ class Feature(BaseModel):
     """The known values of a string feature (others are accepted and one-hot encoded as none)."""
 
 
-class Outputs(BaseModel):
-    """Names of the ONNX graph's outputs and the class whose probability is reported."""
+Task = Literal["binary_classification", "multiclass_classification", "regression"]
+ClassLabel = StrictInt | StrictStr
 
-    label: str = "label"
-    probabilities: str = "probabilities"
-    classes: list[int] = [0, 1]
-    positive_class: int = 1
+
+class Outputs(BaseModel):
+    """Names of the ONNX outputs and, for classifiers, the classes in the estimator's order.
+
+    Classification: ``label`` ([N] labels), ``probabilities`` ([N, K] in
+    ``classes`` order), ``classes`` (ints or strings; JSON keeps the type) and,
+    binary only, ``positive_class`` (the class whose probability is reported,
+    ``classes[1]`` by scikit-learn convention). Regression: ``prediction``
+    ([N] or [N, 1] values) and nothing else. The defaults are the demo binary
+    model's; a regression manifest's missing classification fields are null
+    (see ``Manifest``).
+    """
+
+    label: str | None = "label"
+    probabilities: str | None = "probabilities"
+    classes: list[StrictInt] | list[StrictStr] | None = [0, 1]
+    positive_class: ClassLabel | None = 1
+    prediction: str | None = None
 
 
 class Sample(BaseModel):
@@ -54,7 +68,7 @@ class Manifest(BaseModel):
 
     version: str
     created_at: str
-    task: str
+    task: Task
     estimator: str | None = None
     features: list[Feature]
     """In model input order: the ONNX graph has one input per feature, in this order."""
@@ -63,9 +77,38 @@ class Manifest(BaseModel):
     reference: dict[str, Any] = {}
     """Training distributions (``app.model.reference``): ``{"features": {name: spec}, "prediction": spec}``."""
     metrics: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
+    """Publish-time agreement of the ONNX graph with the fitted pipeline on held-out rows."""
     files: dict[str, str]
     """sha256 of each artifact file in the version directory, by file name."""
     libraries: dict[str, str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _regression_has_no_classes(cls, data: Any) -> Any:
+        # Outputs' defaults describe a binary model; a regression manifest need not null them one by one.
+        if isinstance(data, dict) and data.get("task") == "regression" and isinstance(data.get("outputs"), dict):
+            blank = {"label": None, "probabilities": None, "classes": None, "positive_class": None}
+            data = {**data, "outputs": {**blank, **data["outputs"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _outputs_match_task(self) -> Manifest:
+        o = self.outputs
+        if self.task == "regression":
+            if not o.prediction or o.label or o.probabilities or o.classes or o.positive_class is not None:
+                raise ValueError("regression outputs name `prediction` only")
+            return self
+        if not o.label or not o.probabilities or not o.classes or o.prediction:
+            raise ValueError("classification outputs name `label`, `probabilities` and `classes`")
+        if len(set(o.classes)) != len(o.classes):
+            raise ValueError("outputs.classes has duplicates")
+        if self.task == "binary_classification":
+            if len(o.classes) != 2 or o.positive_class not in o.classes:
+                raise ValueError("binary outputs need two classes and a positive_class among them")
+        elif len(o.classes) < 3 or o.positive_class is not None:
+            raise ValueError("multiclass outputs need three or more classes and no positive_class")
+        return self
 
     @property
     def request_features(self) -> list[Feature]:

@@ -12,7 +12,8 @@ pool size is explicit and spinning is turned off.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,19 @@ from app.errors import ArtifactError
 from app.model.manifest import Feature, Manifest, Outputs
 
 NUMERIC = frozenset({"float", "int", "bool"})
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What a model of any task answers for N rows.
+
+    Classifiers: ``labels`` [N] and ``probabilities`` [N, K] in the manifest's
+    ``classes`` order; regressors: ``values`` [N]. The other fields are None.
+    """
+
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    values: np.ndarray | None = None
 
 
 class OnnxModel:
@@ -39,6 +53,7 @@ class OnnxModel:
         *,
         version: str = "",
         outputs: Outputs | None = None,
+        task: str = "binary_classification",
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
     ) -> None:
@@ -60,10 +75,18 @@ class OnnxModel:
         if self.input_names != [name for name, _ in self.columns]:
             raise ArtifactError(f"{version}: model inputs {self.input_names} do not match the features")
         outs = [o.name for o in self.session.get_outputs()]
+        self.task = task
+        self._positive: int | None = None
+        if task == "regression":
+            if outputs.prediction not in outs:
+                raise ArtifactError(f"{version}: model outputs {outs} lack prediction {outputs.prediction!r}")
+            self._outputs = [outputs.prediction]
+            return
         if outputs.label not in outs or outputs.probabilities not in outs:
             raise ArtifactError(f"{version}: model outputs {outs} lack label/probabilities")
         self._outputs = [outputs.label, outputs.probabilities]
-        self._positive = outputs.classes.index(outputs.positive_class)
+        if outputs.classes is not None and outputs.positive_class is not None:
+            self._positive = list(outputs.classes).index(outputs.positive_class)
 
     @classmethod
     def from_manifest(
@@ -74,6 +97,7 @@ class OnnxModel:
             manifest.features,
             version=manifest.version,
             outputs=manifest.outputs,
+            task=manifest.task,
             intra_op_threads=intra_op_threads,
             inter_op_threads=inter_op_threads,
         )
@@ -106,7 +130,7 @@ class OnnxModel:
                 out[name] = np.array(col, dtype=object).reshape(n, 1)
         return out
 
-    def feeds_from_columns(self, columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+    def feeds_from_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> dict[str, np.ndarray]:
         """Input tensors from whole columns (batch scoring): one array per feature."""
         out: dict[str, np.ndarray] = {}
         for name, numeric in self.columns:
@@ -118,9 +142,19 @@ class OnnxModel:
         return out
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(labels [N], positive-class probabilities [N])."""
+        """(labels [N], positive-class probabilities [N]); binary models only."""
+        if self._positive is None:
+            raise ArtifactError(f"{self.version}: a {self.task} model has no positive class; use scores()")
         labels, probs = self.session.run(self._outputs, feeds)
         return labels, probs[:, self._positive]
+
+    def scores(self, feeds: dict[str, np.ndarray]) -> Scores:
+        """Labels and the full probability matrix, or regression values, for any task."""
+        if self.task == "regression":
+            (values,) = self.session.run(self._outputs, feeds)
+            return Scores(values=np.asarray(values).reshape(-1))
+        labels, probs = self.session.run(self._outputs, feeds)
+        return Scores(labels=np.asarray(labels).reshape(-1), probabilities=np.asarray(probs))
 
     def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         return self.run(self.feeds(rows))
@@ -128,3 +162,7 @@ class OnnxModel:
     def predict_columns(self, columns: Any) -> tuple[np.ndarray, np.ndarray]:
         """Predict whole columns (a DataFrame or a mapping of name -> sequence)."""
         return self.run(self.feeds_from_columns({name: columns[name] for name, _ in self.columns}))
+
+    def score_columns(self, columns: Any) -> Scores:
+        """``scores`` of whole columns (a DataFrame or a mapping of name -> sequence)."""
+        return self.scores(self.feeds_from_columns({name: columns[name] for name, _ in self.columns}))
