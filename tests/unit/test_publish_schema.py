@@ -113,7 +113,7 @@ class TestFeatures:
         features, _ = build_features(fitted(), frame(), exclude=["y", "user_id"], store=["plan"])
         assert [(f.name, f.dtype, f.source, f.nullable, f.categories) for f in features] == [
             ("a", "float", "request", True, None),
-            ("plan", "string", "store", False, ["x", "y", "z"]),
+            ("plan", "string", "store", False, ("x", "y", "z")),
         ]
 
     def test_string_with_missing_refused(self):
