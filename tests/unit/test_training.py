@@ -43,6 +43,7 @@ MANIFEST_KEYS = [
     "sample",
     "reference",
     "metrics",
+    "parity",
     "files",
     "libraries",
 ]
