@@ -87,7 +87,7 @@ class TestBinary:
         assert list(by_name) == ["age", "income", "plan", "score", "mobile"]  # user_id is dropped by the pipeline
         assert (by_name["age"].dtype, by_name["mobile"].dtype, by_name["plan"].dtype) == ("int", "bool", "string")
         assert by_name["score"].nullable and not by_name["income"].nullable
-        assert by_name["plan"].categories == ["basic", "pro", "team"]
+        assert by_name["plan"].categories == ("basic", "pro", "team")
         assert summary.parity.rows == len(data.holdout(df))
         assert summary.parity.max_abs_prob_diff <= 1e-4 and summary.parity.label_agreement == 1.0
         assert set(summary.metrics) >= {"roc_auc", "log_loss"} and summary.metrics["roc_auc"] > 0.6
