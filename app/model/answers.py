@@ -66,6 +66,35 @@ class Answers:
             out.append((label, probs[i] if i is not None else max(probs), dict(zip(keys, probs, strict=True))))
         return out
 
+    def response_schema(self) -> dict[str, Any]:
+        """JSON schema of this model's ``/predict`` answer (the OpenAPI ``PredictResponse``)."""
+        label: dict[str, Any] = {"type": "string" if self.string_labels else "integer"}
+        if self.classes:
+            label["enum"] = self.classes
+        properties: dict[str, Any] = {
+            "request_id": {"type": "string"},
+            "model_version": {"type": "string"},
+            "prediction": {"type": "number"} if self.task == REGRESSION else label,
+            "variant": {"type": "string", "description": "The rollout flag that chose the version, if any."},
+        }
+        required = ["request_id", "model_version", "prediction"]
+        if self.task != REGRESSION:
+            properties["probability"] = {
+                "type": "number",
+                "description": "Of the positive class" if self.task == BINARY else "Of the predicted label",
+            }
+            required.append("probability")
+        if self.task == MULTICLASS:
+            properties["probabilities"] = {
+                "type": "object",
+                "properties": {k: {"type": "number"} for k in self.keys},
+                "required": list(self.keys),
+                "additionalProperties": False,
+                "description": "Every class's probability, in the model's classes order.",
+            }
+            required.append("probabilities")
+        return {"title": "PredictResponse", "type": "object", "properties": properties, "required": required}
+
     def label_probability(self, scores: Scores) -> np.ndarray:
         """Per row, the probability of the predicted label (classifiers): what ``probability`` answers."""
         assert scores.probabilities is not None

@@ -78,11 +78,20 @@ class TestPredict:
         assert r.status_code == 200, r.text
         assert_answers(task_models, version, r.json()["predictions"])
 
-    def test_openapi_still_builds(self, task_models, tmp_path):
-        """The OpenAPI document of a service with a multiclass model is served."""
-        models = task_models.workspace(tmp_path, "m1")
+    def test_openapi_answer_schema(self, task_models, tmp_path, version):
+        """The OpenAPI answer of /predict is the served model's: class labels and probabilities, or a value."""
+        models = task_models.workspace(tmp_path, version)
         with serving(create_app(task_models.settings(models))) as c:
-            assert c.get("/openapi.json").status_code == 200
+            doc = c.get("/openapi.json").json()
+            answer = c.post("/predict", json=task_models.bodies(1)[0]).json()
+        ref = doc["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        assert set(schema["required"]) == set(answer)
+        if version == "r1":
+            assert schema["properties"]["prediction"] == {"type": "number"}
+        else:
+            assert schema["properties"]["prediction"]["enum"] == CLASSES
+            assert schema["properties"]["probabilities"]["required"] == CLASSES
 
 
 class TestV2:
