@@ -18,10 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.errors import ArtifactError
 from app.jobs.batch import BatchOptions, run_batch
 from app.jobs.drift import PREDICTION, compute_drift
 from app.jobs.shadow_report import compute_shadow_report
 from app.main import create_app
+from app.model.pool import ModelPool
+from app.model.repository import Repository
 from app.telemetry.prediction_log import PREDICTION_FIELDS
 from tests.conftest import serving
 from tests.integration.test_api import metric_value
@@ -92,6 +95,34 @@ class TestPredict:
         else:
             assert schema["properties"]["prediction"]["enum"] == CLASSES
             assert schema["properties"]["probabilities"]["required"] == CLASSES
+
+
+class TestSelfCheck:
+    @pytest.mark.parametrize(
+        ("version", "change", "loads"),
+        [
+            ("m1", lambda e: {**e, "probabilities": [p + 2e-4 for p in e["probabilities"]]}, False),
+            ("m1", lambda e: {**e, "label": "gold" if e["label"] != "gold" else "core"}, False),
+            ("m1", lambda e: {**e, "probabilities": [p + 5e-5 for p in e["probabilities"]]}, True),
+            ("r1", lambda e: {"prediction": e["prediction"] * (1 + 1e-3)}, False),
+            ("r1", lambda e: {"prediction": e["prediction"] * (1 + 1e-5)}, True),
+        ],
+        ids=["multiclass-prob", "multiclass-label", "multiclass-noise", "regression-off", "regression-noise"],
+    )
+    def test_sample_expected_per_task(self, task_models, tmp_path, version, change, loads):
+        """The warm-up self-check holds every class probability within 1e-4 absolute and a value within
+        1e-4 relative; a different label or anything further is refused."""
+        models = task_models.workspace(tmp_path, version)
+        path = models / version / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["sample"]["expected"] = change(manifest["sample"]["expected"])
+        path.write_text(json.dumps(manifest))  # manifest.json is not among the checksummed files
+        pool = ModelPool(Repository(models), warmup_iterations=1)
+        if loads:
+            pool.load(version)
+        else:
+            with pytest.raises(ArtifactError, match="self-check failed"):
+                pool.load(version)
 
 
 class TestV2:
