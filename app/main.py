@@ -125,9 +125,11 @@ def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     try:
-        decoder = c.pool.get(c.settings.alias).decoder
+        model = c.pool.get(c.settings.alias)
+        decoder = model.decoder
     except Exception:
         return schema  # not loaded yet: don't cache an incomplete document
+    components["PredictResponse"] = model.answers.response_schema()
     for name, sub in (("PredictRequest", decoder.json_schema()), ("BatchRequest", decoder.batch_json_schema())):
         sub = dict(sub)
         for def_name, definition in sub.pop("$defs", {}).items():

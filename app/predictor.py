@@ -24,8 +24,10 @@ from app.telemetry.metrics import Metrics
 class PredictionRecord:
     request_id: str
     model_version: str
-    prediction: int
-    probability: float
+    prediction: Any
+    """The label (int or str) of a classifier, the value (float) of a regressor."""
+    probability: float | None
+    """Binary: of the positive class; multiclass: of the predicted label; regression: None."""
     user_id: str | None
     features: dict[str, Any]
     """The full model input (request + store features)."""
@@ -35,14 +37,20 @@ class PredictionRecord:
     variant: str | None = None
     """Name of the rollout flag that chose the version, if any."""
     timestamp: float = field(default_factory=time.time)
+    probabilities: dict[str, float] | None = None
+    """Multiclass only: every class's probability by class name, in the manifest's classes order."""
 
     def response(self) -> dict[str, Any]:
+        """The /predict answer: binary and multiclass carry ``probability``, multiclass ``probabilities`` too."""
         out = {
             "request_id": self.request_id,
             "model_version": self.model_version,
             "prediction": self.prediction,
-            "probability": self.probability,
         }
+        if self.probability is not None:
+            out["probability"] = self.probability
+        if self.probabilities is not None:
+            out["probabilities"] = self.probabilities
         if self.variant is not None:
             out["variant"] = self.variant
         return out
@@ -101,19 +109,26 @@ class Predictor:
             assert decoded.user_id is not None  # the decoder requires it when store features exist
             store, tier = await self.features.get(decoded.user_id)
             row = {**store, **row}
-        labels, probs = model.runtime.predict([row])
+        probabilities = None
+        if model.int_binary:  # the common case stays as lean as it always was
+            labels, probs = model.runtime.predict([row])
+            prediction: Any = int(labels[0])
+            probability: float | None = float(probs[0])
+        else:
+            ((prediction, probability, probabilities),) = model.answer([row])
         latency = time.perf_counter() - t0
         record = PredictionRecord(
             request_id=decoded.request_id or new_request_id(),
             model_version=model.version,
-            prediction=int(labels[0]),
-            probability=float(probs[0]),
+            prediction=prediction,
+            probability=probability,
             user_id=decoded.user_id,
             features=row,
             request_features=decoded.features,
             latency=latency,
             tier=tier,
             variant=variant,
+            probabilities=probabilities,
         )
         self._observe(model.version, latency)
         for listener in self.listeners:
@@ -164,16 +179,18 @@ class Predictor:
                 inst = instances[i]
                 store = stores[inst.user_id][0] if model.needs_store and inst.user_id else None
                 rows.append({**store, **inst.features} if store else inst.features)
-            labels, probs = model.runtime.predict(rows)
+            answers = model.answer(rows)
             latency = time.perf_counter() - t0
             for j, i in enumerate(idx):
                 inst = instances[i]
                 tier = stores[inst.user_id][1] if model.needs_store and inst.user_id else None
+                prediction, probability, probabilities = answers[j]
                 records[i] = PredictionRecord(
                     request_id=inst.request_id or new_request_id(),
                     model_version=model.version,
-                    prediction=int(labels[j]),
-                    probability=float(probs[j]),
+                    prediction=prediction,
+                    probability=probability,
+                    probabilities=probabilities,
                     user_id=inst.user_id,
                     features=rows[j],
                     request_features=inst.features,

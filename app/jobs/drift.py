@@ -3,7 +3,9 @@
 For one model version (default: the one ``production`` points to) the
 prediction records of the last ``--since`` are compared with the manifest's
 ``reference``: every feature (request and store features, as logged) and the
-predicted probability. The binning is the manifest's own
+prediction as its task defines it (``app.model.reference``): the
+positive-class probability (binary), the predicted label's frequencies
+(multiclass) or the predicted value (regression). The binning is the manifest's own
 (:func:`app.model.reference.histogram`), PSI and its smoothing are in
 :mod:`app.jobs.psi`. The worst status decides the exit code of the command
 (``EXIT_ALERT`` on any alert), so a CronJob can page.
@@ -107,7 +109,14 @@ def compute_drift(log_dir: Path, models_dir: Path, version: str | None, since: t
             continue
         report.rows.append(_row(f.name, f.dtype, frame[f.name], spec))
     if "prediction" in reference:
-        report.rows.append(_row(PREDICTION, "float", frame["probability"], reference["prediction"]))
+        # The reference follows the task: positive-class probability (binary),
+        # predicted label (multiclass, categorical), predicted value (regression).
+        if manifest.task == "binary_classification":
+            report.rows.append(_row(PREDICTION, "float", frame["probability"], reference["prediction"]))
+        elif manifest.task == "multiclass_classification":
+            report.rows.append(_row(PREDICTION, "string", frame["prediction"], reference["prediction"]))
+        else:
+            report.rows.append(_row(PREDICTION, "float", frame["prediction"], reference["prediction"]))
     return report
 
 
@@ -127,6 +136,11 @@ def _load(log_dir: Path, manifest: Manifest, since: timedelta) -> Any:
             cols.append(f"TRY_CAST(features->>'{path}' AS DOUBLE) AS \"{f.name}\"")
         else:
             cols.append(f"features->>'{path}' AS \"{f.name}\"")
+    # ``prediction`` is JSON: a label (text) or a value (number) by task.
+    if manifest.task == "regression":
+        cols.append("TRY_CAST(prediction AS DOUBLE) AS prediction")
+    else:
+        cols.append("prediction->>'$' AS prediction")
     sql = (
         f"SELECT {', '.join(cols)}, probability FROM predictions "
         "WHERE model_version = ? AND timestamp >= now() - to_seconds(?)"

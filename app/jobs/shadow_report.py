@@ -4,9 +4,12 @@ Reads the prediction log (``predictions-*.jsonl``; ``kind: "shadow"`` records
 and the periodic ``kind: "shadow_drops"`` counts) with DuckDB, over a window
 (``--since``), and reports per (primary version, shadow version):
 
-* the share of ok shadow predictions whose probability differs from the
-  primary's by more than ``--threshold`` (default 0.1), mean and max |diff|;
-* the label disagreement rate;
+* the share of ok shadow predictions whose ``abs_diff`` exceeds
+  ``--threshold`` (default 0.1), mean and max |diff|. What ``abs_diff``
+  measures follows the task (``app.telemetry.prediction_log``): the
+  positive-class probability (binary), the largest class probability
+  (multiclass), the predicted value in its own units (regression);
+* the label disagreement rate (classifiers; none for regression);
 * error and timeout rates (of the shadow runs attempted), and the drop rate
   (records the bounded queue dropped, of all offered) — drops never ran, so
   they come from the ``shadow_drops`` records, which name only the candidate;
@@ -43,6 +46,8 @@ class PairStats:
     primary_p99_ms: float | None
     shadow_p50_ms: float | None
     shadow_p99_ms: float | None
+    task: str = "binary_classification"
+    """The task both versions share (lines written before tasks existed count as binary)."""
 
     @property
     def error_rate(self) -> float | None:
@@ -94,12 +99,13 @@ def compute_shadow_report(
                count(*) FILTER (WHERE outcome = 'timeout'),
                avg(CASE WHEN abs_diff > ? THEN 1.0 ELSE 0.0 END) FILTER (WHERE outcome = 'ok'),
                avg(CASE WHEN primary_prediction <> shadow_prediction THEN 1.0 ELSE 0.0 END)
-                   FILTER (WHERE outcome = 'ok'),
+                   FILTER (WHERE outcome = 'ok' AND coalesce(task, '') <> 'regression'),
                avg(abs_diff) FILTER (WHERE outcome = 'ok'),
                max(abs_diff) FILTER (WHERE outcome = 'ok'),
                quantile_cont(primary_latency, 0.5) * 1000, quantile_cont(primary_latency, 0.99) * 1000,
                quantile_cont(shadow_latency, 0.5) FILTER (WHERE outcome = 'ok') * 1000,
-               quantile_cont(shadow_latency, 0.99) FILTER (WHERE outcome = 'ok') * 1000
+               quantile_cont(shadow_latency, 0.99) FILTER (WHERE outcome = 'ok') * 1000,
+               coalesce(any_value(task), 'binary_classification')
         FROM windowed WHERE kind = 'shadow'
         GROUP BY 1, 2 ORDER BY 3 DESC
         """,

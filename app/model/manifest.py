@@ -123,5 +123,11 @@ class Manifest(BaseModel):
         return tuple((f.name, f.dtype, f.source, f.nullable) for f in self.features)
 
     def to_json(self) -> str:
-        """The ``manifest.json`` text: every field, in declaration order, indented."""
-        return json.dumps(self.model_dump(), indent=2) + "\n"
+        """The ``manifest.json`` text: every field, in declaration order, indented.
+
+        Output fields that do not apply to the task are left out, so a binary
+        manifest reads exactly as it did before regression outputs existed.
+        """
+        document = self.model_dump()
+        document["outputs"] = self.outputs.model_dump(exclude_none=True)
+        return json.dumps(document, indent=2) + "\n"

@@ -12,8 +12,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.errors import ArtifactError, NotReady
+from app.model.answers import BINARY, REGRESSION, Answers
 from app.model.compat import library_warnings, onnxruntime_version
 from app.model.decoder import Decoder
 from app.model.manifest import Manifest
@@ -31,6 +33,22 @@ class LoadedModel:
     decoder: Decoder
     store_features: tuple[str, ...]
     loaded_at: float = field(default_factory=time.time)
+    answers: Answers = field(init=False)
+    """Turns this model's scores into answers (any task)."""
+    int_binary: bool = field(init=False)
+    """A binary model with int classes: the request path's fast case (``runtime.predict``)."""
+
+    def __post_init__(self) -> None:
+        self.answers = Answers(self.manifest)
+        self.int_binary = self.manifest.task == BINARY and not self.answers.string_labels
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    def answer(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """``(prediction, probability, probabilities)`` per row, whatever the task (``app.model.answers``)."""
+        return self.answers.rows(self.runtime.scores(self.runtime.feeds(rows)))
 
     @property
     def needs_store(self) -> bool:
@@ -40,19 +58,36 @@ class LoadedModel:
 def self_check(model: LoadedModel, tolerance: float) -> None:
     """Run the manifest sample row; refuse the model unless it gives the expected output.
 
-    The tolerance is absolute on the positive-class probability (default 1e-4):
-    the expected value was computed by onnxruntime at training time on the
-    same float32 inputs, so anything beyond float32 noise means a different
-    model, a different runtime behaviour or a broken artifact.
+    The expected output was computed by onnxruntime at publish (or training)
+    time on the same float32 inputs, so anything beyond float32 noise means a
+    different model, a different runtime behaviour or a broken artifact. The
+    tolerance (default 1e-4) is absolute on probabilities (the positive
+    class's for binary, every class's for multiclass) and relative on a
+    regression value (``|got - want| <= tolerance * max(|want|, 1)``).
     """
-    sample = model.manifest.sample
-    labels, probs = model.runtime.predict([sample.row])
-    want_p = float(sample.expected["probability"])
-    want_label = int(sample.expected["prediction"])
-    got_p, got_label = float(probs[0]), int(labels[0])
-    if got_label != want_label or not math.isfinite(got_p) or abs(got_p - want_p) > tolerance:
+    expected = model.manifest.sample.expected
+    ((label, probability, probabilities),) = model.answer([model.manifest.sample.row])
+    if model.task == REGRESSION:
+        want = float(expected["prediction"])
+        ok = math.isfinite(label) and abs(label - want) <= tolerance * max(abs(want), 1.0)
+        if not ok:
+            raise ArtifactError(f"{model.version}: self-check failed (expected {want:.6g}, got {label:.6g})")
+        return
+    want_label = expected["label"] if "label" in expected else expected["prediction"]
+    if model.task == BINARY:
+        want_probs = [float(expected["probability"])]
+        got_probs = [float(probability)] if probability is not None else [math.nan]
+    else:
+        want_probs = [float(p) for p in expected["probabilities"]]
+        got_probs = list((probabilities or {}).values())
+    close = len(got_probs) == len(want_probs) and all(
+        math.isfinite(g) and abs(g - w) <= tolerance for g, w in zip(got_probs, want_probs, strict=True)
+    )
+    if label != want_label or not close:
+        want_text = "/".join(f"{p:.6f}" for p in want_probs)
+        got_text = "/".join(f"{p:.6f}" for p in got_probs)
         raise ArtifactError(
-            f"{model.version}: self-check failed (expected {want_label}/{want_p:.6f}, got {got_label}/{got_p:.6f})"
+            f"{model.version}: self-check failed (expected {want_label}/{want_text}, got {label}/{got_text})"
         )
 
 
@@ -89,10 +124,10 @@ class ModelPool:
         runtime = OnnxModel.from_manifest(path, manifest, self.intra_op_threads, self.inter_op_threads)
         decoder = self._decoder_for(manifest)
         model = LoadedModel(version, manifest, runtime, decoder, tuple(f.name for f in manifest.store_features))
-        rows = [manifest.sample.row]
+        feeds = runtime.feeds([manifest.sample.row])
         for _ in range(self.warmup_iterations):
-            runtime.predict(rows)
-        runtime.predict(rows * 64)  # warm the batch path too
+            runtime.scores(feeds)
+        runtime.scores(runtime.feeds([manifest.sample.row] * 64))  # warm the batch path too
         self_check(model, self.tolerance)
         log.info("loaded %s (%s)", version, manifest.estimator)
         return model

@@ -11,7 +11,10 @@ Numeric spec::
 ``edges`` are inner cut points, strictly increasing: for a feature, the
 unique deciles of its non-null training values (``numpy.quantile`` with
 ``method="lower"``, so each edge is an observed value, and at most 9 edges);
-for the predicted probability, the fixed 0.1, 0.2, …, 0.9.
+for a binary model's predicted probability, the fixed 0.1, 0.2, …, 0.9; for a
+regression model's predicted value, the deciles of the holdout predictions.
+A multiclass model's prediction reference is categorical over its classes
+(as strings), of the predicted labels.
 
 A value ``x`` falls in bin ``numpy.searchsorted(edges, x, side="left")``:
 bin 0 holds ``x <= e0``, bin i holds ``edges[i-1] < x <= edges[i]``, the

@@ -27,7 +27,17 @@ Drops never ran, so every ``drops_interval`` seconds with drops a
 ``shadow_drops`` record says how many (``modelserve shadow-report`` adds them up).
 
 A request that the flags already routed to the candidate's version is not
-shadowed (it would compare the version with itself).
+shadowed (it would compare the version with itself). A candidate whose task
+or input signature differs from the version that answered is not run at all:
+its answers could not be compared. The first such request logs one warning
+naming both versions; every such request is counted as outcome
+``incompatible`` (no record is written for it).
+
+The comparison follows the task (``shadow_line``): absolute difference of
+the positive-class probability (binary) or of the value (regression); for
+multiclass the largest difference of any class's probability, and label
+disagreements are counted (``modelserve_shadow_label_disagreements_total``,
+binary too).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from app.model.answers import REGRESSION, Answer
 from app.model.pool import LoadedModel
 from app.predictor import PredictionRecord
 from app.telemetry.metrics import Metrics
@@ -55,13 +66,21 @@ Sink = Callable[[dict[str, Any]], None]
 
 
 class Candidate(Protocol):
-    """What the shadow runs: a version name and a batch predict."""
+    """What the shadow runs: a version name, its task and inputs, and a batch of answers."""
 
     @property
     def version(self) -> str: ...
 
-    def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
-        """(labels, positive-class probabilities), one of each per row."""
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def signature(self) -> Any:
+        """What its requests must look like (``Manifest.input_signature``)."""
+        ...
+
+    def answer(self, rows: Sequence[dict[str, Any]]) -> list[Answer]:
+        """``(prediction, probability, probabilities)`` per row (``app.model.answers``)."""
         ...
 
 
@@ -75,8 +94,16 @@ class ModelCandidate:
     def version(self) -> str:
         return self.model.version
 
-    def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
-        return self.model.runtime.predict(rows)
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    @property
+    def signature(self) -> Any:
+        return self.model.manifest.input_signature()
+
+    def answer(self, rows: Sequence[dict[str, Any]]) -> list[Answer]:
+        return self.model.answer(list(rows))
 
 
 def log_sink(record: dict[str, Any]) -> None:
@@ -103,8 +130,9 @@ class Shadow:
     ) -> None:
         self.metrics = metrics
         self.sink = sink
-        self.candidate: Candidate | None = None
-        """The model shadowed; ``None`` turns shadowing off (``offer`` returns at once)."""
+        self._candidate: Candidate | None = None
+        self._verdicts: dict[str, bool] = {}
+        """Primary version -> whether the current candidate can be compared with it."""
         self.queue_size = queue_size
         self.concurrency = concurrency
         self.timeout = timeout
@@ -117,21 +145,59 @@ class Shadow:
         self._slots: asyncio.Semaphore | None = None
         self._busy = 0
         self._dropped_unreported = 0
-        self._counts = {o: metrics.shadow_predictions.labels(o) for o in ("ok", "error", "timeout", "dropped")}
+        outcomes = ("ok", "error", "timeout", "dropped", "incompatible")
+        self._counts = {o: metrics.shadow_predictions.labels(o) for o in outcomes}
         self.counts = dict.fromkeys(self._counts, 0)
         """Outcome totals of this instance (the metric may be shared or multiprocess)."""
 
+    @property
+    def candidate(self) -> Candidate | None:
+        """The model shadowed; ``None`` turns shadowing off (``offer`` returns at once)."""
+        return self._candidate
+
+    @candidate.setter
+    def candidate(self, candidate: Candidate | None) -> None:
+        self._verdicts = {}
+        self._candidate = candidate
+
     # --- the request path --------------------------------------------------
-    def offer(self, record: PredictionRecord, model: LoadedModel) -> None:
-        """Queue ``record`` for the candidate; never blocks (a full queue drops and counts)."""
-        candidate = self.candidate
+    def offer(self, record: PredictionRecord, model: LoadedModel | None) -> None:
+        """Queue ``record`` for the candidate; never blocks (a full queue drops and counts).
+
+        ``model`` is the version that answered; None skips the compatibility check.
+        """
+        candidate = self._candidate
         if candidate is None or not self._running or candidate.version == record.model_version:
             return
+        if model is not None:
+            compatible = self._verdicts.get(record.model_version)
+            if compatible is None:
+                compatible = self._judge(candidate, model)
+            if not compatible:
+                self._count("incompatible", 1)
+                return
         try:
             self._queue.put_nowait((record, candidate))
         except asyncio.QueueFull:
             self._dropped_unreported += 1
             self._count("dropped", 1)
+
+    def _judge(self, candidate: Candidate, model: LoadedModel) -> bool:
+        """Whether ``candidate``'s answers compare with ``model``'s; logs once per pair when not."""
+        reasons = []
+        if candidate.task != model.task:
+            reasons.append(f"task {candidate.task} vs {model.task}")
+        if candidate.signature != model.manifest.input_signature():
+            reasons.append("a different input signature")
+        if reasons:
+            log.warning(
+                "shadow refused: candidate %s cannot be compared with %s (%s); counted as incompatible",
+                candidate.version,
+                model.version,
+                ", ".join(reasons),
+            )
+        self._verdicts[model.version] = not reasons
+        return not reasons
 
     # --- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -215,17 +281,16 @@ class Shadow:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
-            future: Future[tuple[Any, Any]] = self._executor.submit(candidate.predict, [r.features for r in records])
+            future: Future[list[Answer]] = self._executor.submit(candidate.answer, [r.features for r in records])
         except RuntimeError:  # executor shut down
             self._slots.release()
             return
         future.add_done_callback(lambda _: _call_soon(loop, self._slots.release if self._slots else None))
-        labels: Sequence[Any] = ()
-        probs: Sequence[Any] = ()
+        answers: list[Answer] = []
         try:
-            labels, probs = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
-            if len(labels) != len(records) or len(probs) != len(records):
-                raise ValueError(f"candidate returned {len(labels)} results for {len(records)} rows")
+            answers = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+            if len(answers) != len(records):
+                raise ValueError(f"candidate returned {len(answers)} results for {len(records)} rows")
             outcome = "ok"
         except TimeoutError:
             outcome = "timeout"
@@ -235,21 +300,31 @@ class Shadow:
         elapsed = time.perf_counter() - t0
         self._count(outcome, len(records))
         now = time.time()
+        task = candidate.task
+        disagreements = 0
         for i, rec in enumerate(records):
             if outcome == "ok":
+                prediction, probability, probabilities = answers[i]
                 out = shadow_line(
                     rec,
                     timestamp=now,
                     shadow_version=candidate.version,
                     outcome=outcome,
-                    shadow_prediction=int(labels[i]),
-                    shadow_probability=float(probs[i]),
+                    task=task,
+                    shadow_prediction=prediction,
+                    shadow_probability=probability,
+                    shadow_probabilities=probabilities,
                     shadow_latency=elapsed,
                 )
-                self.metrics.shadow_abs_diff.observe(out["abs_diff"])
+                if out["abs_diff"] is not None:
+                    self.metrics.shadow_abs_diff.observe(out["abs_diff"])
+                if task != REGRESSION and prediction != rec.prediction:
+                    disagreements += 1
             else:
-                out = shadow_line(rec, timestamp=now, shadow_version=candidate.version, outcome=outcome)
+                out = shadow_line(rec, timestamp=now, shadow_version=candidate.version, outcome=outcome, task=task)
             self._emit(out)
+        if disagreements:
+            self.metrics.shadow_label_disagreements.inc(disagreements)
 
     def _count(self, outcome: str, n: int) -> None:
         self._counts[outcome].inc(n)

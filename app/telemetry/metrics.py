@@ -90,14 +90,20 @@ class Metrics:
         )
         self.shadow_predictions = Counter(
             "modelserve_shadow_predictions",
-            "Shadow predictions by outcome (ok, error, timeout, dropped).",
+            "Shadow predictions by outcome (ok, error, timeout, dropped, incompatible).",
             ["outcome"],
             registry=r,
         )
         self.shadow_abs_diff = Histogram(
             "modelserve_shadow_abs_diff",
-            "Absolute difference between primary and shadow probability.",
+            "Absolute difference between primary and shadow: positive-class probability (binary), "
+            "largest class probability (multiclass) or predicted value (regression).",
             buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_label_disagreements = Counter(
+            "modelserve_shadow_label_disagreements",
+            "Shadow predictions whose label differs from the primary's (classifiers).",
             registry=r,
         )
         self.log_records = Counter(

@@ -48,6 +48,17 @@ in order, with their types, and ``prediction_line`` / ``shadow_line`` /
 with them and ``app.jobs.logdata`` reads the files by them. ``timestamp`` is
 ISO 8601 UTC, latencies are seconds.
 
+What a prediction holds follows the model's task: ``prediction`` is the
+label (int or string) of a classifier or the value (float) of a regressor;
+``probability`` is the positive class's (binary), the predicted label's
+(multiclass) or null (regression); ``probabilities`` maps every class name
+to its probability (multiclass only, else null). A shadow line names the
+``task`` both versions share; its ``abs_diff`` is the absolute difference of
+the positive-class probability (binary), of the predicted value
+(regression), or the largest absolute difference of any class's probability
+(multiclass, where the label disagreement is ``primary_prediction <>
+shadow_prediction``).
+
 ``user_id`` is written as sent (``user_id_mode="plain"``) or as the hex
 HMAC-SHA256 of it under a secret key (``"hash"``): stable, so one user's
 predictions can still be grouped, but not reversible without the key. The
@@ -97,8 +108,9 @@ PREDICTION_FIELDS: tuple[tuple[str, FieldType], ...] = (
     ("variant", "text"),
     ("user_id", "text"),
     ("features", "json"),  # the full model input by feature name
-    ("prediction", "int"),
+    ("prediction", "json"),  # int or string label, or float value
     ("probability", "float"),
+    ("probabilities", "json"),  # {class: p}, multiclass only
     ("latency", "float"),
     ("feature_tier", "text"),
 )
@@ -107,9 +119,10 @@ SHADOW_FIELDS: tuple[tuple[str, FieldType], ...] = (
     ("request_id", "text"),  # the primary's, so the two join
     ("primary_version", "text"),
     ("shadow_version", "text"),
-    ("primary_prediction", "int"),
+    ("task", "text"),
+    ("primary_prediction", "json"),
     ("primary_probability", "float"),
-    ("shadow_prediction", "int"),  # shadow_* and abs_diff are null unless outcome is ok
+    ("shadow_prediction", "json"),  # shadow_* and abs_diff are null unless outcome is ok
     ("shadow_probability", "float"),
     ("abs_diff", "float"),
     ("outcome", "text"),  # ok, error or timeout
@@ -141,6 +154,7 @@ def prediction_line(record: PredictionRecord, user_id: str | None) -> dict[str, 
         "features": record.features,
         "prediction": record.prediction,
         "probability": record.probability,
+        "probabilities": record.probabilities,
         "latency": record.latency,
         "feature_tier": record.tier,
     }
@@ -152,8 +166,10 @@ def shadow_line(
     timestamp: float,
     shadow_version: str,
     outcome: str,
-    shadow_prediction: int | None = None,
+    task: str = "binary_classification",
+    shadow_prediction: Any = None,
     shadow_probability: float | None = None,
+    shadow_probabilities: dict[str, float] | None = None,
     shadow_latency: float | None = None,
 ) -> dict[str, Any]:
     """The ``shadow`` line comparing the candidate's answer with the primary's (``timestamp`` in epoch seconds)."""
@@ -163,15 +179,38 @@ def shadow_line(
         "request_id": primary.request_id,
         "primary_version": primary.model_version,
         "shadow_version": shadow_version,
+        "task": task,
         "primary_prediction": primary.prediction,
         "primary_probability": primary.probability,
         "shadow_prediction": shadow_prediction,
         "shadow_probability": shadow_probability,
-        "abs_diff": abs(shadow_probability - primary.probability) if shadow_probability is not None else None,
+        "abs_diff": shadow_difference(primary, task, shadow_prediction, shadow_probability, shadow_probabilities),
         "outcome": outcome,
         "primary_latency": primary.latency,
         "shadow_latency": shadow_latency,
     }
+
+
+def shadow_difference(
+    primary: PredictionRecord,
+    task: str,
+    shadow_prediction: Any,
+    shadow_probability: float | None,
+    shadow_probabilities: dict[str, float] | None,
+) -> float | None:
+    """``abs_diff`` of a shadow line (see the module doc); None when the shadow gave no answer."""
+    if task == "regression":
+        if shadow_prediction is None:
+            return None
+        return abs(float(shadow_prediction) - float(primary.prediction))
+    if task == "multiclass_classification":
+        if shadow_probabilities is None or primary.probabilities is None:
+            return None
+        mine = primary.probabilities
+        return max(abs(p - mine.get(c, 0.0)) for c, p in shadow_probabilities.items())
+    if shadow_probability is None or primary.probability is None:
+        return None
+    return abs(shadow_probability - primary.probability)
 
 
 def shadow_drops_line(*, timestamp: float, shadow_version: str | None, dropped: int) -> dict[str, Any]:

@@ -30,8 +30,12 @@ Inputs
     of ``tritonclient``) is accepted for inputs; answers are always JSON.
 
 Outputs
-    ``label`` (INT64 ``[N]``) and ``probability`` (FP32 ``[N]``, the positive
-    class), the same numbers ``/predict`` answers; ``outputs`` in the request
+    The same answers as ``/predict``, by task (``types.outputs_of``):
+    classifiers ``label`` (INT64 ``[N]``, BYTES for string classes) and
+    ``probability`` (FP32 ``[N]``: the positive class's for binary, the
+    predicted label's for multiclass); multiclass also ``probabilities``
+    (FP32 ``[N, K]``, the class names in the output's ``parameters.classes``);
+    regression ``prediction`` (FP32 ``[N]``). ``outputs`` in the request
     selects and orders them (output parameters such as ``binary_data`` are
     ignored). Request and input ``parameters`` are accepted and ignored.
     ``id`` is echoed; without one a fresh id is answered, and it (suffixed
@@ -54,10 +58,9 @@ from app.v2.codec import decode_rows, read_columns, user_row_loc
 from app.v2.types import (
     DATATYPES,
     MODEL_NAME,
-    OUTPUT_TYPES,
-    OUTPUTS,
     PLATFORM,
     USER_ID,
+    outputs_of,
     parse_request,
     requested_outputs,
 )
@@ -118,6 +121,7 @@ class V2Service:
 
     def metadata(self, target: Target) -> dict[str, Any]:
         manifest = target.model.manifest
+        classes = target.model.answers.classes
         inputs = [{"name": USER_ID, "datatype": "BYTES", "shape": [-1]}] if target.model.needs_store else []
         inputs += [
             {"name": f.name, "datatype": DATATYPES[f.dtype][0], "shape": [-1]} for f in manifest.request_features
@@ -127,12 +131,17 @@ class V2Service:
             "versions": target.versions,
             "platform": PLATFORM,
             "inputs": inputs,
-            "outputs": [{"name": o, "datatype": OUTPUT_TYPES[o], "shape": [-1]} for o in OUTPUTS],
+            "outputs": [
+                {"name": o, "datatype": t, "shape": [-1, len(classes)] if o == "probabilities" else [-1]}
+                for o, t in _outputs(target.model).items()
+            ],
             "parameters": {
                 "version": target.model.version,
+                "task": manifest.task,
                 "store_features": [f.name for f in manifest.store_features],
                 "nullable": [f.name for f in manifest.request_features if f.nullable],
                 "positive_class": manifest.outputs.positive_class,
+                "classes": classes or None,
             },
         }
 
@@ -142,9 +151,10 @@ class V2Service:
     ) -> dict[str, Any]:
         """The V2 response for a request body (JSON, or JSON + binary tensors)."""
         request = parse_request(body, header_length)
-        wanted = requested_outputs(request)
-        request_id = request.get("id") or new_request_id()
         model = target.model
+        types = _outputs(model)
+        wanted = requested_outputs(request, tuple(types))
+        request_id = request.get("id") or new_request_id()
         features, expected = self._expected_inputs(model)
         columns, n = read_columns(request, body, header_length, features, expected, self.max_batch)
         instances = decode_rows(model.decoder, columns, n, request_id, features)
@@ -152,16 +162,25 @@ class V2Service:
             records = await predictor.predict_instances(instances, model if target.pinned else None)
         except UnknownUser as exc:
             raise UnknownUser(exc.message, [user_row_loc(d) for d in exc.detail]) from None
-        data = {
-            "label": [r.prediction for r in records],
-            "probability": [r.probability for r in records],
-        }
         n = len(records)
+        outputs = []
+        for name in wanted:
+            out: dict[str, Any] = {"name": name, "datatype": types[name], "shape": [n]}
+            if name == "probabilities":
+                # Routed rows all come from models of the primary's task and classes (rollout refuses others).
+                out["shape"] = [n, len(model.answers.keys)]
+                out["data"] = [p for r in records for p in (r.probabilities or {}).values()]
+                out["parameters"] = {"classes": model.answers.classes}
+            elif name == "probability":
+                out["data"] = [r.probability for r in records]
+            else:  # label, prediction
+                out["data"] = [r.prediction for r in records]
+            outputs.append(out)
         return {
             "model_name": target.name,
             "model_version": ",".join(sorted({r.model_version for r in records})),
             "id": request_id,
-            "outputs": [{"name": o, "datatype": OUTPUT_TYPES[o], "shape": [n], "data": data[o]} for o in wanted],
+            "outputs": outputs,
         }
 
     def _expected_inputs(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str]]:
@@ -172,6 +191,10 @@ class V2Service:
             known = features, [*([USER_ID] if model.needs_store else []), *features]
             self._inputs[model.version] = known
         return known
+
+
+def _outputs(model: LoadedModel) -> dict[str, str]:
+    return outputs_of(model.task, model.answers.string_labels)
 
 
 def _loc(kind: str, value: str) -> list[dict[str, Any]]:

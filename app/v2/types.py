@@ -18,7 +18,25 @@ MODEL_NAME = "modelserve"
 PLATFORM = "onnxruntime_onnx"
 USER_ID = "user_id"
 OUTPUTS = ("label", "probability")
-OUTPUT_TYPES = {"label": "INT64", "probability": "FP32"}
+"""The outputs of a binary model with int classes (the demo's); ``outputs_of`` gives any model's."""
+OUTPUT_TYPES = {"label": "INT64", "probability": "FP32", "probabilities": "FP32", "prediction": "FP32"}
+
+
+def outputs_of(task: str, string_labels: bool) -> dict[str, str]:
+    """Output name -> datatype of a model of ``task``, in answer order.
+
+    Classifiers answer ``label`` (INT64, or BYTES for string classes) and
+    ``probability`` (of the positive class for binary, of the predicted label
+    for multiclass); multiclass adds ``probabilities`` ([N, K]); regression
+    answers ``prediction`` only.
+    """
+    if task == "regression":
+        return {"prediction": "FP32"}
+    out = {"label": "BYTES" if string_labels else "INT64", "probability": "FP32"}
+    if task == "multiclass_classification":
+        out["probabilities"] = "FP32"
+    return out
+
 
 _INTS = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
 DATATYPES: dict[str, tuple[str, ...]] = {
@@ -92,13 +110,13 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
         raise from_pydantic(exc, what="invalid inference request") from None
 
 
-def requested_outputs(request: InferRequest) -> tuple[str, ...]:
-    """The outputs to answer, in the order asked (all of them when none are named)."""
+def requested_outputs(request: InferRequest, available: tuple[str, ...] = OUTPUTS) -> tuple[str, ...]:
+    """The outputs to answer, in the order asked (all ``available`` ones when none are named)."""
     asked = tuple(o["name"] for o in request.get("outputs", []))
-    unknown = [o for o in asked if o not in OUTPUTS]
+    unknown = [o for o in asked if o not in available]
     if unknown:
         raise ValidationFailed(
-            f"unknown output(s) {', '.join(clip(o) for o in unknown[:10])}; the model has {', '.join(OUTPUTS)}",
+            f"unknown output(s) {', '.join(clip(o) for o in unknown[:10])}; the model has {', '.join(available)}",
             [{"loc": ["body", "outputs", o], "msg": "unknown output", "type": "unknown_output"} for o in unknown],
         )
-    return asked or OUTPUTS
+    return asked or available

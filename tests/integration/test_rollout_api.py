@@ -214,6 +214,8 @@ class TestShadow:
         try:
             with serving(app) as c:
                 shadow = c.app.state.container.rollout.shadow
+                # The fake takes the primary's inputs, so the shadow does not refuse it as incompatible.
+                candidate.signature = c.app.state.container.pool.get("production").manifest.input_signature()
                 shadow.candidate = candidate
                 t0 = time.perf_counter()
                 answers = self.post_many(c, body, 30)
@@ -226,7 +228,7 @@ class TestShadow:
                 text = c.get("/metrics").text
                 counted = {
                     o: metric_value(text, "modelserve_shadow_predictions_total", {"outcome": o})
-                    for o in ("ok", "error", "timeout", "dropped")
+                    for o in ("ok", "error", "timeout", "dropped", "incompatible")
                 }
                 assert counted == shadow.counts
                 if kind == "raises":

@@ -12,6 +12,12 @@ leaves two orders of magnitude of headroom while any real transform skew
 (a wrong scaling, a dropped one-hot column, a null imputed differently) moves
 probabilities by far more. Labels must be equal except where the probability
 is within ``PROB_TOL`` of the 0.5 decision threshold.
+
+Models of the other tasks (``TestSkewPerTask``, published with
+``app.publish``: multiclass with string labels, regression) are held to the
+same corpus idea on their own inputs: every class probability within
+``PROB_TOL``, the label equal unless the top two probabilities are within
+``PROB_TOL`` of each other, regression values within ``REL_TOL`` relative.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from app.main import create_app
 from app.model.repository import Repository
 from app.model.runtime import OnnxModel
 from app.training.data import model_frame
+from tests.support.task_models import TaskModels
 from tests.support.workspace import manifest, serving
 
 PROB_TOL = 1e-5
+REL_TOL = 1e-5
 VERSIONS = ["v1", "v2", "v3"]
 
 
@@ -167,3 +175,73 @@ class TestSkew:
         assert {m.index for m in mismatches} <= nulls
         rows = [{**table[b["user_id"]], **b["features"]} for b in bodies]
         assert feed_matches_frame(model.runtime, rows, model_frame(rows)) == ["score"]
+
+
+def task_corpus(task_models: TaskModels) -> list[dict[str, Any]]:
+    """Bodies for the published models: nulls, an unknown and every known plan, extremes, both bools."""
+    base = task_models.bodies(1)[0]["features"]
+    variants: list[dict[str, Any]] = []
+    for plan, score, mobile in itertools.product(
+        ["basic", "pro", "team", "enterprise", ""], [None, 0.0, 0.61, 1.0], [True, False]
+    ):
+        variants.append({**base, "plan": plan, "score": score, "mobile": mobile})
+    for age in [0, 18, 79, 120, -3]:
+        variants.append({**base, "age": age})
+    for income in [0.0, 1.5, 45_000.0, 1e6, 1e9]:
+        variants.append({**base, "income": income})
+    variants += [b["features"] for b in task_models.bodies(40)]
+    return [{"features": f} for f in variants]
+
+
+def task_frame(bodies: list[dict[str, Any]]) -> pd.DataFrame:
+    """The frame the data scientist's pipeline takes (training dtypes, NaN for null, the dropped id)."""
+    rows = [b["features"] for b in bodies]
+    return pd.DataFrame(
+        {
+            "user_id": [f"u-{i}" for i in range(len(rows))],
+            "age": np.array([r["age"] for r in rows], dtype=np.int64),
+            "income": np.array([r["income"] for r in rows], dtype=np.float64),
+            "plan": pd.Series([r["plan"] for r in rows], dtype=object),
+            "score": np.array([np.nan if r["score"] is None else r["score"] for r in rows], dtype=np.float64),
+            "mobile": np.array([r["mobile"] for r in rows], dtype=bool),
+        }
+    )
+
+
+class TestSkewPerTask:
+    @pytest.mark.parametrize("version", ["m1", "r1"], ids=["multiclass", "regression"])
+    def test_served_matches_pipeline(self, task_models, tmp_path, version):
+        """Every corpus row gets the published pipeline's answer from /predict/batch and /predict."""
+        bodies = task_corpus(task_models)
+        pipeline = task_models.pipelines[version]
+        frame = task_frame(bodies)
+        models = task_models.workspace(tmp_path, version)
+        with serving(create_app(task_models.settings(models))) as client:
+            r = client.post("/predict/batch", json={"instances": bodies})
+            assert r.status_code == 200, r.text
+            got = r.json()["predictions"]
+            got_one = [client.post("/predict", json=bodies[i]).json() for i in range(0, len(bodies), 7)]
+        mismatches = []
+        if version == "r1":
+            want = pipeline.predict(frame)
+            for i, g in enumerate(got):
+                if not math.isclose(g["prediction"], want[i], rel_tol=REL_TOL, abs_tol=1e-9):
+                    mismatches.append((i, g["prediction"], want[i]))
+            for j, g in enumerate(got_one):
+                if not math.isclose(g["prediction"], want[7 * j], rel_tol=REL_TOL, abs_tol=1e-9):
+                    mismatches.append((7 * j, g["prediction"], want[7 * j]))
+            assert mismatches == []
+            return
+        probs = pipeline.predict_proba(frame)
+        labels = pipeline.predict(frame)
+        for i, g in enumerate(got):
+            served = np.array(list(g["probabilities"].values()))
+            if np.abs(served - probs[i]).max() > PROB_TOL:
+                mismatches.append((i, "probabilities", served, probs[i]))
+            top2 = np.sort(probs[i])[-2:]
+            if g["prediction"] != labels[i] and top2[1] - top2[0] > PROB_TOL:
+                mismatches.append((i, "label", g["prediction"], labels[i]))
+        for j, g in enumerate(got_one):
+            if g["probabilities"] != pytest.approx(got[7 * j]["probabilities"], abs=1e-6):
+                mismatches.append((7 * j, "/predict", g["probabilities"], got[7 * j]["probabilities"]))
+        assert mismatches == []

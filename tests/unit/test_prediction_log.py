@@ -75,6 +75,7 @@ class TestFormat:
             "features": {"amount": 12.5, "device": "ios", "score": None, "first_purchase": True},
             "prediction": 1,
             "probability": 0.75,
+            "probabilities": None,
             "latency": 0.0002,
             "feature_tier": "table",
         }

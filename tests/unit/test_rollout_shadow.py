@@ -17,21 +17,23 @@ class FakeCandidate:
     """Answers label 1 with a fixed probability, optionally after a delay."""
 
     version = "v3"
+    task = "binary_classification"
+    signature = ()
 
     def __init__(self, probability: float = 0.25, delay: float = 0.0) -> None:
         self.probability = probability
         self.delay = delay
         self.rows = 0
 
-    def predict(self, rows):
+    def answer(self, rows):
         if self.delay:
             time.sleep(self.delay)
         self.rows += len(rows)
-        return [1] * len(rows), [self.probability] * len(rows)
+        return [(1, self.probability, None)] * len(rows)
 
 
 class RaisingCandidate(FakeCandidate):
-    def predict(self, rows):
+    def answer(self, rows):
         raise RuntimeError("candidate exploded")
 
 
@@ -43,10 +45,10 @@ class HangingCandidate(FakeCandidate):
         self.release = threading.Event()
         self.entered = 0
 
-    def predict(self, rows):
+    def answer(self, rows):
         self.entered += 1
         self.release.wait(30)
-        return super().predict(rows)
+        return super().answer(rows)
 
 
 def record(i: int, version: str = "v2", probability: float = 0.75) -> PredictionRecord:
@@ -164,7 +166,7 @@ class TestIsolation:
         await shadow.stop()
         # Every record offered is counted exactly once.
         assert sum(shadow.counts.values()) == offered
-        outcomes = {o: count(metrics, o) for o in ("ok", "error", "timeout", "dropped")}
+        outcomes = {o: count(metrics, o) for o in ("ok", "error", "timeout", "dropped", "incompatible")}
         assert outcomes == shadow.counts
 
     async def test_full_queue_drops_without_waiting_and_reports_drops(self):

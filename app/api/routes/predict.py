@@ -24,7 +24,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/predict",
-    responses=ERRORS,
+    responses={
+        200: {
+            "description": "The answer; its fields follow the model's task",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
+        },
+        **ERRORS,
+    },
     openapi_extra={
         "requestBody": {
             "required": True,

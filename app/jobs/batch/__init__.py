@@ -2,8 +2,10 @@
 
 Input: Parquet, CSV or JSONL (by extension) with ``user_id``, the request
 features and optionally ``request_id``. Output: Parquet or CSV with those
-columns plus ``prediction``, ``probability`` and ``model_version``, in input
-order. Rows that fail validation (:mod:`app.jobs.validate`, the decoder's
+columns plus the task's answer columns and ``model_version``, in input
+order: ``prediction`` and ``probability`` for classifiers (multiclass adds
+``probability_<class>`` per class), ``prediction`` alone for regression
+(``score.output_columns``). Rows that fail validation (:mod:`app.jobs.validate`, the decoder's
 rules) or whose user is unknown go to the rejects file (JSONL: ``row``, the
 0-based input row; ``errors`` in the API's detail shape; ``input``) and are
 counted: rows in = rows out + rejects.

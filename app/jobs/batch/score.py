@@ -15,7 +15,9 @@ import pyarrow.compute as pc
 
 from app.jobs.batch.store import UserFeatures, store_columns
 from app.jobs.validate import UNKNOWN_USER, Checked
+from app.model.answers import BINARY, REGRESSION
 from app.model.pool import LoadedModel
+from app.model.runtime import Scores
 
 _MIN_SLICE = 4096
 """Rows below which a chunk is not worth splitting across inference threads."""
@@ -109,19 +111,54 @@ async def score_chunk(
     return ChunkResult(index, start, out, _reject_lines(table, start, errors), reasons, table.num_rows, kept)
 
 
-def _run_model(model: LoadedModel, feeds: dict[str, np.ndarray], pool: ThreadPoolExecutor | None, slices: int) -> Any:
-    """(labels, probabilities) of ``feeds``; with ``pool``, as ``slices`` slices run side by side.
+def _run_model(
+    model: LoadedModel, feeds: dict[str, np.ndarray], pool: ThreadPoolExecutor | None, slices: int
+) -> Scores:
+    """The model's scores of ``feeds``; with ``pool``, as ``slices`` slices run side by side.
 
     onnxruntime releases the GIL and every output row depends only on its input
     row, so slices scored in parallel threads give the same values as one run.
     """
     n = len(next(iter(feeds.values())))
     if pool is None or slices < 2 or n < 2 * _MIN_SLICE:
-        return model.runtime.run(feeds)
+        return model.runtime.scores(feeds)
     bounds = np.linspace(0, n, slices + 1).astype(int)
     parts = [{k: v[lo:hi] for k, v in feeds.items()} for lo, hi in itertools.pairwise(bounds)]
-    results = list(pool.map(model.runtime.run, parts))
-    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+    results = list(pool.map(model.runtime.scores, parts))
+    if model.task == REGRESSION:
+        return Scores(values=np.concatenate([r.values for r in results if r.values is not None]))
+    return Scores(
+        labels=np.concatenate([r.labels for r in results if r.labels is not None]),
+        probabilities=np.concatenate([r.probabilities for r in results if r.probabilities is not None]),
+    )
+
+
+def output_columns(model: LoadedModel, scores: Scores | None) -> list[tuple[str, pa.Array]]:
+    """The answer columns of a task, after the input columns (``scores`` None: no rows).
+
+    Binary and multiclass: ``prediction`` (the label, int64 or string) and
+    ``probability`` (positive class / predicted label); multiclass adds
+    ``probability_<class>`` per class in the manifest's order. Regression:
+    ``prediction`` (float64) only.
+    """
+    answers = model.answers
+    if model.task == REGRESSION:
+        values = np.zeros(0) if scores is None or scores.values is None else scores.values
+        return [("prediction", pa.array(np.asarray(values, dtype=np.float64)))]
+    label_type = pa.string() if answers.string_labels else pa.int64()
+    if scores is None:
+        pred, prob = pa.array([], label_type), pa.array([], pa.float64())
+        matrix = np.zeros((0, len(answers.classes)))
+    else:
+        labels = answers.labels(scores) if answers.string_labels else np.asarray(scores.labels, dtype=np.int64)
+        pred = pa.array(labels, label_type)
+        prob = pa.array(np.asarray(answers.label_probability(scores), dtype=np.float64))
+        assert scores.probabilities is not None
+        matrix = np.asarray(scores.probabilities, dtype=np.float64)
+    out = [("prediction", pred), ("probability", prob)]
+    if model.task != BINARY:
+        out += [(f"probability_{key}", pa.array(matrix[:, i])) for i, key in enumerate(answers.keys)]
+    return out
 
 
 def _infer(
@@ -132,12 +169,9 @@ def _infer(
     slices: int = 1,
 ) -> pa.Table:
     n = good.num_rows
-    if n:
-        labels, probs = _run_model(model, _feeds(model, good, store), pool, slices)
-        pred = pa.array(np.asarray(labels, dtype=np.int64))
-        prob = pa.array(np.asarray(probs, dtype=np.float64))
-    else:
-        pred, prob = pa.array([], pa.int64()), pa.array([], pa.float64())
+    scores = _run_model(model, _feeds(model, good, store), pool, slices) if n else None
+    out = good
+    for name, column in output_columns(model, scores):
+        out = out.append_column(name, column)
     version = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([model.version]))
-    out = good.append_column("prediction", pred).append_column("probability", prob)
     return out.append_column("model_version", version.dictionary_decode() if n == 0 else version)
