@@ -128,6 +128,10 @@ class Manifest(BaseModel):
         Output fields that do not apply to the task are left out, so a binary
         manifest reads exactly as it did before regression outputs existed.
         """
-        document = self.model_dump()
-        document["outputs"] = self.outputs.model_dump(exclude_none=True)
+        document = self.model_dump(mode="json")
+        # Only a null that is also the default can go: reading it back must give the same manifest.
+        defaults = Outputs.model_fields
+        document["outputs"] = {
+            k: v for k, v in document["outputs"].items() if v is not None or defaults[k].default is not None
+        }
         return json.dumps(document, indent=2) + "\n"

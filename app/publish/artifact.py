@@ -5,21 +5,19 @@ place, so a reader sees a whole version or none. Versions are immutable: an
 existing one is refused unless ``replace`` (the demo's retraining), which
 moves the old one aside first.
 
-An output field that is null and null by default (a classifier's
-``prediction``) is left out of ``manifest.json``: reading it back gives the
-same manifest, and a binary model's outputs keep the shape they always had.
+``manifest.json`` is ``Manifest.to_json()``: output fields that do not apply
+to the task are left out, and reading it back gives the same manifest.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from app.errors import PublishRefused
-from app.model.manifest import Manifest, Outputs
+from app.model.manifest import Manifest
 from app.model.repository import ARTIFACT_FILES, check_name, sha256_file
 
 
@@ -40,9 +38,7 @@ def write_version(models_dir: Path, manifest: Manifest, *, onnx: bytes, pipeline
         (tmp / "model.onnx").write_bytes(onnx)
         joblib.dump(pipeline, tmp / "pipeline.joblib")
         files = {name: sha256_file(tmp / name) for name in ARTIFACT_FILES}
-        document = manifest.model_copy(update={"files": files}).model_dump(mode="json")
-        document["outputs"] = _outputs(document["outputs"])
-        (tmp / "manifest.json").write_text(json.dumps(document, indent=2) + "\n")
+        (tmp / "manifest.json").write_text(manifest.model_copy(update={"files": files}).to_json())
         for path in tmp.iterdir():
             _fsync(path)
         _fsync(tmp)
@@ -64,11 +60,6 @@ def write_version(models_dir: Path, manifest: Manifest, *, onnx: bytes, pipeline
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _outputs(outputs: dict[str, Any]) -> dict[str, Any]:
-    defaults = Outputs.model_fields
-    return {k: v for k, v in outputs.items() if v is not None or defaults[k].default is not None}
 
 
 def _fsync(path: Path) -> None:
