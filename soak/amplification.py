@@ -30,6 +30,7 @@ from soak.run import trained_workspace
 class Measured:
     case: str
     sent: int
+    """Body bytes (the 60,000-character name is in the path, not counted)."""
     status: int
     answer: int
     seconds: float
@@ -77,9 +78,7 @@ def measure(server: ServerProcess, case: str, method: str, path: str, body: byte
         t.join()
     time.sleep(0.8)
     left = server.rss_bytes() - start
-    return Measured(
-        case, len(body or b"") + len(path), r.status_code, len(r.content), took, peak[0] - start, max(probes), left
-    )
+    return Measured(case, len(body or b""), r.status_code, len(r.content), took, peak[0] - start, max(probes), left)
 
 
 def run(root: Path) -> list[Measured]:
@@ -117,7 +116,7 @@ def run(root: Path) -> list[Measured]:
 
 def table(rows: list[Measured]) -> str:
     lines = [
-        "| request | sent | answer | took | server RSS growth: peak / 1 s after | slowest /health/live meanwhile |",
+        "| request | body sent | answer | took | server RSS growth: peak / 1 s after | slowest /health/live |",
         "|---|---|---|---|---|---|",
     ]
     for m in rows:
