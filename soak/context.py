@@ -34,10 +34,39 @@ class Config:
     max_requests: int
     """Per phase: the load stops early once this many were sent."""
     rss_growth_limit_mb: float
+    half_open: int
+    """Hostile-clients phase: connections that never finish their headers (well below the descriptor limit)."""
+    huge_headers: int
+    """Hostile-clients phase: requests with one 8 MiB header."""
+    unread_clients: int
+    """Hostile-clients phase: clients that POST an invalid ~1 MB batch and never read the 422."""
 
 
-SHORT = Config(short=True, phase_seconds=3.0, rate=100.0, concurrency=4, max_requests=2_000, rss_growth_limit_mb=64)
-FULL = Config(short=False, phase_seconds=20.0, rate=200.0, concurrency=8, max_requests=20_000, rss_growth_limit_mb=64)
+HEADER_TIMEOUT_SECONDS = 2.0
+"""The server's MODELSERVE_HEADER_READ_TIMEOUT_SECONDS during the soak (10 s by default)."""
+
+SHORT = Config(
+    short=True,
+    phase_seconds=3.0,
+    rate=100.0,
+    concurrency=4,
+    max_requests=2_000,
+    rss_growth_limit_mb=64,
+    half_open=200,
+    huge_headers=2,
+    unread_clients=2,
+)
+FULL = Config(
+    short=False,
+    phase_seconds=20.0,
+    rate=200.0,
+    concurrency=8,
+    max_requests=20_000,
+    rss_growth_limit_mb=64,
+    half_open=400,
+    huge_headers=4,
+    unread_clients=4,
+)
 
 
 def has_module(name: str) -> bool:

@@ -9,18 +9,21 @@ unavailable) and any connection error is a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
-from soak import candidates
-from soak.context import Soak
+from soak import candidates, hostile
+from soak.context import HEADER_TIMEOUT_SECONDS, Soak
 from soak.report import PhaseResult
 
 
@@ -409,6 +412,121 @@ async def candidate_raise(s: Soak) -> PhaseResult:
 
 async def candidate_hang(s: Soak) -> PhaseResult:
     return await _candidate(s, "hang", "each candidate run takes >= 0.13 s against a 0.05 s shadow timeout (CPU-bound)")
+
+
+# --- hostile clients -------------------------------------------------------------
+HUGE_HEADER_BYTES = 8 * 1024 * 1024
+UNREAD_INSTANCES = 120
+"""Instances of the never-reading clients' batch: each with 650 unknown names, ~1 MB in all (a 422)."""
+HOSTILE_RSS_LIMIT_MB = 32.0
+
+
+async def hostile_clients(s: Soak) -> PhaseResult:
+    r = PhaseResult(
+        "hostile-clients",
+        "half-open connections, 8 MiB headers and clients that never read a 422, beside the valid load",
+    )
+    cfg = s.cfg
+    state: dict[str, Any] = {}
+    probes: list[tuple[float, int]] = []
+    peak = [s.rss_bytes()]
+    rss_before = peak[0]
+    timed_out = s.metric_sum("modelserve_http_connections_refused_total", reason="header_timeout")
+    too_large = s.metric_sum("modelserve_http_connections_refused_total", reason="header_too_large")
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        # Liveness probes, each on a fresh connection, and the server's memory, while the hostile clients act.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=s.server.url, timeout=5, limits=fresh, trust_env=False) as client:
+            while not done.is_set():
+                t0 = time.monotonic()
+                try:
+                    status = (await client.get("/health/live")).status_code
+                except httpx.HTTPError:
+                    status = 0
+                probes.append((time.monotonic() - t0, status))
+                with contextlib.suppress(Exception):
+                    peak[0] = max(peak[0], s.rss_bytes())
+                await asyncio.sleep(0.1)
+
+    async def script() -> None:
+        watcher = asyncio.create_task(watch())
+        port = s.server.port
+        body = hostile.invalid_batch(s.load.factory.body("soak-hostile"), 650, UNREAD_INSTANCES)
+        state["body"] = len(body)
+        opened = asyncio.to_thread(hostile.open_half, port, cfg.half_open)
+        headers = asyncio.gather(
+            *(asyncio.to_thread(hostile.send_huge_header, port, HUGE_HEADER_BYTES) for _ in range(cfg.huge_headers))
+        )
+        unread = asyncio.gather(
+            *(asyncio.to_thread(hostile.post_unread, port, "/predict/batch", body) for _ in range(cfg.unread_clients))
+        )
+        half, answers, readers = await asyncio.gather(opened, headers, unread)
+        t_opened = time.monotonic()
+        state["half_open"] = len(half)
+        state["headers"] = answers
+        try:
+            # Every half-open connection must have been answered 408 and closed by the header timeout.
+            await asyncio.sleep(HEADER_TIMEOUT_SECONDS + 1.0)
+            deadline = t_opened + HEADER_TIMEOUT_SECONDS + 5.0
+            cut = [await asyncio.to_thread(_answered, h, 408, deadline) for h in half]
+            state["cut"] = sum(cut)
+            state["read"] = [await asyncio.to_thread(hostile.read_answer, c, 10.0) for c in readers]
+        finally:
+            hostile.close_all(half)
+            hostile.close_all(readers)
+            done.set()
+            await watcher
+        await asyncio.sleep(0.5)
+        state["rss_after"] = s.rss_bytes()
+
+    await s.traffic(r, script)
+    r.assert_traffic()
+    failed = [p for p in probes if p[1] != 200]
+    slowest = max((p[0] for p in probes), default=0.0)
+    r.check(
+        "/health/live answered 200 throughout",
+        bool(probes) and not failed,
+        f"{len(probes)} probes, {len(failed)} failed, slowest {slowest * 1000:.0f} ms",
+    )
+    n = state["half_open"]
+    r.check(f"{cfg.half_open} half-open connections opened", n == cfg.half_open, str(n))
+    r.check(
+        f"every half-open connection answered 408 and closed by the {HEADER_TIMEOUT_SECONDS:g} s header timeout",
+        state["cut"] == n,
+        f"{state['cut']} of {n}; header_timeout counted "
+        f"{s.metric_sum('modelserve_http_connections_refused_total', reason='header_timeout') - timed_out:.0f}",
+    )
+    statuses = [status for status, _ in state["headers"]]
+    refused_large = s.metric_sum("modelserve_http_connections_refused_total", reason="header_too_large") - too_large
+    r.check(
+        f"every {HUGE_HEADER_BYTES >> 20} MiB header answered 431",
+        statuses == [431] * cfg.huge_headers,
+        f"{statuses}, slowest {max((t for _, t in state['headers']), default=0) * 1000:.0f} ms; header_too_large "
+        f"counted {refused_large:.0f}",
+    )
+    sizes = [len(data) for data in state["read"]]
+    codes = [hostile.status_of(data) for data in state["read"]]
+    r.check(
+        "the never-reading clients' batches were answered 422 (read afterwards)",
+        codes == [422] * cfg.unread_clients,
+        f"{codes}; {state['body']:,}-byte bodies, answers of {min(sizes, default=0):,}-{max(sizes, default=0):,} bytes",
+    )
+    growth = (state["rss_after"] - rss_before) / 2**20
+    r.check(
+        f"RSS back near its level afterwards (<= +{HOSTILE_RSS_LIMIT_MB:.0f} MiB)",
+        growth <= HOSTILE_RSS_LIMIT_MB,
+        f"{rss_before / 2**20:.1f} -> {state['rss_after'] / 2**20:.1f} MiB (peak {peak[0] / 2**20:.1f}), "
+        f"growth {growth:+.1f} MiB",
+    )
+    return r
+
+
+def _answered(sock: socket.socket, status: int, deadline: float) -> bool:
+    """``sock`` received an answer with ``status`` and was closed by the server before ``deadline``."""
+    data, closed = hostile.read_all(sock, max(0.05, deadline - time.monotonic()))
+    return closed and hostile.status_of(data) == status
 
 
 # --- shutdown ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from harness import ServerProcess
 from soak import phases
-from soak.context import FULL, SHORT, Config, Soak, has_module
+from soak.context import FULL, HEADER_TIMEOUT_SECONDS, SHORT, Config, Soak, has_module
 from soak.faults import start_redis, start_upstream
 from soak.load import LoadGenerator, RequestFactory
 from soak.report import PhaseResult, checks_table, phase_table
@@ -42,6 +42,7 @@ PHASES: list[Phase] = [
     phases.bad_flags,
     phases.candidate_raise,
     phases.candidate_hang,
+    phases.hostile_clients,
 ]
 
 
@@ -80,6 +81,9 @@ async def run_soak(cfg: Config, root: Path, say: Callable[[str], None] = print) 
             "MODELSERVE_UPSTREAM_TIMEOUT_MS": "400",
             # The slow candidate (soak/candidates.py) needs >= 0.13 s a run even on an idle core.
             "MODELSERVE_SHADOW_TIMEOUT_SECONDS": "0.05",
+            # The hostile-clients phase waits for its half-open connections to be cut; valid clients
+            # send each request whole, so only those ever meet this timeout.
+            "MODELSERVE_HEADER_READ_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_SECONDS),
         }
         if redis is not None:
             env["MODELSERVE_REDIS_URL"] = redis.url
@@ -157,7 +161,8 @@ def report(results: list[PhaseResult], cfg: Config) -> str:
 
 
 @contextlib.contextmanager
-def _workspace(arg: Path | None) -> Iterator[Path]:
+def trained_workspace(arg: Path | None) -> Iterator[Path]:
+    """``arg`` as it is, or a temporary directory with the demo models trained into it (removed afterwards)."""
     if arg is not None:
         yield arg
         return
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, help="also write the Markdown tables here")
     args = p.parse_args(argv)
     cfg = SHORT if args.short else FULL
-    with _workspace(args.workspace) as root:
+    with trained_workspace(args.workspace) as root:
         results: list[Any] = asyncio.run(run_soak(cfg, root))
     text = report(results, cfg)
     print(text)
