@@ -7,6 +7,7 @@ enqueue, never block, so nothing slow sits on the request path.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -78,6 +79,10 @@ class Chooser:
         return default, None
 
 
+OFF_LOOP_BYTES = 256 * 1024
+"""Batch bodies larger than this are decoded in a thread (a few ms of work at this size)."""
+
+
 class Predictor:
     def __init__(self, chooser: Chooser, features: FeatureServer, metrics: Metrics) -> None:
         self.chooser = chooser
@@ -136,7 +141,12 @@ class Predictor:
         return record
 
     async def predict_batch(self, body: bytes) -> list[PredictionRecord]:
-        instances = self.chooser.primary_model().decoder.decode_batch(body)
+        decoder = self.chooser.primary_model().decoder
+        if len(body) > OFF_LOOP_BYTES:
+            # An 8 MB batch takes seconds to validate; on the loop it would stall every other request and the probes.
+            instances = await asyncio.to_thread(decoder.decode_batch, body)
+        else:
+            instances = decoder.decode_batch(body)
         return await self.predict_instances(instances, loc=("body", "instances"))
 
     async def predict_instances(
