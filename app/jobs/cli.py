@@ -84,6 +84,45 @@ def cmd_shadow_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quality(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The quality commands' exit codes: 0 fine, 3 alert/fail/retrain, 2 a usage or data error."""
+
+    def run(args: argparse.Namespace) -> int:
+        from app.errors import ModelServeError
+
+        try:
+            return handler(args)
+        except ModelServeError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from app.jobs.drift import parse_since
+    from app.jobs.evaluate import evaluate, render_html, render_json, render_table
+
+    report = evaluate(
+        _log_dir(args),
+        _settings(args).models_dir,
+        parse_since(args.since),
+        args.version,
+        args.by,
+        args.bootstrap,
+        args.seed,
+    )
+    if args.html is not None:
+        args.html.write_text(render_html(report), encoding="utf-8")
+    print(render_json(report) if args.json else render_table(report))
+    return 0
+
+
+def _bootstrap_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap replicates (default 200)")
+    sp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
 def register(add: Add) -> None:
     sp = add("query", cmd_query, "Run SQL over the prediction log (views: predictions, shadow, log).")
     sp.add_argument("sql", help='e.g. "SELECT model_version, count(*) FROM predictions GROUP BY 1"')
@@ -118,3 +157,12 @@ def register(add: Add) -> None:
     sp.add_argument("--threshold", type=float, default=0.1, help="|probability difference| counted (default 0.1)")
     sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sp = add("evaluate", _quality(cmd_evaluate), "Live quality: predictions joined with labels, metrics with 95% CIs.")
+    sp.add_argument("--since", default="7d", help="window to look back over: 90s, 30m, 24h, 7d (default 7d)")
+    sp.add_argument("--version", default=None, help="only this version or alias (default: every logged version)")
+    sp.add_argument("--by", choices=("version", "day", "variant"), default="version", help="groups (default version)")
+    sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
+    sp.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write an HTML report with plots")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _bootstrap_options(sp)
