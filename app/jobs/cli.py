@@ -80,7 +80,21 @@ def cmd_shadow_report(args: argparse.Namespace) -> int:
     from app.jobs.shadow_report import compute_shadow_report, render_json, render_table
 
     report = compute_shadow_report(_log_dir(args), parse_since(args.since), args.threshold)
-    print(render_json(report) if args.json else render_table(report))
+    if not args.labels:
+        print(render_json(report) if args.json else render_table(report))
+        return 0
+    import orjson
+
+    from app.jobs import shadow_quality
+
+    pairs = shadow_quality.compare_labelled(
+        _log_dir(args), _settings(args).models_dir, parse_since(args.since), args.bootstrap, args.seed
+    )
+    if args.json:
+        out = {**report.to_dict(), "labelled": [p.to_dict() for p in pairs]}
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_table(report) + "\n\n" + shadow_quality.render_table(pairs))
     return 0
 
 
@@ -116,6 +130,64 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.html.write_text(render_html(report), encoding="utf-8")
     print(render_json(report) if args.json else render_table(report))
     return 0
+
+
+def gate_limits(args: argparse.Namespace) -> Any:
+    from app.jobs.gate_limits import GateLimits
+
+    return GateLimits(args.min_shadowed, args.min_labelled, args.max_error_rate, args.latency_ratio, args.margin)
+
+
+def add_gate_options(sp: argparse.ArgumentParser) -> None:
+    """The gate's thresholds, shared by ``gate`` and ``promote --gate``."""
+    from app.jobs.gate_limits import GateLimits
+
+    d = GateLimits()
+    sp.add_argument("--since", default="7d", help="shadowed traffic to judge on: 24h, 7d (default 7d)")
+    sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
+    sp.add_argument("--min-shadowed", type=int, default=d.min_shadowed, help=f"default {d.min_shadowed}")
+    sp.add_argument("--min-labelled", type=int, default=d.min_labelled, help=f"default {d.min_labelled}")
+    sp.add_argument("--max-error-rate", type=float, default=d.max_error_rate, help=f"default {d.max_error_rate}")
+    sp.add_argument(
+        "--latency-ratio",
+        type=float,
+        default=d.latency_ratio,
+        help=f"candidate/primary p99 (default {d.latency_ratio:g})",
+    )
+    sp.add_argument("--margin", type=float, default=d.margin, help=f"non-inferiority margin (default {d.margin})")
+    _bootstrap_options(sp)
+
+
+def decide_gate(args: argparse.Namespace, version: str, alias: str) -> Any:
+    """Run the gate and write its decision, with the figures, to the alias history."""
+    from app.jobs.drift import parse_since
+    from app.jobs.gate import run_gate
+    from app.model.repository import Repository
+
+    models_dir = _settings(args).models_dir
+    decision = run_gate(
+        _log_dir(args),
+        models_dir,
+        version,
+        alias,
+        parse_since(args.since),
+        gate_limits(args),
+        args.bootstrap,
+        args.seed,
+    )
+    figures = decision.to_dict()
+    Repository(models_dir).record_gate(
+        alias, decision.version, decision.decision, {"primary": figures["primary"], "criteria": figures["criteria"]}
+    )
+    return decision
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from app.jobs.gate import EXIT_FAIL, render_json, render_table
+
+    decision = decide_gate(args, args.version, args.alias)
+    print(render_json(decision) if args.json else render_table(decision))
+    return 0 if decision.passed else EXIT_FAIL
 
 
 def _bootstrap_options(sp: argparse.ArgumentParser) -> None:
@@ -157,8 +229,12 @@ def register(add: Add) -> None:
     sp.add_argument("--threshold", type=float, default=0.1, help="|probability difference| counted (default 0.1)")
     sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sp.add_argument(
+        "--labels", action="store_true", help="also compare quality on labelled requests (paired bootstrap)"
+    )
+    _bootstrap_options(sp)
 
-    sp = add("evaluate", _quality(cmd_evaluate), "Live quality: predictions joined with labels, metrics with 95% CIs.")
+    sp = add("evaluate", _quality(cmd_evaluate), "Live quality: predictions joined with labels, metrics with 95%% CIs.")
     sp.add_argument("--since", default="7d", help="window to look back over: 90s, 30m, 24h, 7d (default 7d)")
     sp.add_argument("--version", default=None, help="only this version or alias (default: every logged version)")
     sp.add_argument("--by", choices=("version", "day", "variant"), default="version", help="groups (default version)")
@@ -166,3 +242,9 @@ def register(add: Add) -> None:
     sp.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write an HTML report with plots")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _bootstrap_options(sp)
+
+    sp = add("gate", _quality(cmd_gate), "Promotion gate for a shadowed candidate (exit 0 pass, 3 fail).")
+    sp.add_argument("version", help="the candidate version")
+    sp.add_argument("--alias", default="production", help="the alias it would replace (default production)")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_gate_options(sp)

@@ -147,7 +147,7 @@ def to_rows(info: ModelInfo, data: dict[str, np.ndarray]) -> tuple[Rows, int]:
         info.task,
         y[keep].astype(np.int64),
         data["prediction"][keep].astype(np.int64),
-        probability=prob[keep].astype(np.float64) if binary_prob else None,
+        probability=prob[keep].astype(np.float64) if binary_prob and prob is not None else None,
         probabilities=probs[keep] if probs is not None else None,
     )
     return rows, int((~keep).sum())
