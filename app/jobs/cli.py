@@ -190,6 +190,26 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if decision.passed else EXIT_FAIL
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from app.jobs.drift import parse_since
+    from app.jobs.monitor import EXIT_RETRAIN, monitor, render_json, render_table
+    from app.quality.decision import Rule
+
+    rule = Rule(args.sustain, args.margin, args.min_labelled)
+    report = monitor(
+        _log_dir(args),
+        _settings(args).models_dir,
+        args.version,
+        parse_since(args.window),
+        args.windows,
+        rule,
+        args.bootstrap,
+        args.seed,
+    )
+    print(render_json(report) if args.json else render_table(report))
+    return EXIT_RETRAIN if report.decision == "retrain" else 0
+
+
 def _bootstrap_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap replicates (default 200)")
     sp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -248,3 +268,14 @@ def register(add: Add) -> None:
     sp.add_argument("--alias", default="production", help="the alias it would replace (default production)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_gate_options(sp)
+
+    sp = add("monitor", _quality(cmd_monitor), "Drift, estimated and realized quality: ok, watch or retrain (exit 3).")
+    sp.add_argument("--version", default=None, help="version or alias to watch (default: production)")
+    sp.add_argument("--window", default="1d", help="length of one window: 6h, 1d (default 1d)")
+    sp.add_argument("--windows", type=int, default=7, help="windows to look back over (default 7)")
+    sp.add_argument("--sustain", type=int, default=3, help="degraded windows in a row that mean retrain (default 3)")
+    sp.add_argument("--margin", type=float, default=0.05, help="drop below the holdout that counts (default 0.05)")
+    sp.add_argument("--min-labelled", type=int, default=200, help="labels a window needs for realized quality")
+    sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _bootstrap_options(sp)

@@ -53,8 +53,8 @@ def write_model(models_dir: Path, version: str, seed: int = 0, calibration: dict
     (models_dir / version / "manifest.json").write_bytes(orjson.dumps(manifest))
 
 
-def _iso(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _iso(t: datetime | str) -> str:
+    return t if isinstance(t, str) else t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def write_lines(path: Path, records: list[dict[str, Any]]) -> None:
@@ -89,7 +89,7 @@ def predictions(
     ]
 
 
-def labels(ids: list[str], times: list[datetime], values: np.ndarray) -> list[dict[str, Any]]:
+def labels(ids: list[str], times: list[datetime] | list[str], values: np.ndarray) -> list[dict[str, Any]]:
     return [
         {"kind": "label", "timestamp": _iso(t), "request_id": i, "label": int(v), "observed_at": None, "source": "api"}
         for i, t, v in zip(ids, times, values, strict=True)
