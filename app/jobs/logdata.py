@@ -87,16 +87,16 @@ def connect(log_dir: Path) -> Any:
     branches = ["SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in COLUMNS.items()) + " WHERE false"]
     if files:
         columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
-        paths = "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+        paths = "[" + ", ".join(quote(str(f)) for f in files) + "]"
         branches.append(
             f"SELECT * FROM read_json({paths}, format = 'newline_delimited', columns = {columns}, ignore_errors = true)"
         )
     for kind, kind_parts in parts.items():
         if kind_parts:
-            paths = "[" + ", ".join(_quote(str(p)) for p in kind_parts) + "]"
+            paths = "[" + ", ".join(quote(str(p)) for p in kind_parts) + "]"
             cols = ", ".join(f"CAST({c} AS {COLUMNS[c]}) AS {c}" for c, _ in LINE_FIELDS[kind])
             branches.append(
-                f"SELECT {_quote(kind)} AS kind, {cols} FROM read_parquet({paths}, hive_partitioning = false)"
+                f"SELECT {quote(kind)} AS kind, {cols} FROM read_parquet({paths}, hive_partitioning = false)"
             )
     con.execute("CREATE VIEW log AS " + " UNION ALL BY NAME ".join(branches))
     con.execute(f"CREATE VIEW predictions AS SELECT {PREDICTION_COLUMNS} FROM log WHERE kind = 'prediction'")
@@ -110,5 +110,5 @@ def connect(log_dir: Path) -> Any:
     return con
 
 
-def _quote(s: str) -> str:
+def quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
