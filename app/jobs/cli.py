@@ -215,6 +215,38 @@ def _bootstrap_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from app.jobs.compact import compact
+
+    settings = _settings(args)
+    summary = compact(_log_dir(args), max_age_seconds=settings.log_max_age_seconds)
+    print(summary.render())
+    return 0
+
+
+def cmd_labels_import(args: argparse.Namespace) -> int:
+    from app.jobs.labels_import import ImportRefused, import_labels
+    from app.model.repository import Repository
+
+    settings = _settings(args)
+    repository = Repository(settings.models_dir)
+    manifest = repository.read_manifest(repository.resolve(args.version or settings.alias))
+    try:
+        summary = import_labels(
+            args.file,
+            _log_dir(args),
+            manifest,
+            request_id_column=args.request_id_column,
+            label_column=args.label_column,
+            observed_at_column=args.observed_at_column,
+        )
+    except ImportRefused as exc:
+        print(f"error: {exc.message}; nothing was written", file=sys.stderr)
+        return 2
+    print(summary.render())
+    return 0
+
+
 def register(add: Add) -> None:
     sp = add("query", cmd_query, "Run SQL over the prediction log (views: predictions, shadow, log).")
     sp.add_argument("sql", help='e.g. "SELECT model_version, count(*) FROM predictions GROUP BY 1"')
@@ -279,3 +311,22 @@ def register(add: Add) -> None:
     sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _bootstrap_options(sp)
+
+    sp = add("compact", cmd_compact, "Turn closed JSONL log files into the partitioned Parquet warehouse.")
+    sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
+
+    sp = add("labels", cmd_labels_import, "Ground truth for logged predictions (labels import).")
+    labels = sp.add_subparsers(dest="labels_command", required=True, metavar="COMMAND")
+    sp = labels.add_parser(
+        "import",
+        help="Write labels from a CSV or Parquet file into the label log (all rows checked first).",
+        description="Write labels from a CSV or Parquet file into the label log. Every row is checked against "
+        "the primary model's task first; a bad row is named and nothing is written (exit 2).",
+    )
+    sp.set_defaults(handler=cmd_labels_import)
+    sp.add_argument("file", type=Path, help="a .csv or .parquet file")
+    sp.add_argument("--request-id-column", required=True, help="column holding the prediction's request_id")
+    sp.add_argument("--label-column", required=True, help="column holding the label")
+    sp.add_argument("--observed-at-column", default=None, help="column holding when the outcome happened")
+    sp.add_argument("--version", default=None, help="version or alias whose task labels must fit (default: production)")
+    sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")

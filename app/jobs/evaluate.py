@@ -26,7 +26,6 @@ from app.jobs.drift import _human
 from app.jobs.labelled import (
     ModelInfo,
     columns_of,
-    ensure_labels_view,
     model_info,
     select_columns,
     target_sql,
@@ -129,7 +128,6 @@ def evaluate(
     start = (now or datetime.now(UTC)) - since
     repository = Repository(models_dir)
     con = connect(log_dir)
-    ensure_labels_view(con, log_dir)
     available = sorted(columns_of(con, "predictions"))
     where = "p.timestamp >= ?"
     params: list[Any] = [start]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,45 +22,12 @@ from app.model.manifest import Manifest
 from app.model.repository import Repository
 from app.quality.metrics import Rows
 
-LABEL_FILE_PREFIX = "labels-"
-LABEL_COLUMNS = {
-    "kind": "VARCHAR",
-    "timestamp": "TIMESTAMPTZ",
-    "request_id": "VARCHAR",
-    "label": "JSON",
-    "observed_at": "TIMESTAMPTZ",
-    "source": "VARCHAR",
-}
-
 
 def text(column: str) -> str:
     """SQL: a JSON (or plain text) value as the text a class is compared with (strings unquoted)."""
     return (
         f"CASE WHEN {column} IS NULL THEN NULL WHEN json_valid(CAST({column} AS VARCHAR)) "
         f"THEN CAST({column} AS JSON)->>'$' ELSE CAST({column} AS VARCHAR) END"
-    )
-
-
-def ensure_labels_view(con: Any, log_dir: Path) -> None:
-    """Define ``labels`` (latest label per request id) from ``labels-*.jsonl`` unless the connection has it."""
-    if con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'labels'").fetchone()[0]:
-        return
-    files = sorted(f for f in Path(log_dir).glob(f"{LABEL_FILE_PREFIX}*.jsonl") if f.stat().st_size > 0)
-    if not files:
-        con.execute(
-            "CREATE VIEW labels AS SELECT NULL::VARCHAR AS request_id, NULL::JSON AS label, "
-            "NULL::TIMESTAMPTZ AS observed_at, NULL::TIMESTAMPTZ AS timestamp WHERE false"
-        )
-        return
-    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in LABEL_COLUMNS.items()) + "}"
-    paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
-    con.execute(
-        f"""CREATE VIEW labels AS SELECT request_id, label, observed_at, timestamp FROM (
-              SELECT *, row_number() OVER (
-                  PARTITION BY request_id ORDER BY timestamp DESC, filename DESC, seq DESC) AS r
-              FROM (SELECT *, row_number() OVER () AS seq FROM read_json({paths}, format = 'newline_delimited',
-                    columns = {columns}, ignore_errors = true, filename = true) WHERE kind = 'label')
-            ) WHERE r = 1"""
     )
 
 

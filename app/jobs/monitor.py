@@ -27,7 +27,7 @@ import orjson
 from app.errors import ModelServeError
 from app.jobs import psi
 from app.jobs.drift import _human, _row
-from app.jobs.labelled import columns_of, ensure_labels_view, model_info, select_columns, target_sql, text, to_rows
+from app.jobs.labelled import columns_of, model_info, select_columns, target_sql, text, to_rows
 from app.jobs.logdata import connect
 from app.model.repository import Repository
 from app.quality import cbpe
@@ -112,7 +112,6 @@ def monitor(
     reference = float(holdout) if isinstance(holdout, int | float) else None
     start = now - window * windows
     con = connect(log_dir)
-    ensure_labels_view(con, log_dir)
     available = sorted(columns_of(con, "predictions"))
     specs = manifest.reference.get("features", {})
     features = [f for f in manifest.features if f.name in specs]

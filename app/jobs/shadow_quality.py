@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from app.jobs.labelled import columns_of, ensure_labels_view, model_info, select_columns, target_sql, text, to_rows
+from app.jobs.labelled import columns_of, model_info, select_columns, target_sql, text, to_rows
 from app.jobs.logdata import connect
 from app.model.repository import Repository
 from app.quality import metrics as qm
@@ -72,7 +72,6 @@ def compare_labelled(
     start = (now or datetime.now(UTC)) - since
     repository = Repository(models_dir)
     con = connect(log_dir)
-    ensure_labels_view(con, log_dir)
     available = sorted(columns_of(con, "shadow"))
     where = "s.timestamp >= ? AND s.outcome = 'ok'"
     params: list[Any] = [start]
