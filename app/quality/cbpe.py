@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from app.quality.bootstrap import REPLICATES, SEED, Interval, Weighted, intervals
+from app.quality.bootstrap import REPLICATES, SEED, Interval, Weighted, bootstrap, wsum
 from app.quality.calibration import apply_map
 from app.quality.metrics import roc_auc
 
@@ -36,16 +36,21 @@ def estimate_binary(
     score = np.asarray(probability, dtype=np.float64)
     p = np.clip(apply_map(calibration, score), 0.0, 1.0)
     right = np.where(np.asarray(prediction) == 1, p, 1.0 - p)
-    metrics: dict[str, Weighted] = {
-        "accuracy": lambda w: float(right.mean() if w is None else right @ w / w.sum()),
-        "roc_auc": roc_auc(p, score),
-    }
-    return intervals(metrics, len(score), replicates, seed)
+
+    def build(index: np.ndarray | None) -> dict[str, Weighted]:
+        r, pp, s = (right, p, score) if index is None else (right[index], p[index], score[index])
+        return {"accuracy": _mean(r), "roc_auc": roc_auc(pp, s)}
+
+    return bootstrap(build, len(score), replicates, seed)
+
+
+def _mean(values: np.ndarray) -> Weighted:
+    return lambda w: float(values.mean() if w is None else wsum(values, w) / w.sum())
 
 
 def estimate_multiclass(probabilities: np.ndarray, prediction: np.ndarray, seed: int = SEED) -> dict[str, Interval]:
     """Estimated ``accuracy`` of a multiclass model: the mean probability of the served label."""
     right = probabilities[np.arange(len(prediction)), np.maximum(prediction, 0)]
-    return intervals(
-        {"accuracy": lambda w: float(right.mean() if w is None else right @ w / w.sum())}, len(right), REPLICATES, seed
+    return bootstrap(
+        lambda index: {"accuracy": _mean(right if index is None else right[index])}, len(right), REPLICATES, seed
     )

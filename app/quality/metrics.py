@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.model.manifest import Task
-from app.quality.bootstrap import REPLICATES, SEED, Interval, Weighted, intervals
+from app.quality.bootstrap import REPLICATES, SEED, Interval, Weighted, bootstrap, wsum
 
 HIGHER_IS_BETTER = frozenset({"roc_auc", "accuracy", "macro_f1", "r2"})
 PRIMARY: dict[str, str] = {
@@ -50,13 +50,24 @@ class Rows:
     def __len__(self) -> int:
         return len(self.y)
 
+    def take(self, index: np.ndarray | None) -> Rows:
+        if index is None:
+            return self
+        return Rows(
+            self.task,
+            self.y[index],
+            self.prediction[index],
+            None if self.probability is None else self.probability[index],
+            None if self.probabilities is None else self.probabilities[index],
+        )
+
 
 def _mean(values: np.ndarray) -> Weighted:
     def f(w: np.ndarray | None) -> float:
         if w is None:
             return float(values.mean()) if len(values) else float("nan")
         total = w.sum()
-        return float(values @ w / total) if total > 0 else float("nan")
+        return wsum(values, w) / total if total > 0 else float("nan")
 
     return f
 
@@ -148,9 +159,9 @@ def _regression(y: np.ndarray, prediction: np.ndarray) -> dict[str, Weighted]:
         total = ww.sum()
         if total <= 0:
             return float("nan")
-        mean = y @ ww / total
-        ss_tot = ((y - mean) ** 2) @ ww
-        return float(1.0 - (err * err) @ ww / ss_tot) if ss_tot > 0 else float("nan")
+        mean = wsum(y, ww) / total
+        ss_tot = wsum((y - mean) ** 2, ww)
+        return 1.0 - wsum(err * err, ww) / ss_tot if ss_tot > 0 else float("nan")
 
     return {"rmse": lambda w: float(np.sqrt(sq(w))), "mae": ab, "r2": r2}
 
@@ -182,7 +193,7 @@ def metric_functions(rows: Rows) -> dict[str, Weighted]:
 
 def measure(rows: Rows, replicates: int = REPLICATES, seed: int = SEED) -> dict[str, Interval]:
     """Each metric of the task with its seeded 95% bootstrap interval."""
-    return intervals(metric_functions(rows), len(rows), replicates, seed)
+    return bootstrap(lambda index: metric_functions(rows.take(index)), len(rows), replicates, seed)
 
 
 def paired_difference(
@@ -193,9 +204,12 @@ def paired_difference(
     Both sides see the same replicate weights, so the interval is of the
     difference itself (narrower than two separate intervals suggest).
     """
-    a, b = metric_functions(candidate), metric_functions(primary)
-    diffs: dict[str, Weighted] = {name: _minus(a[name], b[name]) for name in a if name in b}
-    return intervals(diffs, len(candidate), replicates, seed)
+
+    def build(index: np.ndarray | None) -> dict[str, Weighted]:
+        a, b = metric_functions(candidate.take(index)), metric_functions(primary.take(index))
+        return {name: _minus(a[name], b[name]) for name in a if name in b}
+
+    return bootstrap(build, len(candidate), replicates, seed)
 
 
 def _minus(f: Weighted, g: Weighted) -> Callable[[np.ndarray | None], float]:
