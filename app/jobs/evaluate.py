@@ -135,14 +135,21 @@ def evaluate(
         where += " AND p.model_version = ?"
         params.append(repository.resolve(version))
     key = _KEY[by]
-    counts = con.execute(
-        f"""SELECT p.model_version, {key} AS key, count(*), count(l.request_id),
-                   quantile_cont(epoch(l.timestamp) - epoch(p.timestamp), 0.5) FILTER (WHERE l.request_id IS NOT NULL),
-                   quantile_cont(epoch(l.timestamp) - epoch(p.timestamp), 0.95) FILTER (WHERE l.request_id IS NOT NULL),
-                   bool_or(p.probability IS NOT NULL)
-            FROM predictions p LEFT JOIN labels l USING (request_id) WHERE {where}
-            GROUP BY 1, 2 ORDER BY 1, 2""",
+    answers = [c for c in ("prediction", "probability", "probabilities") if c in available]
+    # One join, kept: the counts and every version's labelled rows read it (the join is most of the cost).
+    con.execute(
+        f"""CREATE TEMP TABLE joined AS
+            SELECT p.model_version, {key} AS key, p.timestamp AS predicted_at, l.timestamp AS labelled_at, l.label,
+                   {", ".join("p." + c for c in answers)}
+            FROM predictions p LEFT JOIN labels l USING (request_id) WHERE {where}""",
         params,
+    )
+    counts = con.execute(
+        """SELECT model_version, key, count(*), count(labelled_at),
+                  quantile_cont(epoch(labelled_at) - epoch(predicted_at), 0.5),
+                  quantile_cont(epoch(labelled_at) - epoch(predicted_at), 0.95),
+                  bool_or(probability IS NOT NULL)
+           FROM joined GROUP BY 1, 2 ORDER BY 1, 2"""
     ).fetchall()
     infos: dict[str, ModelInfo] = {}
     groups: list[Group] = []
@@ -154,14 +161,13 @@ def evaluate(
         mine = [g for g in groups if g.version == v and g.labelled]
         if not mine:
             continue
-        y_sql = target_sql(info, text("l.label"))
+        y_sql = target_sql(info, text("label"))
         if info.task == "regression":
-            y_sql = f"TRY_CAST({text('l.label')} AS DOUBLE)"
+            y_sql = f"TRY_CAST({text('label')} AS DOUBLE)"
         data = con.execute(
-            f"""SELECT {key} AS key, {y_sql} AS y, {select_columns(info, available, "p.")}
-                FROM predictions p JOIN labels l USING (request_id)
-                WHERE {where} AND p.model_version = ? ORDER BY key""",
-            [*params, v],
+            f"""SELECT key, {y_sql} AS y, {select_columns(info, answers)}
+                FROM joined WHERE labelled_at IS NOT NULL AND model_version = ? ORDER BY key""",
+            [v],
         ).fetchnumpy()
         columns = {name: np.asarray(col) for name, col in data.items()}
         keys = columns.pop("key")
