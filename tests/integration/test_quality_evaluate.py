@@ -101,3 +101,20 @@ def test_evaluate_cli_groups_by_day_and_prints_json(tmp_path: Path, capsys: pyte
     assert [g["group"] for g in out["groups"]] == ["2026-01-01", "2026-01-02"]
     assert sum(g["predictions"] for g in out["groups"]) == 1500
     assert html.read_text().count("<img") == 2
+
+
+def test_evaluate_without_labels_reports_coverage_zero(tmp_path: Path) -> None:
+    """Predictions with no label log yet give counts and zero coverage, not an error."""
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    logs.mkdir()
+    write_model(models, "v1")
+    x = np.zeros((3, 2))
+    write_lines(logs / "predictions-a.jsonl", predictions(["a", "b", "c"], [T0] * 3, "v1", x, truth(x), [1, 1, 1]))
+    [g] = evaluate(logs, models, timedelta(days=3650)).groups
+    assert (g.predictions, g.labelled, g.coverage, g.metrics) == (3, 0, 0.0, {})
+
+
+def test_evaluate_exits_2_on_a_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A log directory that does not exist is a data error: exit 2 and one line naming it."""
+    code = main(["--models-dir", str(tmp_path), "evaluate", "--log-dir", str(tmp_path / "nope")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
