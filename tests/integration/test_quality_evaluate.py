@@ -118,3 +118,38 @@ def test_evaluate_exits_2_on_a_missing_log(tmp_path: Path, capsys: pytest.Captur
     """A log directory that does not exist is a data error: exit 2 and one line naming it."""
     code = main(["--models-dir", str(tmp_path), "evaluate", "--log-dir", str(tmp_path / "nope")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_reads_the_task_from_the_logged_versions_manifest(tmp_path: Path) -> None:
+    """A multiclass version's rows are scored as multiclass (accuracy, macro F1 equal sklearn's), labels as classes."""
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    logs.mkdir()
+    write_model(models, "m1")
+    path = models / "m1" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["task"] = "multiclass_classification"
+    manifest["outputs"] = {
+        "label": "label",
+        "probabilities": "probabilities",
+        "classes": [0, 1, 2],
+        "positive_class": None,
+    }
+    manifest["metrics"] = {"accuracy": 0.5}
+    path.write_text(json.dumps(manifest))
+    rng = np.random.default_rng(3)
+    served = rng.integers(0, 3, 600)
+    truth_ = np.where(rng.random(600) < 0.6, served, rng.integers(0, 3, 600))
+    truth_[:5] = 7  # not a class of the model: counted, not scored
+    ids = [f"m{i}" for i in range(600)]
+    times = [T0 + timedelta(seconds=i) for i in range(600)]
+    write_lines(
+        logs / "predictions-a.jsonl", predictions(ids, times, "m1", np.zeros((600, 2)), np.full(600, 0.5), served)
+    )
+    write_lines(logs / "labels-a.jsonl", labels(ids, times, truth_))
+    [g] = evaluate(logs, models, timedelta(days=3650), replicates=20).groups
+    assert g.task == "multiclass_classification" and g.unknown_labels == 5
+    assert set(g.metrics) == {"accuracy", "macro_f1"}
+    y, s = truth_[5:], served[5:]
+    assert g.metrics["accuracy"].value == pytest.approx(skm.accuracy_score(y, s))
+    assert g.metrics["macro_f1"].value == pytest.approx(skm.f1_score(y, s, average="macro"))
+    assert g.metrics["accuracy"].difference == pytest.approx(skm.accuracy_score(y, s) - 0.5)
