@@ -80,6 +80,15 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    if args.gate:
+        from app.jobs.cli import decide_gate
+        from app.jobs.gate import EXIT_FAIL, render_table
+
+        decision = decide_gate(args, args.version, args.alias)
+        print(render_table(decision))
+        if not decision.passed:
+            print(f"error: gate failed: {args.alias} stays on {decision.primary}", file=sys.stderr)
+            return EXIT_FAIL
     previous = _registry(args).promote(args.version, args.alias)
     print(f"{args.alias}: {previous or '-'} -> {args.version}")
     return 0
@@ -165,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("promote", cmd_promote, "Point an alias at a version (verified first).")
     sp.add_argument("version")
     sp.add_argument("--alias", default="production")
+    sp.add_argument("--gate", action="store_true", help="run `gate` first and refuse on fail (exit 3)")
+    from app.jobs.cli import add_gate_options
+
+    add_gate_options(sp)
 
     sp = add("rollback", cmd_rollback, "Point an alias back at its previous version.")
     sp.add_argument("--alias", default="production")

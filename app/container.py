@@ -1,8 +1,8 @@
 """The composition root: every service of the app, built from settings.
 
 ``build_container(settings)`` builds every part and wires them together: the
-model repository and pool, the prediction log (when ``MODELSERVE_LOG_DIR`` is
-set), the rollout (flags, follower, shadow; the prediction log is the
+model repository and pool, the prediction log and the label log beside it
+(when ``MODELSERVE_LOG_DIR`` is set), the rollout (flags, follower, shadow; the prediction log is the
 shadow's sink when there is one) and the V2 data plane. Nothing is attached
 later. Tests build one with other parts (a local upstream, a real throwaway
 Redis) by passing settings, or replace attributes of the built parts before
@@ -28,6 +28,7 @@ from app.model.repository import Repository
 from app.predictor import Predictor
 from app.rollout.service import Rollout
 from app.settings import Settings
+from app.telemetry.label_log import LabelLog
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import PredictionLog
 from app.v2 import V2Service
@@ -48,6 +49,8 @@ class Container:
     """The Open Inference Protocol data plane (``/v2/...``)."""
     prediction_log: PredictionLog | None = None
     """Set when MODELSERVE_LOG_DIR is; started before the rollout and closed after it."""
+    label_log: LabelLog | None = None
+    """Ground truth from /feedback, beside the prediction log (set with it); closed after the routes stop."""
     features: FeatureServer | None = None
     """Built at start from the primary model's store features, unless given."""
     predictor: Predictor | None = None
@@ -69,10 +72,12 @@ class Container:
             self.features = await asyncio.to_thread(build_feature_server, s, self.metrics, store)
         # 3. The predictor, routed by the rollout's chooser.
         predictor = self.predictor = Predictor(self.rollout.chooser, self.features, self.metrics)
-        # 4. The prediction log, before anything writes to it.
+        # 4. The prediction and label logs, before anything writes to them.
         if self.prediction_log is not None:
             self.prediction_log.start()
             predictor.listeners.append(self.prediction_log.listener)
+        if self.label_log is not None:
+            self.label_log.start()
         # 5. The rollout: flags, other versions, shadow workers, polling.
         await self.rollout.start(predictor)
         # 6. Ready.
@@ -84,10 +89,10 @@ class Container:
 
     async def stop(self) -> None:
         # start()'s steps in reverse: not ready first (probes answer 503 meanwhile), then the
-        # rollout (the shadow drains its last results into the log), the log, the feature tiers.
+        # rollout (the shadow drains its last results into the log), the logs, the feature tiers.
         self.health.start_draining()
         self.metrics.ready.set(0)
-        for step in (self.rollout.stop, self._close_prediction_log, self._close_features):
+        for step in (self.rollout.stop, self._close_prediction_log, self._close_label_log, self._close_features):
             try:
                 await step()
             except Exception:  # one failing teardown must not skip the others
@@ -96,6 +101,10 @@ class Container:
     async def _close_prediction_log(self) -> None:
         if self.prediction_log is not None:
             await self.prediction_log.close()
+
+    async def _close_label_log(self) -> None:
+        if self.label_log is not None:
+            await self.label_log.close()
 
     async def _close_features(self) -> None:
         if self.features is not None:
@@ -115,10 +124,13 @@ def build_container(settings: Settings | None = None) -> Container:
         max_batch=s.max_batch_size,
     )
     prediction_log = _prediction_log(s.log_dir, s, metrics) if s.log_dir is not None else None
+    label_log = _label_log(s.log_dir, s, metrics) if s.log_dir is not None else None
     rollout = Rollout(s, repository, pool, metrics, sink=prediction_log.submit if prediction_log else None)
     health = Health()
     if prediction_log is not None and s.log_failure_policy == "not_ready":
         health.checks.append(prediction_log.readiness_failure)
+        if label_log is not None:
+            health.checks.append(label_log.readiness_failure)
     return Container(
         settings=s,
         metrics=metrics,
@@ -128,6 +140,7 @@ def build_container(settings: Settings | None = None) -> Container:
         rollout=rollout,
         v2=V2Service(pool, s.alias, s.max_batch_size, aliases=rollout.follower.alias_models),
         prediction_log=prediction_log,
+        label_log=label_log,
     )
 
 
@@ -145,4 +158,18 @@ def _prediction_log(directory: Path, s: Settings, metrics: Metrics) -> Predictio
         retention_seconds=s.log_retention_seconds,
         retention_bytes=s.log_retention_bytes,
         duplicate_window=s.log_duplicate_window,
+    )
+
+
+def _label_log(directory: Path, s: Settings, metrics: Metrics) -> LabelLog:
+    return LabelLog(
+        directory,
+        metrics,
+        max_bytes=s.log_max_bytes,
+        max_age_seconds=s.log_max_age_seconds,
+        queue_size=s.log_queue_size,
+        batch_size=s.log_batch_size,
+        flush_seconds=s.log_flush_seconds,
+        retention_seconds=s.log_retention_seconds,
+        retention_bytes=s.log_retention_bytes,
     )

@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import MetricsMiddleware
-from app.api.routes import admin, health, predict, v2
+from app.api.routes import admin, feedback, health, predict, v2
 from app.container import Container, build_container
 from app.errors import ModelServeError
 from app.settings import Settings
@@ -67,6 +67,7 @@ def create_app(
     app.state.container = c
     install_error_handlers(app)
     app.include_router(predict.router)
+    app.include_router(feedback.router)
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(admin.router)

@@ -12,11 +12,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.container import Container
-from app.errors import NotReady
+from app.errors import NotFound, NotReady
 from app.health import Health
 from app.predictor import Predictor
 from app.rollout.service import Rollout
 from app.settings import Settings
+from app.telemetry.label_log import LabelLog
 from app.v2 import V2Service
 
 
@@ -51,8 +52,17 @@ async def get_v2(container: ContainerDep) -> V2Service:
     return container.v2
 
 
+async def get_label_log(container: ContainerDep) -> LabelLog:
+    if container.label_log is None:
+        raise NotFound("no label log: feedback needs the prediction log (set MODELSERVE_LOG_DIR)")
+    if not container.health.ready:
+        raise NotReady("model not ready", retry_after=container.health.retry_after)
+    return container.label_log
+
+
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HealthDep = Annotated[Health, Depends(get_health)]
 RolloutDep = Annotated[Rollout, Depends(get_rollout)]
 V2Dep = Annotated[V2Service, Depends(get_v2)]
+LabelLogDep = Annotated[LabelLog, Depends(get_label_log)]

@@ -1,13 +1,20 @@
-"""The prediction log as DuckDB views: ``predictions``, ``shadow`` and ``log``.
+"""The prediction and label logs as DuckDB views: ``predictions``, ``shadow``, ``labels`` and ``log``.
 
-Every ``predictions-*.jsonl`` file under the log directory is read with an
-explicit column list, derived from the line formats in
-``app.telemetry.prediction_log`` (so the views have the same columns whatever
-the files hold); ``kind`` splits prediction records from shadow records. ``features``
-is a JSON value: ``features->>'device'`` is text, and
-``CAST(features->>'amount' AS DOUBLE)`` a number. ``timestamp`` is a
-``TIMESTAMPTZ``, so ``timestamp > now() - INTERVAL 24 HOUR`` works.
-A line cut short by a writer that is still running is skipped.
+``connect(log_dir)`` reads the Parquet warehouse (``app.jobs.warehouse``,
+written by ``modelserve compact``) and the JSONL files not compacted yet
+(``predictions-*.jsonl``, ``labels-*.jsonl``) together, each row once.
+JSONL is read with an explicit column list derived from the line formats in
+``app.telemetry.prediction_log``, so the views have the same columns
+whatever the files hold, and a kind with no rows yet (no labels) is an empty
+view, not an error. ``kind`` splits the lines.
+
+``features`` and ``label`` are JSON values: ``features->>'device'`` is text,
+``CAST(features->>'amount' AS DOUBLE)`` a number; ``CAST(label AS BIGINT)``,
+``label->>'$'`` (text) or ``CAST(label AS DOUBLE)`` per the model's task.
+``timestamp`` is a ``TIMESTAMPTZ``, so ``timestamp > now() - INTERVAL 24 HOUR``
+works. ``labels`` holds one row per ``request_id``: its latest label (latest
+``timestamp``). A line cut short by a writer that is still running is
+skipped.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ModelServeError
+from app.jobs.warehouse import committed, committed_parts
 from app.telemetry.prediction_log import (
-    FILE_PREFIX,
     FILE_SUFFIX,
+    LABEL_FIELDS,
     LINE_FIELDS,
+    LOG_FILE_PREFIXES,
     PREDICTION_FIELDS,
     SHADOW_FIELDS,
     FieldType,
@@ -39,6 +48,8 @@ COLUMNS: dict[str, str] = {
 """Every field of every kind of line, as DuckDB types (a line's absent fields read as NULL)."""
 PREDICTION_COLUMNS = ", ".join(name for name, _ in PREDICTION_FIELDS)
 SHADOW_COLUMNS = ", ".join(name for name, _ in SHADOW_FIELDS)
+LABEL_COLUMNS = ("request_id", "label", "observed_at", "timestamp")
+"""The columns of the ``labels`` view."""
 
 
 class EmptyLog(ModelServeError):
@@ -46,12 +57,16 @@ class EmptyLog(ModelServeError):
 
 
 def log_files(log_dir: Path) -> list[Path]:
+    """The JSONL files of the log directory not yet committed to the warehouse (non-empty ones)."""
     if not log_dir.is_dir():
         raise EmptyLog(f"prediction log directory {log_dir} does not exist (set MODELSERVE_LOG_DIR or --log-dir)")
-    files = sorted(log_dir.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"))
-    files = [f for f in files if f.stat().st_size > 0]
-    if not files:
-        raise EmptyLog(f"no prediction log files ({FILE_PREFIX}*{FILE_SUFFIX}) in {log_dir}")
+    done = committed(log_dir)
+    files = sorted(
+        f
+        for prefix in LOG_FILE_PREFIXES
+        for f in log_dir.glob(f"{prefix}*{FILE_SUFFIX}")
+        if f.name not in done and f.stat().st_size > 0
+    )
     return files
 
 
@@ -59,19 +74,41 @@ def connect(log_dir: Path) -> Any:
     """A DuckDB connection (in memory) with the log's views defined."""
     import duckdb
 
+    log_dir = Path(log_dir)
     files = log_files(log_dir)
+    parts = {kind: committed_parts(log_dir, kind) for kind in LINE_FIELDS}
+    if not files and not any(parts.values()):
+        raise EmptyLog(
+            f"no prediction log files ({'/'.join(LOG_FILE_PREFIXES)}*{FILE_SUFFIX} or warehouse) in {log_dir}"
+        )
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
-    paths = "[" + ", ".join(_quote(str(f)) for f in files) + "]"
-    con.execute(
-        f"CREATE VIEW log AS SELECT * FROM read_json({paths}, format = 'newline_delimited', "
-        f"columns = {columns}, ignore_errors = true)"
-    )
+    # An empty row set with every column typed: the union below takes its types and column order.
+    branches = ["SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in COLUMNS.items()) + " WHERE false"]
+    if files:
+        columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
+        paths = "[" + ", ".join(quote(str(f)) for f in files) + "]"
+        branches.append(
+            f"SELECT * FROM read_json({paths}, format = 'newline_delimited', columns = {columns}, ignore_errors = true)"
+        )
+    for kind, kind_parts in parts.items():
+        if kind_parts:
+            paths = "[" + ", ".join(quote(str(p)) for p in kind_parts) + "]"
+            cols = ", ".join(f"CAST({c} AS {COLUMNS[c]}) AS {c}" for c, _ in LINE_FIELDS[kind])
+            branches.append(
+                f"SELECT {quote(kind)} AS kind, {cols} FROM read_parquet({paths}, hive_partitioning = false)"
+            )
+    con.execute("CREATE VIEW log AS " + " UNION ALL BY NAME ".join(branches))
     con.execute(f"CREATE VIEW predictions AS SELECT {PREDICTION_COLUMNS} FROM log WHERE kind = 'prediction'")
     con.execute(f"CREATE VIEW shadow AS SELECT {SHADOW_COLUMNS} FROM log WHERE kind = 'shadow'")
+    label_all = ", ".join(name for name, _ in LABEL_FIELDS)
+    con.execute(
+        f"CREATE VIEW labels AS SELECT {', '.join(LABEL_COLUMNS)} FROM ("
+        f"SELECT {label_all}, row_number() OVER (PARTITION BY request_id ORDER BY timestamp DESC) AS latest "
+        "FROM log WHERE kind = 'label' AND request_id IS NOT NULL) WHERE latest = 1"
+    )
     return con
 
 
-def _quote(s: str) -> str:
+def quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"

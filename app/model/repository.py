@@ -6,7 +6,7 @@ Layout::
       production -> v2      relative symlinks; the alias is the routing
       candidate  -> v3
       v2/ model.onnx  pipeline.joblib  manifest.json
-      .history.jsonl        one line per alias change (promote / rollback)
+      .history.jsonl        one line per alias change (promote / rollback) and per gate decision
 
 Names of versions and aliases are validated before any path is built, and
 every artifact file (``manifest.json``, ``model.onnx``, ``pipeline.joblib``)
@@ -240,7 +240,16 @@ class Repository:
                 continue
         return out
 
+    def record_gate(self, alias: str, version: str, decision: str, figures: dict[str, Any]) -> None:
+        """Write a promotion-gate decision to the history (it has no ``to``, so rollback never follows it)."""
+        check_name(alias, "alias")
+        self._append(
+            {"ts": time.time(), "action": "gate", "alias": alias, "version": version, "decision": decision, **figures}
+        )
+
     def _record(self, action: str, alias: str, previous: str | None, version: str) -> None:
-        entry = {"ts": time.time(), "action": action, "alias": alias, "from": previous, "to": version}
+        self._append({"ts": time.time(), "action": action, "alias": alias, "from": previous, "to": version})
+
+    def _append(self, entry: dict[str, Any]) -> None:
         with open(self.root / HISTORY_FILE, "a") as f:
             f.write(json.dumps(entry) + "\n")

@@ -141,6 +141,7 @@ def publish(
     )
     scores = runtime.scores(runtime.feeds_from_columns(feed_columns(frame, features)))
     metrics = tasks.metrics(found_task, frame[target].to_numpy(), scores, classes)
+    calibration = _calibration(found_task, frame[target].to_numpy(), scores, classes, metrics)
     metrics.update(extra_metrics or {})
     sample = _sample(model, runtime, frame, features, fed, id_column, table, found_task, classes, tolerance)
     estimator = final_estimator(model)
@@ -160,6 +161,7 @@ def publish(
         parity=agreement.to_manifest(),
         files={},
         libraries=libraries(model),
+        **calibration,
     )
     path = write_version(models_dir, manifest, onnx=onnx, pipeline=model, replace=replace)
     previous = repository.promote(version, alias) if alias is not None else None
@@ -176,6 +178,27 @@ def publish(
         alias=alias,
         previous=previous,
     )
+
+
+def _calibration(
+    task: Task, y: Any, scores: Any, classes: list[int] | list[str] | None, metrics: dict[str, float | int]
+) -> dict[str, Any]:
+    """Binary models: the holdout Brier score and ECE (added to ``metrics``), and the manifest's ``calibration``.
+
+    The label-free estimate of live quality needs probabilities that mean what
+    they say; ``app.quality.calibration`` fits the map on these holdout rows
+    when the model's own probabilities are off (identity otherwise).
+    """
+    if task != "binary_classification" or classes is None or scores.probabilities is None:
+        return {}
+    from app.quality.calibration import fit_map
+    from app.quality.metrics import expected_calibration_error
+
+    positive = (tasks.as_classes(y, classes) == classes[1]).astype(np.int64)
+    p = scores.probabilities[:, 1].astype(np.float64)
+    metrics["brier"] = round(float(np.mean((p - positive) ** 2)), 6)
+    metrics["ece"] = round(expected_calibration_error(positive, p)(None), 6)
+    return {"calibration": fit_map(positive, p)}
 
 
 def _defaults(

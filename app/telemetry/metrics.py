@@ -146,6 +146,23 @@ class Metrics:
             "Predictions whose request_id was already seen among the process's recent predictions.",
             registry=r,
         )
+        self.feedback = Counter(
+            "modelserve_feedback",
+            "Labels sent to /feedback, by outcome (accepted, invalid, dropped: accepted but not written).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("accepted", "invalid", "dropped"):
+            self.feedback.labels(outcome)
+        self.label_log_records = Counter(
+            "modelserve_label_log_records", "Label lines written to the label log.", registry=r
+        )
+        self.label_log_writable = Gauge(
+            "modelserve_label_log_writable",
+            "1 while the label log writes (or its probe succeeds), 0 while writes fail.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.flags_reload_errors = Counter(
             "modelserve_flags_reload_errors", "Flags files refused (the last good one kept).", registry=r
         )

@@ -96,7 +96,10 @@ log = logging.getLogger("modelserve.prediction_log")
 
 UserIdMode = Literal["plain", "hash"]
 FILE_PREFIX = "predictions-"
+LABEL_FILE_PREFIX = "labels-"
 FILE_SUFFIX = ".jsonl"
+LOG_FILE_PREFIXES = (FILE_PREFIX, LABEL_FILE_PREFIX)
+"""Every writer's file prefix in a log directory: prediction (and shadow) lines, label lines."""
 
 
 FieldType = Literal["text", "int", "float", "json", "timestamp"]
@@ -134,10 +137,18 @@ SHADOW_DROPS_FIELDS: tuple[tuple[str, FieldType], ...] = (
     ("shadow_version", "text"),
     ("dropped", "int"),  # records the shadow queue dropped since the last such line
 )
+LABEL_FIELDS: tuple[tuple[str, FieldType], ...] = (
+    ("timestamp", "timestamp"),  # when the label was received; the latest per request_id wins
+    ("request_id", "text"),  # the prediction's, so the two join
+    ("label", "json"),  # the class as JSON keeps its type (int or str), or a number for regression
+    ("observed_at", "timestamp"),  # when the outcome happened, as the client said; may be null
+    ("source", "text"),  # api or import
+)
 LINE_FIELDS: dict[str, tuple[tuple[str, FieldType], ...]] = {
     "prediction": PREDICTION_FIELDS,
     "shadow": SHADOW_FIELDS,
     "shadow_drops": SHADOW_DROPS_FIELDS,
+    "label": LABEL_FIELDS,
 }
 """Every field of each ``kind`` of line, after ``kind`` itself, in line order."""
 
@@ -218,6 +229,20 @@ def shadow_drops_line(*, timestamp: float, shadow_version: str | None, dropped: 
     return {"kind": "shadow_drops", "timestamp": timestamp, "shadow_version": shadow_version, "dropped": dropped}
 
 
+def label_line(
+    *, timestamp: float, request_id: str, label: int | str | float, observed_at: str | None, source: str
+) -> dict[str, Any]:
+    """The ``label`` line for ``request_id`` (``timestamp``: epoch seconds; ``observed_at``: ISO 8601 UTC Z)."""
+    return {
+        "kind": "label",
+        "timestamp": timestamp,
+        "request_id": request_id,
+        "label": label,
+        "observed_at": observed_at,
+        "source": source,
+    }
+
+
 def hash_user_id(user_id: str, key: bytes) -> str:
     """The keyed hash written instead of a user id (hex HMAC-SHA256)."""
     return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
@@ -225,6 +250,56 @@ def hash_user_id(user_id: str, key: bytes) -> str:
 
 def _iso(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def writer_of(name: str) -> tuple[str, tuple[str, int]] | None:
+    """``(writer, (stamp, seq))`` of a log file name, or None if it is not one.
+
+    The writer is the prefix with host and pid (``predictions-…-<host>-<pid>``
+    without stamp and seq): its files sort by ``(stamp, seq)``, newest last.
+    """
+    prefix = next((p for p in LOG_FILE_PREFIXES if name.startswith(p)), None)
+    if prefix is None or not name.endswith(FILE_SUFFIX):
+        return None
+    rest = name[len(prefix) : -len(FILE_SUFFIX)]
+    stamp, _, host_pid_seq = rest.partition("-")
+    host_pid, _, seq = host_pid_seq.rpartition("-")
+    if not (stamp and host_pid and seq.isdigit()):
+        return None
+    return prefix + host_pid, (stamp, int(seq))
+
+
+def closed_files(directory: Path, now: float, max_age_seconds: float) -> list[Path]:
+    """The log files of ``directory`` no writer will append to again, oldest name first.
+
+    A file is closed when a newer file of the same writer (prefix, host and
+    pid) exists, or when it was last written longer ago than the rotation
+    age plus ``FOREIGN_GRACE_SECONDS`` (its writer rotates it at its next
+    wake-up) — the same notion retention uses for other writers' files.
+    """
+    newest: dict[str, tuple[str, int]] = {}
+    found: list[tuple[Path, str, tuple[str, int], float]] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        parsed = writer_of(entry.name)
+        if parsed is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        writer, order = parsed
+        found.append((Path(entry.path), writer, order, st.st_mtime))
+        if writer not in newest or order > newest[writer]:
+            newest[writer] = order
+    grace = max_age_seconds + FOREIGN_GRACE_SECONDS
+    closed = [p for p, w, order, mtime in found if order < newest[w] or now - mtime > grace]
+    return sorted(closed, key=lambda p: p.name)
 
 
 # Rotated files of another writer sharing the directory are deleted only once older
@@ -251,10 +326,12 @@ class PredictionLog:
         retention_bytes: int = 0,
         duplicate_window: int = 10_000,
         clock: Callable[[], float] = time.time,
+        file_prefix: str = FILE_PREFIX,
     ) -> None:
         if user_id_mode == "hash" and not user_id_key:
             raise ValueError("hashing user ids needs a key")
         self.directory = Path(directory)
+        self.file_prefix = file_prefix
         self.max_bytes = max_bytes
         self.max_age_seconds = max_age_seconds
         self.queue_size = queue_size
@@ -338,7 +415,7 @@ class PredictionLog:
         except OSError as exc:  # counted and retried like any write failure; serving goes on
             self._failed(exc)
         self._update_free_bytes()
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.file_prefix.rstrip("-") + "-log", daemon=True)
         self._thread.start()
 
     async def close(self) -> None:
@@ -528,7 +605,7 @@ class PredictionLog:
             return
         found: list[tuple[float, str, int]] = []
         for entry in entries:
-            if not (entry.name.startswith(FILE_PREFIX) and entry.name.endswith(FILE_SUFFIX)):
+            if not (entry.name.startswith(self.file_prefix) and entry.name.endswith(FILE_SUFFIX)):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -569,7 +646,7 @@ class PredictionLog:
     def _open_file(self, now: float) -> None:
         self._seq += 1
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
-        path = self.directory / f"{FILE_PREFIX}{stamp}-{self._host}-{self._pid}-{self._seq}{FILE_SUFFIX}"
+        path = self.directory / f"{self.file_prefix}{stamp}-{self._host}-{self._pid}-{self._seq}{FILE_SUFFIX}"
         self.directory.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._path = path

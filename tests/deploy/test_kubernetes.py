@@ -302,18 +302,18 @@ class TestScalingAndAvailability:
 
 
 class TestJobs:
-    def test_drift_cronjob(self, prod):
-        """The CronJob runs `modelserve drift --since 24h`, never overlapping, without retries."""
-        cron = find(prod, "CronJob", "modelserve-drift")
+    def test_monitor_cronjob(self, prod):
+        """The CronJob runs `modelserve monitor` over seven daily windows, never overlapping, without retries."""
+        cron = find(prod, "CronJob", "modelserve-monitor")
         c = pod_spec(cron)["containers"][0]  # type: ignore[index]
-        assert c["args"] == ["drift", "--since", "24h"]
+        assert c["args"] == ["monitor", "--window", "1d", "--windows", "7"]
         assert cron["spec"]["concurrencyPolicy"] == "Forbid"
         assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0
 
-    def test_drift_reads_the_log_the_service_writes(self, prod):
-        """The drift job mounts the same prediction-log claim, at the same MODELSERVE_LOG_DIR."""
+    def test_monitor_reads_the_log_the_service_writes(self, prod):
+        """The monitor job mounts the same prediction-log claim, at the same MODELSERVE_LOG_DIR."""
         deployment = find(prod, "Deployment", "modelserve")
-        cron = find(prod, "CronJob", "modelserve-drift")
+        cron = find(prod, "CronJob", "modelserve-monitor")
 
         def log_volume(spec: dict[str, Any]) -> tuple[str, str]:
             c = spec["containers"][0]
@@ -321,8 +321,8 @@ class TestJobs:
             volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
             return volume["persistentVolumeClaim"]["claimName"], mount["mountPath"]
 
-        serving, drift = log_volume(pod_spec(deployment)), log_volume(pod_spec(cron))  # type: ignore[arg-type]
-        assert serving == drift
+        serving, monitor = log_volume(pod_spec(deployment)), log_volume(pod_spec(cron))  # type: ignore[arg-type]
+        assert serving == monitor
         find(prod, "PersistentVolumeClaim", serving[0])
 
     def test_batch_job_is_indexed_and_sharded_by_completion_index(self, prod):
@@ -352,7 +352,7 @@ class TestCommands:
                 if c["image"].split(":")[0].endswith("modelserve"):
                     commands.append(c["args"][0])
                     parser.parse_args(c["args"])  # exits (SystemExit) on a bad command line
-        assert sorted(commands) == ["batch", "drift", "serve"]
+        assert sorted(commands) == ["batch", "monitor", "serve"]
 
 
 class TestDevOverlay:
