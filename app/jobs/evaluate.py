@@ -31,6 +31,7 @@ from app.jobs.labelled import (
     target_sql,
     text,
     to_rows,
+    unmasked,
 )
 from app.jobs.logdata import connect
 from app.model.repository import Repository
@@ -169,7 +170,7 @@ def evaluate(
                 FROM joined WHERE labelled_at IS NOT NULL AND model_version = ? ORDER BY key""",
             [v],
         ).fetchnumpy()
-        columns = {name: np.asarray(col) for name, col in data.items()}
+        columns = {name: unmasked(col) for name, col in data.items()}
         keys = columns.pop("key")
         for g in mine:
             selected = {n: c[keys == g.key] for n, c in columns.items()} if by != "version" else columns

@@ -78,6 +78,14 @@ def target_sql(info: ModelInfo, label_text: str) -> str:
     return f"CASE {label_text} {cases} ELSE -1 END"
 
 
+def unmasked(column: Any) -> np.ndarray:
+    """DuckDB's ``fetchnumpy`` hands NULLs over as a masked array: a missing number must read as NaN, not as
+    the fill value underneath."""
+    if np.ma.isMaskedArray(column) and column.dtype.kind == "f":
+        return np.ma.filled(column, np.nan)
+    return np.asarray(column)
+
+
 def probabilities_sql(info: ModelInfo, column: str) -> list[str]:
     assert info.classes is not None
     return [f"TRY_CAST({column}->>{_lit('$.' + _json_key(c))} AS DOUBLE)" for c in info.classes]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from app.jobs.labelled import columns_of, model_info, select_columns, target_sql, text, to_rows
+from app.jobs.labelled import columns_of, model_info, select_columns, target_sql, text, to_rows, unmasked
 from app.jobs.logdata import connect
 from app.model.repository import Repository
 from app.quality import metrics as qm
@@ -98,7 +98,7 @@ def compare_labelled(
             data = con.execute(
                 sql.format(select_columns(info, available, prefix)), [*params, primary, candidate]
             ).fetchnumpy()
-            sides.append(to_rows(info, {k: np.asarray(v) for k, v in data.items()})[0])
+            sides.append(to_rows(info, {k: unmasked(v) for k, v in data.items()})[0])
         p_rows, c_rows = sides
         if len(p_rows) != len(c_rows):  # a side without a usable answer: keep only rows both have
             continue

@@ -79,6 +79,9 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = {}
     parity: dict[str, Any] = {}
     """Publish-time agreement of the ONNX graph with the fitted pipeline on held-out rows."""
+    calibration: dict[str, Any] | None = None
+    """Binary models: the map from served to calibrated probability fitted on the holdout
+    (``app.quality.calibration``), for the label-free quality estimate; None where it does not apply."""
     files: dict[str, str]
     """sha256 of each artifact file in the version directory, by file name."""
     libraries: dict[str, str] = {}

@@ -45,6 +45,7 @@ MANIFEST_KEYS = [
     "reference",
     "metrics",
     "parity",
+    "calibration",
     "files",
     "libraries",
 ]
