@@ -24,6 +24,7 @@ from app.api.middleware import MetricsMiddleware
 from app.api.routes import admin, feedback, health, predict, v2
 from app.container import Container, build_container
 from app.errors import ModelServeError
+from app.labels import rules_for
 from app.settings import Settings
 
 log = logging.getLogger("modelserve")
@@ -126,7 +127,8 @@ def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     try:
-        decoder = c.pool.get(c.settings.alias).decoder
+        model = c.pool.get(c.settings.alias)
+        decoder = model.decoder
     except Exception:
         return schema  # not loaded yet: don't cache an incomplete document
     for name, sub in (("PredictRequest", decoder.json_schema()), ("BatchRequest", decoder.batch_json_schema())):
@@ -134,6 +136,16 @@ def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:
         for def_name, definition in sub.pop("$defs", {}).items():
             components[def_name] = _rewrite_refs(definition)  # nested $refs must point into components too
         components[name] = _rewrite_refs(sub)
+    label = rules_for(model.manifest).json_schema()
+    components["FeedbackRequest"] = label
+    components["FeedbackBatchRequest"] = {
+        "type": "object",
+        "required": ["labels"],
+        "additionalProperties": False,
+        "properties": {
+            "labels": {"type": "array", "minItems": 1, "maxItems": c.settings.max_batch_size, "items": label}
+        },
+    }
     app.openapi_schema = schema
     return schema
 
