@@ -128,9 +128,7 @@ def build_container(settings: Settings | None = None) -> Container:
     rollout = Rollout(s, repository, pool, metrics, sink=prediction_log.submit if prediction_log else None)
     health = Health()
     if prediction_log is not None and s.log_failure_policy == "not_ready":
-        health.checks.append(prediction_log.readiness_failure)
-        if label_log is not None:
-            health.checks.append(label_log.readiness_failure)
+        health.checks.append(prediction_log.readiness_failure)  # the label log shares its disk
     return Container(
         settings=s,
         metrics=metrics,

@@ -45,6 +45,27 @@ class LabelRules:
         shown = ", ".join(repr(c) if isinstance(c, str) else str(c) for c in classes[:20])
         self.classes_text = clip("[" + shown + (", …" if len(classes) > 20 else "") + "]")
 
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of one label object for this model (OpenAPI ``FeedbackRequest``)."""
+        if self.task == "regression":
+            label: dict[str, Any] = {"type": "number", "description": "the observed value (finite)"}
+        else:
+            label = {
+                "type": "string" if self.class_type is str else "integer",
+                "enum": sorted(self.classes, key=str),
+                "description": "one of the model's classes, with its JSON type",
+            }
+        return {
+            "type": "object",
+            "required": ["request_id", "label"],
+            "additionalProperties": False,
+            "properties": {
+                "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                "label": label,
+                "observed_at": {"type": "string", "format": "date-time", "maxLength": MAX_TIME_CHARS},
+            },
+        }
+
     def check_label(self, value: Any) -> Problem | None:
         """The problem with ``value`` as a label, or None (loc ``["label"]``)."""
         if self.task == "regression":

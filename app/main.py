@@ -24,6 +24,7 @@ from app.api.middleware import MetricsMiddleware
 from app.api.routes import admin, feedback, health, predict, v2
 from app.container import Container, build_container
 from app.errors import ModelServeError
+from app.labels import rules_for
 from app.settings import Settings
 
 log = logging.getLogger("modelserve")
@@ -136,6 +137,16 @@ def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:
         for def_name, definition in sub.pop("$defs", {}).items():
             components[def_name] = _rewrite_refs(definition)  # nested $refs must point into components too
         components[name] = _rewrite_refs(sub)
+    label = rules_for(model.manifest).json_schema()
+    components["FeedbackRequest"] = label
+    components["FeedbackBatchRequest"] = {
+        "type": "object",
+        "required": ["labels"],
+        "additionalProperties": False,
+        "properties": {
+            "labels": {"type": "array", "minItems": 1, "maxItems": c.settings.max_batch_size, "items": label}
+        },
+    }
     app.openapi_schema = schema
     return schema
 

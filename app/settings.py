@@ -138,7 +138,7 @@ class Settings(BaseSettings):
 
     # --- telemetry ---------------------------------------------------------
     log_dir: Path | None = None
-    """Directory of the prediction log; unset disables the log."""
+    """Directory of the prediction log and the label log (/feedback) beside it; unset disables both."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the service's own log."""
 

@@ -248,7 +248,9 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
 
 
 def register(add: Add) -> None:
-    sp = add("query", cmd_query, "Run SQL over the prediction log (views: predictions, shadow, log).")
+    sp = add(
+        "query", cmd_query, "Run SQL over the prediction and label logs (views: predictions, shadow, labels, log)."
+    )
     sp.add_argument("sql", help='e.g. "SELECT model_version, count(*) FROM predictions GROUP BY 1"')
     sp.add_argument("--log-dir", type=Path, default=None, help="prediction log directory (MODELSERVE_LOG_DIR)")
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")

@@ -9,17 +9,20 @@ hour of each line's ``timestamp`` into zstd Parquet parts, laid out as
    final name (``part-<source hash>.parquet``) and its directory fsynced;
 2. one line naming the source is appended to the commit log and fsynced —
    from here on readers take the Parquet parts instead of the JSONL file;
-3. the JSONL file is deleted.
+3. the JSONL file is deleted by the next run, not this one: a reader that
+   listed it just before the commit can still read it meanwhile (readers
+   skip committed files, so nothing is read twice).
 
 A run cut short anywhere loses and duplicates nothing: before step 2
 readers still read the JSONL file and a re-run writes the same part names
-over the leftovers; after it a re-run only finishes the deletion. A run
+over the leftovers; after it the file is simply committed. A run
 with nothing closed to compact does nothing (idempotent). One run at a time
 per warehouse (a lock file; a second run fails at once).
 
 ``MODELSERVE_COMPACT_FAULT`` (testing only) makes the process exit abruptly
 ``after_write`` (step 1 done for the first source) or ``after_commit``
-(step 2 done), to show the above holds.
+(step 2 done, with the files of an earlier run deleted), to show the above
+holds.
 """
 
 from __future__ import annotations
@@ -58,14 +61,14 @@ class CompactSummary:
     parts: int = 0
     skipped_rows: int = 0
     """Lines of a kind the warehouse does not hold, or with no kind (unreadable lines are not counted)."""
-    finished: int = 0
-    """Sources committed by an earlier run cut short, deleted now."""
+    removed: int = 0
+    """Sources committed by an earlier run, deleted now."""
     files: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         text = f"compacted {self.sources} file(s), {self.rows} row(s) into {self.parts} Parquet part(s)"
-        if self.finished:
-            text += f"; removed {self.finished} file(s) compacted by an earlier run"
+        if self.removed:
+            text += f"; removed {self.removed} JSONL file(s) compacted by an earlier run"
         if self.skipped_rows:
             text += f"; skipped {self.skipped_rows} row(s) of no known kind"
         return text
@@ -82,10 +85,10 @@ def compact(log_dir: Path, *, max_age_seconds: float, now: float | None = None) 
     fault = os.environ.get(FAULT_ENV, "")
     with _locked(warehouse):
         done = committed(log_dir)
-        for name in done:  # committed by a run that stopped before deleting
+        for name in done:  # committed by an earlier run: readers have had a run's interval to move on
             with contextlib.suppress(FileNotFoundError):
                 (log_dir / name).unlink()
-                summary.finished += 1
+                summary.removed += 1
         now = time.time() if now is None else now
         for source in closed_files(log_dir, now, max_age_seconds):
             if source.name in done:
@@ -96,7 +99,6 @@ def compact(log_dir: Path, *, max_age_seconds: float, now: float | None = None) 
             _commit(warehouse, source.name, rows, parts)
             if fault == "after_commit":
                 os._exit(FAULT_EXIT)
-            source.unlink()
             summary.sources += 1
             summary.rows += rows
             summary.parts += len(parts)

@@ -56,11 +56,12 @@ class EmptyLog(ModelServeError):
     """No prediction log files where they were looked for."""
 
 
-def log_files(log_dir: Path) -> list[Path]:
-    """The JSONL files of the log directory not yet committed to the warehouse (non-empty ones)."""
+def log_files(log_dir: Path, done: dict[str, str] | None = None) -> list[Path]:
+    """The JSONL files of the log directory not committed to the warehouse (in ``done``, default: now), non-empty."""
     if not log_dir.is_dir():
         raise EmptyLog(f"prediction log directory {log_dir} does not exist (set MODELSERVE_LOG_DIR or --log-dir)")
-    done = committed(log_dir)
+    if done is None:
+        done = committed(log_dir)
     files = sorted(
         f
         for prefix in LOG_FILE_PREFIXES
@@ -75,8 +76,9 @@ def connect(log_dir: Path) -> Any:
     import duckdb
 
     log_dir = Path(log_dir)
-    files = log_files(log_dir)
-    parts = {kind: committed_parts(log_dir, kind) for kind in LINE_FIELDS}
+    done = committed(log_dir)  # one snapshot: each source is read from JSONL or from Parquet, never both
+    files = log_files(log_dir, done)
+    parts = {kind: committed_parts(log_dir, kind, done) for kind in LINE_FIELDS}
     if not files and not any(parts.values()):
         raise EmptyLog(
             f"no prediction log files ({'/'.join(LOG_FILE_PREFIXES)}*{FILE_SUFFIX} or warehouse) in {log_dir}"

@@ -1,6 +1,6 @@
 """``modelserve query "SQL"``: SQL over the prediction log with DuckDB.
 
-The views are those of :mod:`app.jobs.logdata` (``predictions``, ``shadow``,
+The views are those of :mod:`app.jobs.logdata` (``predictions``, ``shadow``, ``labels``,
 ``log``). Output is an aligned text table (default), CSV or JSON (one array
 of objects; timestamps in ISO 8601).
 """

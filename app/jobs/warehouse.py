@@ -51,10 +51,10 @@ def committed(log_dir: Path) -> dict[str, str]:
     return out
 
 
-def committed_parts(log_dir: Path, kind: str) -> list[Path]:
-    """The committed Parquet parts of one kind of line."""
+def committed_parts(log_dir: Path, kind: str, done: dict[str, str]) -> list[Path]:
+    """The Parquet parts of one kind of line whose source is in ``done`` (a ``committed`` snapshot)."""
     root = Path(log_dir) / WAREHOUSE_DIR / f"kind={kind}"
     if not root.is_dir():
         return []
-    hashes = set(committed(log_dir).values())
+    hashes = set(done.values())
     return sorted(p for p in root.glob("date=*/hour=*/part-*.parquet") if p.name[5:-8] in hashes)

@@ -42,10 +42,13 @@ this process are counted (``duplicate_request_ids_total``); both records are
 written, as the client sent them.
 
 Line formats are defined here and only here: ``LINE_FIELDS`` names the
-fields of each ``kind`` of line (``prediction``, ``shadow``, ``shadow_drops``)
-in order, with their types, and ``prediction_line`` / ``shadow_line`` /
-``shadow_drops_line`` shape records that way; the shadow builds its records
-with them and ``app.jobs.logdata`` reads the files by them. ``timestamp`` is
+fields of each ``kind`` of line (``prediction``, ``shadow``, ``shadow_drops``,
+``label``) in order, with their types, and ``prediction_line`` /
+``shadow_line`` / ``shadow_drops_line`` / ``label_line`` shape records that
+way; the shadow and the label log (``app.telemetry.label_log``, this writer
+under the ``labels-`` prefix) build their records with them and
+``app.jobs.logdata`` and ``app.jobs.compact`` read the files by them.
+``closed_files`` says which files no writer will append to again. ``timestamp`` is
 ISO 8601 UTC, latencies are seconds.
 
 What a prediction holds follows the model's task: ``prediction`` is the

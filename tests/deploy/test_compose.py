@@ -66,8 +66,8 @@ class TestCompose:
         assert "stop_grace_periode" in proc.stdout + proc.stderr
 
     def test_services(self, compose):
-        """The stack is the app, Redis, Prometheus and Grafana."""
-        assert set(compose["services"]) == {"app", "redis", "prometheus", "grafana"}
+        """The stack is the app, the log compactor, Redis, Prometheus and Grafana."""
+        assert set(compose["services"]) == {"app", "compact", "redis", "prometheus", "grafana"}
 
     def test_references_resolve(self, compose):
         """Every depends_on names a service and every named volume is declared at the top level."""
@@ -99,6 +99,16 @@ class TestCompose:
         """Every MODELSERVE_* variable given to the app is a field of app/settings.py."""
         names = {k for k in app["environment"] if k.startswith("MODELSERVE_")}
         assert names and names <= settings_env_names()
+
+    def test_compact_runs_on_the_log_the_app_writes(self, compose, app):
+        """The compactor runs `modelserve compact` on the app's log volume, at the same MODELSERVE_LOG_DIR."""
+        compact = compose["services"]["compact"]
+        assert "modelserve compact" in " ".join(compact["entrypoint"])
+        log_dir = compact["environment"]["MODELSERVE_LOG_DIR"]
+        assert log_dir == app["environment"]["MODELSERVE_LOG_DIR"]
+        source = next(m for m in mounts(compact) if m.target == log_dir)
+        assert source == next(m for m in mounts(app) if m.target == log_dir)
+        assert set(compact["environment"]) <= settings_env_names()
 
     def test_app_is_hardened(self, app):
         """Read-only root with a tmpfs /tmp, no capabilities, no privilege escalation."""

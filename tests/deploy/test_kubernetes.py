@@ -325,6 +325,21 @@ class TestJobs:
         assert serving == monitor
         find(prod, "PersistentVolumeClaim", serving[0])
 
+    def test_compact_cronjob_writes_the_log_the_service_writes(self, prod):
+        """`modelserve compact` runs hourly, never overlapping, on the serving pods' log claim, mounted writable."""
+        deployment = find(prod, "Deployment", "modelserve")
+        cron = find(prod, "CronJob", "modelserve-compact")
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+        spec = pod_spec(cron)
+        c = spec["containers"][0]  # type: ignore[index]
+        assert c["args"] == ["compact"]
+        log_dir = env_of(prod, c)["MODELSERVE_LOG_DIR"]
+        assert log_dir == env_of(prod, container(deployment))["MODELSERVE_LOG_DIR"]
+        mount = mount_for(c, log_dir)
+        assert not mount.get("readOnly", False)
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])  # type: ignore[index]
+        assert volume["persistentVolumeClaim"]["claimName"] == "modelserve-prediction-log"
+
     def test_batch_job_is_indexed_and_sharded_by_completion_index(self, prod):
         """The batch Job is Indexed and each index reads and writes its own shard."""
         job = find(prod, "Job", "modelserve-batch")
@@ -352,7 +367,7 @@ class TestCommands:
                 if c["image"].split(":")[0].endswith("modelserve"):
                     commands.append(c["args"][0])
                     parser.parse_args(c["args"])  # exits (SystemExit) on a bad command line
-        assert sorted(commands) == ["batch", "monitor", "serve"]
+        assert sorted(commands) == ["batch", "compact", "monitor", "serve"]
 
 
 class TestDevOverlay:

@@ -35,16 +35,8 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-LABEL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["request_id", "label"],
-    "additionalProperties": False,
-    "properties": {
-        "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
-        "label": {"description": "a class of the model (same JSON type), or a finite number (regression)"},
-        "observed_at": {"type": "string", "format": "date-time"},
-    },
-}
+LABEL_SCHEMA = {"$ref": "#/components/schemas/FeedbackRequest"}
+BATCH_SCHEMA = {"$ref": "#/components/schemas/FeedbackBatchRequest"}
 
 
 def _accepted(n: int) -> Response:
@@ -78,14 +70,6 @@ async def feedback(request: Request, container: ContainerDep, labels: LabelLogDe
     labels.submit_label(item["request_id"], item["label"], item["observed_at"], "api")
     container.metrics.feedback.labels("accepted").inc()
     return _accepted(1)
-
-
-BATCH_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["labels"],
-    "additionalProperties": False,
-    "properties": {"labels": {"type": "array", "minItems": 1, "items": LABEL_SCHEMA}},
-}
 
 
 @router.post("/feedback/batch", status_code=202, responses=ERRORS, openapi_extra=_body(BATCH_SCHEMA))
