@@ -262,7 +262,7 @@ class TestManifest:
             "classes": [0, 1],
             "positive_class": 1,
         }
-        assert set(m["metrics"]) == {"roc_auc", "accuracy", "log_loss", "n_train", "n_holdout"}
+        assert set(m["metrics"]) == {"roc_auc", "accuracy", "log_loss", "brier", "ece", "n_train", "n_holdout"}
         assert m["metrics"]["n_train"] + m["metrics"]["n_holdout"] == SMALL["n_events"]
         assert m["metrics"]["n_holdout"] == SMALL["n_events"] // 5
         assert 0.5 < m["metrics"]["roc_auc"] <= 1.0
