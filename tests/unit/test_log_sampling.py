@@ -70,7 +70,7 @@ class TestSampledIn:
 
 class TestWriterSampling:
     def test_writer_keeps_the_rate_and_counts_the_rest(self, tmp_path: Path) -> None:
-        """At rate 0.2 the writer keeps 20% ±2 of 10,000 predictions, exactly those sampled_in picks, and counts the rest."""
+        """At rate 0.2 the writer keeps 20% ±2 of 10,000 predictions (those sampled_in picks) and counts the rest."""
         metrics = Metrics()
         plog = PredictionLog(tmp_path, metrics, sample_rate=0.2, queue_size=N)
         for rid in ids(N):
