@@ -88,14 +88,16 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str, option=orjson.OPT_UTC_Z).decode()
 
 
-def log_config(fmt: LogFormat, level: str) -> dict[str, Any]:
+def log_config(fmt: LogFormat, level: str, access_log: bool = False) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the whole process, uvicorn's loggers included.
 
     It is also passed to uvicorn as its ``log_config``, so uvicorn's access and
     error loggers write through the same handler in the same format instead of
     installing their own. httpx and httpcore stay at WARNING whatever the
     level: httpx logs every request's full URL at INFO, userinfo (an upstream
-    password) included.
+    password) included. uvicorn's access log stays off unless ``access_log``
+    (as ``serve`` runs uvicorn): a worker configures logging again after
+    uvicorn has, and must not turn it back on.
     """
     formatter: dict[str, Any] = {"()": f"{__name__}.JsonFormatter"} if fmt == "json" else {"format": TEXT_FORMAT}
     level = level.upper()
@@ -111,13 +113,13 @@ def log_config(fmt: LogFormat, level: str) -> dict[str, Any]:
             # uvicorn's own loggers propagate to the root handler, so one format covers them all.
             "uvicorn": {"level": level, "handlers": [], "propagate": True},
             "uvicorn.error": {"level": level, "handlers": [], "propagate": True},
-            "uvicorn.access": {"level": level, "handlers": [], "propagate": True},
+            "uvicorn.access": {"level": level, "handlers": [], "propagate": access_log},
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
         },
     }
 
 
-def configure(fmt: LogFormat, level: str) -> None:
+def configure(fmt: LogFormat, level: str, access_log: bool = False) -> None:
     """Configure the process's logging (see ``log_config``); safe to call again."""
-    logging.config.dictConfig(log_config(fmt, level))
+    logging.config.dictConfig(log_config(fmt, level, access_log))

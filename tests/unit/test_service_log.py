@@ -97,7 +97,7 @@ class TestConfigure:
         self, fmt: logs.LogFormat, capsys: pytest.CaptureFixture[str], restore_logging: None, request_scope: None
     ) -> None:
         """After configure, uvicorn's error and access loggers write in the chosen format, like the service's own."""
-        logs.configure(fmt, "info")
+        logs.configure(fmt, "info", access_log=True)
         for name in ("modelserve", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).info("from %s", name)
         logging.getLogger("httpx").info("HTTP Request: GET http://user:pw@host/")  # held at WARNING
@@ -112,3 +112,11 @@ class TestConfigure:
                 assert parsed["request_id"] == "req-42"
             else:
                 assert line.split()[2:] == ["INFO", name, "from", name]
+
+    def test_access_log_stays_off_by_default(self, capsys: pytest.CaptureFixture[str], restore_logging: None) -> None:
+        """Configuring again (as a worker does after uvicorn) does not turn uvicorn's access log back on."""
+        logs.configure("json", "debug")
+        logging.getLogger("uvicorn.access").info("GET /predict 200")
+        logging.getLogger("uvicorn.error").info("started")
+        out = capsys.readouterr().err.splitlines()
+        assert [orjson.loads(line)["logger"] for line in out] == ["uvicorn.error"]
