@@ -18,7 +18,8 @@ one log volume, where every container's pid is 1) are rotated when they reach
 container's shutdown hook) stops the writer after it has written everything
 queued so far; records submitted after that are counted as dropped.
 
-Every record is either written or counted in
+Every record is either written, sampled out (below; counted in
+``prediction_log_sampled_out_total``) or counted in
 ``prediction_log_dropped_total{reason}``: ``queue_full``, ``closed`` (after
 ``close()``), ``unserialisable`` and ``write_error`` (the disk is full, the
 directory unwritable, a file-size limit reached...). A batch is written whole
