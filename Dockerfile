@@ -67,7 +67,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODELSERVE_PORT=8000 \
     MODELSERVE_MODELS_DIR=/srv/modelserve/models \
     MODELSERVE_FEATURE_TABLE=/srv/modelserve/data/features.parquet \
-    MODELSERVE_LOG_DIR=/var/lib/modelserve/predictions
+    MODELSERVE_LOG_DIR=/var/lib/modelserve/predictions \
+    MODELSERVE_LOG_FORMAT=json
 
 # A numeric UID so that Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 # Models and code stay root-owned (read-only to the service); only the

@@ -156,6 +156,7 @@ def _prediction_log(directory: Path, s: Settings, metrics: Metrics) -> Predictio
         retention_seconds=s.log_retention_seconds,
         retention_bytes=s.log_retention_bytes,
         duplicate_window=s.log_duplicate_window,
+        sample_rate=s.log_sample_rate,
     )
 
 

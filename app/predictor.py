@@ -18,6 +18,7 @@ from app.errors import UnknownUser
 from app.features.server import FeatureServer
 from app.model.decoder import Decoded
 from app.model.pool import LoadedModel, ModelPool
+from app.telemetry import logs
 from app.telemetry.metrics import Metrics
 
 
@@ -40,6 +41,8 @@ class PredictionRecord:
     timestamp: float = field(default_factory=time.time)
     probabilities: dict[str, float] | None = None
     """Multiclass only: every class's probability by class name, in the manifest's classes order."""
+    trace_id: str | None = None
+    """The request's OpenTelemetry trace id (hex); None when tracing is off."""
 
     def response(self) -> dict[str, Any]:
         """The /predict answer: binary and multiclass carry ``probability``, multiclass ``probabilities`` too."""
@@ -108,6 +111,10 @@ class Predictor:
         model, variant = self.chooser.choose(decoded, primary)
         if model.decoder is not primary.decoder:
             decoded = model.decoder.decode(body)
+        request_id = decoded.request_id or new_request_id()
+        # For the service's log lines from here on; the request runs in its own task, so nothing to reset.
+        logs.request_id.set(request_id)
+        logs.model_version.set(model.version)
         row = decoded.features
         tier = None
         if model.needs_store:
@@ -123,7 +130,7 @@ class Predictor:
             ((prediction, probability, probabilities),) = model.answer([row])
         latency = time.perf_counter() - t0
         record = PredictionRecord(
-            request_id=decoded.request_id or new_request_id(),
+            request_id=request_id,
             model_version=model.version,
             prediction=prediction,
             probability=probability,
@@ -134,6 +141,7 @@ class Predictor:
             tier=tier,
             variant=variant,
             probabilities=probabilities,
+            trace_id=logs.current_trace_id(),
         )
         self._observe(model.version, latency)
         for listener in self.listeners:
@@ -161,6 +169,7 @@ class Predictor:
         one inference run. Unknown users are named as ``[*loc, i, "user_id"]``.
         """
         t0 = time.perf_counter()
+        trace_id = logs.current_trace_id()
         primary = pinned or self.chooser.primary_model()
         chosen: list[tuple[LoadedModel, str | None]] = []
         for i, inst in enumerate(instances):
@@ -207,6 +216,7 @@ class Predictor:
                     latency=latency,
                     tier=tier,
                     variant=variant,
+                    trace_id=trace_id,
                 )
             self._observe(model.version, latency, len(idx))
         out = [r for r in records if r is not None]

@@ -34,6 +34,7 @@ from app.server import protocol
 from app.server.descriptors import connection_cap, raise_descriptor_limit
 from app.server.protocol import ConnectionLimits, ServerConfig
 from app.settings import Settings
+from app.telemetry import logs
 
 log = logging.getLogger("modelserve")
 
@@ -130,6 +131,7 @@ def _config(app: FastAPI | str, settings: Settings, limits: ConnectionLimits, **
         loop="uvloop",
         access_log=False,
         log_level=settings.log_level,
+        log_config=logs.log_config(settings.log_format, settings.log_level),
         timeout_graceful_shutdown=30,
         lifespan="on",
         **extra,
@@ -173,14 +175,8 @@ def _limits(settings: Settings) -> ConnectionLimits:
 
 
 def configure_logging(settings: Settings) -> None:
-    """The service's log: one format, the configured level.
-
-    httpx and httpcore stay at WARNING whatever the level: httpx logs every
-    request's full URL at INFO, userinfo (an upstream password) included.
-    """
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """The service's log: the configured format (``text`` or ``json``) and level (``app.telemetry.logs``)."""
+    logs.configure(settings.log_format, settings.log_level)
 
 
 def serve(settings: Settings) -> None:

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     """Directory of the prediction log and the label log (/feedback) beside it; unset disables both."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the service's own log."""
+    log_format: Literal["json", "text"] = "text"
+    """Format of the service's own log (uvicorn's included): `text` for a terminal, `json` (one object a line
+    with request, trace and model ids) for a log collector."""
 
     # --- prediction log ------------------------------------------------------
     log_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
@@ -168,6 +171,9 @@ class Settings(BaseSettings):
     """Delete the oldest rotated prediction log files while all together exceed this (bytes; 0: no limit)."""
     log_duplicate_window: int = Field(10_000, ge=0)
     """Recent request ids per process checked for duplicates (`duplicate_request_ids_total`; 0 disables)."""
+    log_sample_rate: float = Field(1.0, ge=0, le=1)
+    """Fraction of prediction records written, chosen by a seeded hash of the request id (a retry agrees);
+    shadow records are always written. Labels can only join predictions that were written."""
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

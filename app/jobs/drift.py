@@ -9,6 +9,11 @@ positive-class probability (binary), the predicted label's frequencies
 (:func:`app.model.reference.histogram`), PSI and its smoothing are in
 :mod:`app.jobs.psi`. The worst status decides the exit code of the command
 (``EXIT_ALERT`` on any alert), so a CronJob can page.
+
+Every output names the prediction log's sample rate the records were kept
+under (``MODELSERVE_LOG_SAMPLE_RATE``, from each line's ``sample_rate``; lines
+written before it existed count as 1): PSI compares shares, so a uniform
+sample leaves it unbiased, but fewer records make it noisier.
 """
 
 from __future__ import annotations
@@ -62,6 +67,17 @@ class DriftReport:
     since: timedelta
     records: int
     rows: list[DriftRow] = field(default_factory=list)
+    sample_rates: list[float] = field(default_factory=lambda: [1.0])
+    """The distinct sample rates the records were logged under, ascending (one, unless the setting changed)."""
+
+    @property
+    def sample_rate(self) -> float | None:
+        """The one rate every record was logged under; None when the period mixes rates."""
+        return self.sample_rates[0] if len(self.sample_rates) == 1 else None
+
+    def sample_text(self) -> str:
+        rates = "/".join(f"{r:g}" for r in self.sample_rates)
+        return f"log sample rate {rates}" + ("" if self.sample_rate is not None else " (mixed)")
 
     @property
     def status(self) -> str:
@@ -73,6 +89,8 @@ class DriftReport:
             "version": self.version,
             "since_seconds": self.since.total_seconds(),
             "records": self.records,
+            "sample_rate": self.sample_rate,
+            "sample_rates": self.sample_rates,
             "status": self.status,
             "thresholds": {"warn": psi.WARN, "alert": psi.ALERT, "epsilon": psi.EPSILON},
             "features": [
@@ -101,7 +119,8 @@ def compute_drift(log_dir: Path, models_dir: Path, version: str | None, since: t
     frame = _load(log_dir, manifest, since)
     if len(frame) == 0:
         raise EmptyLog(f"no predictions by {resolved} in the last {_human(since)} in {log_dir}")
-    report = DriftReport(resolved, since, len(frame))
+    rates = sorted({float(r) for r in frame["sample_rate"].fillna(1.0)})
+    report = DriftReport(resolved, since, len(frame), sample_rates=rates)
     specs: Mapping[str, Any] = reference.get("features", {})
     for f in manifest.features:
         spec = specs.get(f.name)
@@ -142,7 +161,7 @@ def _load(log_dir: Path, manifest: Manifest, since: timedelta) -> Any:
     else:
         cols.append("prediction->>'$' AS prediction")
     sql = (
-        f"SELECT {', '.join(cols)}, probability FROM predictions "
+        f"SELECT {', '.join(cols)}, probability, sample_rate FROM predictions "
         "WHERE model_version = ? AND timestamp >= now() - to_seconds(?)"
     )
     return con.execute(sql, [manifest.version, since.total_seconds()]).df()
@@ -160,7 +179,7 @@ def _human(since: timedelta) -> str:
 def render_table(report: DriftReport) -> str:
     lines = [
         f"drift of {report.version} over the last {_human(report.since)}: {report.records} predictions "
-        f"(PSI warn ≥ {psi.WARN}, alert ≥ {psi.ALERT})",
+        f"({report.sample_text()}; PSI warn ≥ {psi.WARN}, alert ≥ {psi.ALERT})",
         f"{'FEATURE':<20} {'TYPE':<7} {'PSI':>8}  STATUS",
     ]
     for r in report.rows:
@@ -191,7 +210,8 @@ def render_html(report: DriftReport) -> str:
         f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2em}}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
         "figure{display:inline-block;margin:1em}</style></head><body>"
-        f"<h1>{title}</h1><p>{report.records} predictions over the last {_human(report.since)}; "
+        f"<h1>{title}</h1><p>{report.records} predictions over the last {_human(report.since)} "
+        f"({report.sample_text()}); "
         f"PSI warn ≥ {psi.WARN}, alert ≥ {psi.ALERT}; overall <b>{report.status}</b>.</p>"
         f"<table><tr><th>feature</th><th>type</th><th>PSI</th><th>status</th></tr>{rows}</table>"
         f"{plots}</body></html>"

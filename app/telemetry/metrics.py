@@ -117,6 +117,11 @@ class Metrics:
         )
         for reason in ("queue_full", "closed", "unserialisable", "write_error"):
             self.log_dropped.labels(reason)  # exported at 0, so rate() and alerts see every reason from the start
+        self.log_sampled_out = Counter(
+            "modelserve_prediction_log_sampled_out",
+            "Prediction records not written because MODELSERVE_LOG_SAMPLE_RATE left them out (by design, not lost).",
+            registry=r,
+        )
         self.log_write_errors = Counter(
             "modelserve_prediction_log_write_errors",
             "Failed writes of the prediction log, by errno name (ENOSPC, EROFS, EACCES, EFBIG...).",

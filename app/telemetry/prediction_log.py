@@ -18,7 +18,8 @@ one log volume, where every container's pid is 1) are rotated when they reach
 container's shutdown hook) stops the writer after it has written everything
 queued so far; records submitted after that are counted as dropped.
 
-Every record is either written or counted in
+Every record is either written, sampled out (below; counted in
+``prediction_log_sampled_out_total``) or counted in
 ``prediction_log_dropped_total{reason}``: ``queue_full``, ``closed`` (after
 ``close()``), ``unserialisable`` and ``write_error`` (the disk is full, the
 directory unwritable, a file-size limit reached...). A batch is written whole
@@ -62,6 +63,19 @@ the positive-class probability (binary), of the predicted value
 (multiclass, where the label disagreement is ``primary_prediction <>
 shadow_prediction``).
 
+Sampling (``sample_rate`` below 1): the writer keeps a prediction record
+when a seeded MurmurHash3 of its ``request_id``, scaled to [0, 1), is below
+the rate (:func:`sampled_in`), so the decision is the same in every process
+and for every retry of a request; the others are counted
+(``prediction_log_sampled_out_total``), not written. Every other kind of
+line (shadow records, including those whose prediction was left out, and
+``shadow_drops``) is always written. Each prediction line carries the
+``sample_rate`` it was kept under, so a reader can weight counts or report
+the rate; labels can only join the predictions that were written.
+
+``trace_id`` is the OpenTelemetry trace of the request (lowercase hex), null
+when tracing is off.
+
 ``user_id`` is written as sent (``user_id_mode="plain"``) or as the hex
 HMAC-SHA256 of it under a secret key (``"hash"``): stable, so one user's
 predictions can still be grouped, but not reversible without the key. The
@@ -88,6 +102,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import mmh3
 import orjson
 
 from app.telemetry.metrics import Metrics
@@ -119,6 +134,8 @@ PREDICTION_FIELDS: tuple[tuple[str, FieldType], ...] = (
     ("probabilities", "json"),  # {class: p}, multiclass only
     ("latency", "float"),
     ("feature_tier", "text"),
+    ("trace_id", "text"),  # null when tracing is off
+    ("sample_rate", "float"),  # the MODELSERVE_LOG_SAMPLE_RATE this line was kept under
 )
 SHADOW_FIELDS: tuple[tuple[str, FieldType], ...] = (
     ("timestamp", "timestamp"),
@@ -156,7 +173,17 @@ LINE_FIELDS: dict[str, tuple[tuple[str, FieldType], ...]] = {
 """Every field of each ``kind`` of line, after ``kind`` itself, in line order."""
 
 
-def prediction_line(record: PredictionRecord, user_id: str | None) -> dict[str, Any]:
+SAMPLE_SEED = 0x6D5F_6C6F  # fixed for good: changing it changes which request ids every writer keeps
+
+
+def sampled_in(request_id: str, rate: float) -> bool:
+    """Whether a prediction record with this ``request_id`` is kept at ``rate`` (same answer everywhere, always)."""
+    if rate >= 1.0:
+        return True
+    return mmh3.hash(request_id, SAMPLE_SEED, signed=False) < rate * 4294967296.0  # hash / 2**32 < rate
+
+
+def prediction_line(record: PredictionRecord, user_id: str | None, sample_rate: float = 1.0) -> dict[str, Any]:
     """The ``prediction`` line of a record, with ``user_id`` as it is to be written."""
     return {
         "kind": "prediction",
@@ -171,6 +198,8 @@ def prediction_line(record: PredictionRecord, user_id: str | None) -> dict[str, 
         "probabilities": record.probabilities,
         "latency": record.latency,
         "feature_tier": record.tier,
+        "trace_id": record.trace_id,
+        "sample_rate": sample_rate,
     }
 
 
@@ -328,6 +357,7 @@ class PredictionLog:
         retention_seconds: float = 0.0,
         retention_bytes: int = 0,
         duplicate_window: int = 10_000,
+        sample_rate: float = 1.0,
         clock: Callable[[], float] = time.time,
         file_prefix: str = FILE_PREFIX,
     ) -> None:
@@ -343,6 +373,10 @@ class PredictionLog:
         self.retention_seconds = retention_seconds
         self.retention_bytes = retention_bytes
         self.duplicate_window = duplicate_window
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError("sample_rate must be between 0 and 1")
+        self.sample_rate = sample_rate
+        self._sampled_out = metrics.log_sampled_out
         self._key = user_id_key if user_id_mode == "hash" else None
         self._clock = clock
         self._metrics = metrics
@@ -459,18 +493,26 @@ class PredictionLog:
 
     def _drain(self) -> None:
         queue = self._queue
+        rate = self.sample_rate
         while queue:
             n = min(len(queue), self.batch_size)
             lines = []
+            left_out = 0
             for _ in range(n):
                 item = queue.popleft()
                 try:
-                    if self.duplicate_window and not isinstance(item, dict):
-                        self._check_duplicate(item.request_id)
+                    if not isinstance(item, dict):  # a prediction record: the only kind sampling leaves out
+                        if self.duplicate_window:
+                            self._check_duplicate(item.request_id)
+                        if rate < 1.0 and not sampled_in(item.request_id, rate):
+                            left_out += 1
+                            continue
                     lines.append(orjson.dumps(self._to_dict(item), option=_OPTIONS))
                 except Exception:
                     log.exception("prediction log record not serialisable; skipped")
                     self._drop_unserialisable.inc()
+            if left_out:
+                self._sampled_out.inc(left_out)
             if lines:
                 try:
                     self._write(b"".join(lines), len(lines))
@@ -500,7 +542,7 @@ class PredictionLog:
         uid = item.user_id
         if self._key is not None and uid is not None:
             uid = hash_user_id(uid, self._key)
-        return prediction_line(item, uid)
+        return prediction_line(item, uid, self.sample_rate)
 
     def _write(self, data: bytes, count: int) -> None:
         now = self._clock()

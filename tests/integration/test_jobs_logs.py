@@ -20,7 +20,14 @@ from app.training.data import generate_requests
 from tests.support.workspace import Workspace
 
 
-def write_log(ws: Workspace, log_dir: Path, n: int, seed: int, shift: dict[str, float] | None = None) -> None:
+def write_log(
+    ws: Workspace,
+    log_dir: Path,
+    n: int,
+    seed: int,
+    shift: dict[str, float] | None = None,
+    sample_rate: float = 1.0,
+) -> None:
     """Predict ``n`` generated requests with the production model and log them like the server does."""
     repository = Repository(ws.models_dir)
     model = ModelPool(repository, warmup_iterations=0).load(repository.resolve("production"))
@@ -29,7 +36,7 @@ def write_log(ws: Workspace, log_dir: Path, n: int, seed: int, shift: dict[str, 
     bodies = generate_requests(n, seed=seed, users_df=users, shift=shift)
     rows = [{**store[b["user_id"]], **b["features"]} for b in bodies]
     labels, probs = model.runtime.predict(rows)
-    plog = PredictionLog(log_dir, Metrics())
+    plog = PredictionLog(log_dir, Metrics(), sample_rate=sample_rate)
     for i, (b, row) in enumerate(zip(bodies, rows, strict=True)):
         rec = PredictionRecord(
             request_id=f"r{seed}-{i}",
@@ -108,6 +115,7 @@ class TestDrift:
         report = json.loads(out)
         assert code == 0 and report["status"] == "ok", out
         assert report["records"] == 3000
+        assert report["sample_rate"] == 1.0 and report["sample_rates"] == [1.0]
         assert {f["name"] for f in report["features"]} >= {"amount", "country", "score", "(prediction)"}
 
     @pytest.mark.parametrize("feature,factor", [("amount", 3.0), ("score", 0.4)])
@@ -126,6 +134,22 @@ class TestDrift:
         assert all(by_name[n]["status"] == "ok" for n in others), by_name
         page = html.read_text()
         assert page.count("data:image/png;base64,") == len(by_name) and feature in page
+
+    def test_the_sample_rate_is_reported(
+        self, trained: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A log written at rate 0.5 holds about half the records and drift names the rate in JSON, table and HTML."""
+        log_dir = tmp_path / "log"
+        write_log(trained, log_dir, 3000, seed=13, sample_rate=0.5)
+        base = ["--models-dir", str(trained.models_dir), "drift", "--log-dir", str(log_dir)]
+        code, out, _ = run([*base, "--json"], capsys)
+        report = json.loads(out)
+        assert code == 0 and report["sample_rate"] == 0.5 and report["sample_rates"] == [0.5]
+        assert abs(report["records"] - 1500) < 150
+        html = tmp_path / "drift.html"
+        code, out, _ = run([*base, "--html", str(html)], capsys)
+        assert "log sample rate 0.5" in out.splitlines()[0]
+        assert "log sample rate 0.5" in html.read_text()
 
     def test_table_output_and_version_filter(
         self, trained: Workspace, plain_log: Path, capsys: pytest.CaptureFixture[str]

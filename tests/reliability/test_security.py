@@ -204,6 +204,15 @@ class TestNoUnpicklingBeforeChecksum:
         assert not evil.exists()
 
 
+def assert_json_lines(output: str) -> None:
+    """Every line of a JSON-format server's output is one JSON object with the base fields."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines, "the server logged nothing"
+    for line in lines:
+        entry = json.loads(line)
+        assert {"time", "level", "logger", "message"} <= set(entry), line
+
+
 def _dockerfile_stages(text: str) -> list[dict[str, Any]]:
     """Stages of a Dockerfile: base, name, ARG defaults and USER lines (continuations joined)."""
     text = re.sub(r"\\\n", " ", text)
@@ -297,7 +306,8 @@ class TestNoSecretsInLogsOrErrors:
         with RedisServer(tmp_path / "redis", password=self.REDIS_PASSWORD) as redis:
             yield redis
 
-    def test_token_and_redis_password_never_leak(self, workspace, tmp_path, redis_with_password):
+    @pytest.mark.parametrize("log_format", ["text", "json"])
+    def test_token_and_redis_password_never_leak(self, workspace, tmp_path, redis_with_password, log_format):
         """Errors of every kind (bad auth, bad input, Redis down, bad Redis password) never show either secret."""
         redis = redis_with_password
         env = workspace.env(
@@ -305,6 +315,7 @@ class TestNoSecretsInLogsOrErrors:
             MODELSERVE_REDIS_URL=f"redis://:{self.REDIS_PASSWORD}@127.0.0.1:{redis.port}/0",
             MODELSERVE_MEMORY_MAX_AGE_SECONDS="0",
             MODELSERVE_LOG_LEVEL="debug",
+            MODELSERVE_LOG_FORMAT=log_format,
             MODELSERVE_LOG_DIR=str(tmp_path / "log"),
         )
         bodies: list[str] = []
@@ -331,12 +342,15 @@ class TestNoSecretsInLogsOrErrors:
             output = srv.output()
         logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "log").glob("*.jsonl"))
         assert "redis" in output.lower() or "breaker" in output.lower(), "Redis going down left no trace in the log"
+        if log_format == "json":
+            assert_json_lines(output)
         for secret in (TOKEN, self.REDIS_PASSWORD):
             for where, text in (("server output", output), ("prediction log", logs), ("bodies", "\n".join(bodies))):
                 assert secret not in text, f"secret found in {where}"
                 assert secret[:10] not in text, f"secret prefix found in {where}"
 
-    def test_wrong_redis_password_is_reported_without_it(self, workspace, tmp_path, redis_with_password):
+    @pytest.mark.parametrize("log_format", ["text", "json"])
+    def test_wrong_redis_password_is_reported_without_it(self, workspace, tmp_path, redis_with_password, log_format):
         """A Redis URL with the wrong password degrades to compute and the log names no password."""
         port = redis_with_password.port
         wrong = "wrong-pw-" + "z9" * 10
@@ -344,6 +358,7 @@ class TestNoSecretsInLogsOrErrors:
             MODELSERVE_REDIS_URL=f"redis://:{wrong}@127.0.0.1:{port}/0",
             MODELSERVE_MEMORY_MAX_AGE_SECONDS="0",
             MODELSERVE_LOG_LEVEL="debug",
+            MODELSERVE_LOG_FORMAT=log_format,
         )
         with ServerProcess(env, tmp_path / "server.log") as srv:
             srv.wait_ready()
@@ -360,7 +375,8 @@ class TestNoSecretsInLogsOrErrors:
 @pytest.mark.e2e
 class TestNoUpstreamCredentialsInLogs:
     # httpx logs every request's full URL, userinfo included, at INFO: serve() keeps it at WARNING.
-    def test_upstream_url_password_never_logged(self, workspace, tmp_path):
+    @pytest.mark.parametrize("log_format", ["text", "json"])
+    def test_upstream_url_password_never_logged(self, workspace, tmp_path, log_format):
         """Credentials in MODELSERVE_UPSTREAM_URL never reach the log, even at debug level on every call."""
         password = "upstream-pw-" + "k3" * 10
         port = free_port()
@@ -377,6 +393,7 @@ class TestNoUpstreamCredentialsInLogs:
                 MODELSERVE_UPSTREAM_URL=f"http://svc:{password}@127.0.0.1:{port}",
                 MODELSERVE_MEMORY_MAX_AGE_SECONDS="0",
                 MODELSERVE_LOG_LEVEL="debug",
+                MODELSERVE_LOG_FORMAT=log_format,
             )
             with ServerProcess(env, tmp_path / "server.log") as srv:
                 srv.wait_ready()
@@ -392,3 +409,5 @@ class TestNoUpstreamCredentialsInLogs:
                 output = srv.output()
         assert "127.0.0.1" in output, "the upstream calls left no trace at debug level"
         assert password not in output
+        if log_format == "json":
+            assert_json_lines(output)

@@ -78,6 +78,8 @@ class TestFormat:
             "probabilities": None,
             "latency": 0.0002,
             "feature_tier": "table",
+            "trace_id": None,
+            "sample_rate": 1.0,
         }
         assert list(line) == ["kind", *(name for name, _ in PREDICTION_FIELDS)]
 
