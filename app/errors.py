@@ -13,6 +13,7 @@
     ├── Unavailable (503)             carries ``retry_after`` (``Retry-After``)
     │   ├── NotReady                  model not loaded/warm, or draining
     │   └── FeaturesUnavailable       no tier could produce the user's features
+    ├── NotSupported (501)            an endpoint of a protocol this service does not do (V2 load/unload)
     ├── Unauthorized (401)            admin token missing or wrong (``WWW-Authenticate``)
     └── ArtifactError (409)           checksum mismatch, bad manifest, failed self-check
         └── InvalidName (422)         a version or alias name that is not allowed
@@ -126,6 +127,12 @@ class NotReady(Unavailable):
 
 class FeaturesUnavailable(Unavailable):
     pass
+
+
+class NotSupported(ModelServeError):
+    """A protocol operation the service deliberately does not offer; the message says what to do instead."""
+
+    status_code = 501
 
 
 class Unauthorized(ModelServeError):

@@ -16,11 +16,12 @@ httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype  # noqa: E402  (after the skip)
 
 pytestmark = pytest.mark.e2e
+TOKEN = "tritonclient-admin-token-" + "x" * 16
 
 
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory) -> Iterator[ServerProcess]:
-    with ServerProcess(trained.env(), tmp_path_factory.mktemp("v2") / "server.log") as srv:
+    with ServerProcess(trained.env(MODELSERVE_ADMIN_TOKEN=TOKEN), tmp_path_factory.mktemp("v2") / "server.log") as srv:
         srv.wait_ready()
         yield srv
 
@@ -153,3 +154,15 @@ class TestTritonClient:
         with pytest.raises(InferenceServerException) as exc:
             client.infer("modelserve", infer_inputs(bad, requests[:1], binary=False))
         assert exc.value.status() == "400" and "user_id" in exc.value.message()
+
+    def test_repository_index_and_load(self, client):
+        """The client's repository calls: the index with the admin token, load/unload refused with 501."""
+        index = client.get_model_repository_index(headers={"Authorization": f"Bearer {TOKEN}"})
+        assert {"name": "production", "version": "v2", "state": "READY", "reason": ""} in index
+        with pytest.raises(InferenceServerException) as exc:
+            client.get_model_repository_index()
+        assert exc.value.status() == "401"
+        for call in (client.load_model, client.unload_model):
+            with pytest.raises(InferenceServerException) as exc:
+                call("production")
+            assert exc.value.status() == "501" and "modelserve promote" in exc.value.message()

@@ -80,7 +80,7 @@ class TestServerEndpoints:
         body = client.get("/v2").json()
         assert body["name"] == "modelserve"
         assert body["version"]
-        assert body["extensions"] == ["binary_tensor_data"]
+        assert body["extensions"] == ["binary_tensor_data", "model_repository"]
 
     def test_live_and_ready(self, client):
         """The V2 probes answer 200 once the model is ready."""

@@ -4,24 +4,32 @@ Errors on these routes use the protocol's statuses: 400 for bad input (where
 the rest of the service answers 422), 404 for an unknown model or version,
 503 (with ``Retry-After``) while not ready. The body is the service's usual
 ``{"error", "detail"}``, whose ``error`` key is what V2 clients read.
+
+The repository extension's index lists versions on disk and why one is not
+loaded (load errors name files), so it needs the admin token like
+``/admin/models`` (tritonclient passes it as ``headers=``); its load and
+unload answer 501 to anyone: they reveal and change nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from app.api.body import read_json_body
-from app.api.deps import HealthDep, PredictorDep, SettingsDep, V2Dep
+from app.api.deps import ContainerDep, HealthDep, PredictorDep, SettingsDep, V2Dep
 from app.api.errors import error_response, max_details
+from app.api.routes.admin import AUTH_ERRORS, require_admin
 from app.errors import ModelServeError, ValidationFailed, retry_after_value
 from app.health import Health
 from app.v2 import MODEL_NAME
+from app.v2.repository import not_supported, parse_index_request, repository_index
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -66,7 +74,9 @@ def _not_ready(body: dict[str, Any], health: Health) -> Response:
 @router.get("")
 async def server_metadata(request: Request) -> Response:
     """Server name, version and protocol extensions."""
-    return _json({"name": MODEL_NAME, "version": request.app.version, "extensions": ["binary_tensor_data"]})
+    return _json(
+        {"name": MODEL_NAME, "version": request.app.version, "extensions": ["binary_tensor_data", "model_repository"]}
+    )
 
 
 @router.get("/health/live")
@@ -121,3 +131,42 @@ async def infer(
             ) from None
     response = await v2.infer(predictor, target, body, header_length)
     return _json(response, headers={"X-Model-Version": response["model_version"]})
+
+
+@router.post(
+    "/repository/index",
+    dependencies=[Depends(require_admin)],
+    responses={**AUTH_ERRORS, 400: {"description": "Invalid index request"}},
+)
+async def repository_index_route(request: Request, c: ContainerDep, settings: SettingsDep) -> Response:
+    """Every version (under ``modelserve``) and alias with its state: READY, or UNAVAILABLE and why."""
+    ready_only = parse_index_request(await read_json_body(request, settings.max_body_bytes, missing_ok=True))
+    versions, aliases = await asyncio.gather(
+        asyncio.to_thread(c.repository.versions), asyncio.to_thread(c.repository.aliases)
+    )
+    refused = {e["version"]: e["error"] for e in c.rollout.follower.recent_errors}
+    index = repository_index(
+        versions,
+        aliases,
+        loaded=c.pool.by_version,
+        serving={alias: m.version for alias, m in c.v2.aliases().items()},
+        refused=refused,
+        not_ready=None if c.health.is_ready else f"not ready: {c.health.reason}",
+        ready_only=ready_only,
+    )
+    return Response(orjson.dumps(index), media_type="application/json")
+
+
+NOT_SUPPORTED: dict[int | str, dict[str, Any]] = {501: {"description": "Not supported: promote with the CLI"}}
+
+
+@router.post("/repository/models/{name}/load", responses=NOT_SUPPORTED)
+async def repository_load(name: str) -> Response:
+    """Not supported: versions are loaded by pointing an alias at them (``modelserve promote``)."""
+    raise not_supported("load", name)
+
+
+@router.post("/repository/models/{name}/unload", responses=NOT_SUPPORTED)
+async def repository_unload(name: str) -> Response:
+    """Not supported: a version is unloaded when no alias or flag names it any more."""
+    raise not_supported("unload", name)
