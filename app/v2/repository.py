@@ -11,8 +11,8 @@ the version it still serves (``READY``) and the refused one.
 
 Versions are loaded and unloaded by promoting aliases (``modelserve
 promote``), never through the API, so the extension's load and unload
-answer ``NotSupported`` (501, what Triton answers when its model control
-does not allow them).
+answer ``NotSupported`` (400, the status the extension gives a failed load;
+see ``app.errors.NotSupported``).
 """
 
 from __future__ import annotations

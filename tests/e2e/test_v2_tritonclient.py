@@ -156,7 +156,7 @@ class TestTritonClient:
         assert exc.value.status() == "400" and "user_id" in exc.value.message()
 
     def test_repository_index_and_load(self, client):
-        """The client's repository calls: the index with the admin token, load/unload refused with 501."""
+        """The client's repository calls: the index with the admin token, load/unload refused with 400."""
         index = client.get_model_repository_index(headers={"Authorization": f"Bearer {TOKEN}"})
         assert {"name": "production", "version": "v2", "state": "READY", "reason": ""} in index
         with pytest.raises(InferenceServerException) as exc:
@@ -165,4 +165,4 @@ class TestTritonClient:
         for call in (client.load_model, client.unload_model):
             with pytest.raises(InferenceServerException) as exc:
                 call("production")
-            assert exc.value.status() == "501" and "modelserve promote" in exc.value.message()
+            assert exc.value.status() == "400" and "modelserve promote" in exc.value.message()

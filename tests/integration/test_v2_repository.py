@@ -1,4 +1,4 @@
-"""The V2 repository extension in-process: the index behind the admin token, load/unload refused with 501."""
+"""The V2 repository extension in-process: the index behind the admin token, load/unload refused with 400."""
 
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ def test_index_needs_the_admin_token(client, trained):
 
 @pytest.mark.parametrize("action", ["load", "unload"])
 def test_load_and_unload_not_supported(client, action):
-    """load/unload answer 501 in the error shape, saying to promote with the CLI."""
+    """load/unload answer 400 in the error shape, saying to promote with the CLI."""
     r = client.post(f"/v2/repository/models/production/{action}", json={})
-    assert r.status_code == 501
+    assert r.status_code == 400
     body = r.json()
     assert "modelserve promote" in body["error"] and body["detail"][0]["type"] == "not_supported"
 

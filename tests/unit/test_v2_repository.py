@@ -68,7 +68,7 @@ def test_bad_index_request_names_the_field(body):
 
 
 def test_load_unload_not_supported():
-    """load/unload answer 501 saying to promote with the CLI."""
+    """load/unload answer 400 saying to promote with the CLI."""
     err = not_supported("load", "production")
-    assert isinstance(err, NotSupported) and err.status_code == 501
+    assert isinstance(err, NotSupported) and err.status_code == 400
     assert "modelserve promote" in err.message

@@ -8,7 +8,7 @@ the rest of the service answers 422), 404 for an unknown model or version,
 The repository extension's index lists versions on disk and why one is not
 loaded (load errors name files), so it needs the admin token like
 ``/admin/models`` (tritonclient passes it as ``headers=``); its load and
-unload answer 501 to anyone: they reveal and change nothing.
+unload answer 400 ``NotSupported`` to anyone: they reveal and change nothing.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ async def repository_index_route(request: Request, c: ContainerDep, settings: Se
     return Response(orjson.dumps(index), media_type="application/json")
 
 
-NOT_SUPPORTED: dict[int | str, dict[str, Any]] = {501: {"description": "Not supported: promote with the CLI"}}
+NOT_SUPPORTED: dict[int | str, dict[str, Any]] = {400: {"description": "Not supported: promote with the CLI"}}
 
 
 @router.post("/repository/models/{name}/load", responses=NOT_SUPPORTED)
