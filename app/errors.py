@@ -13,6 +13,7 @@
     ├── Unavailable (503)             carries ``retry_after`` (``Retry-After``)
     │   ├── NotReady                  model not loaded/warm, or draining
     │   └── FeaturesUnavailable       no tier could produce the user's features
+    ├── NotSupported (400)            a protocol operation this service does not do (V2 load/unload)
     ├── Unauthorized (401)            admin token missing or wrong (``WWW-Authenticate``)
     └── ArtifactError (409)           checksum mismatch, bad manifest, failed self-check
         └── InvalidName (422)         a version or alias name that is not allowed
@@ -126,6 +127,17 @@ class NotReady(Unavailable):
 
 class FeaturesUnavailable(Unavailable):
     pass
+
+
+class NotSupported(ModelServeError):
+    """A protocol operation the service deliberately does not offer; the message says what to do instead.
+
+    400, not 501: the request will never succeed, so it is the client's to
+    change (a 5xx would count against the service's error rate and invite
+    retries), and the V2 repository extension answers a failed load "typically
+    400"; its clients read ``error`` whatever the status."""
+
+    status_code = 400
 
 
 class Unauthorized(ModelServeError):

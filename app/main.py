@@ -17,8 +17,8 @@ from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
+from app.api import openapi
 from app.api.errors import install_error_handlers
 from app.api.middleware import MetricsMiddleware
 from app.api.routes import admin, feedback, health, predict, v2
@@ -64,6 +64,7 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.container = c
     install_error_handlers(app)
@@ -121,22 +122,15 @@ async def _start(c: Container) -> None:
 
 
 def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:
-    """The OpenAPI document, with the request schemas of the model being served."""
+    """The OpenAPI document (``app.api.openapi``), cached once it has the served model's schemas."""
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
     try:
         model = c.pool.get(c.settings.alias)
-        decoder = model.decoder
     except Exception:
-        return schema  # not loaded yet: don't cache an incomplete document
-    components["PredictResponse"] = model.answers.response_schema()
-    for name, sub in (("PredictRequest", decoder.json_schema()), ("BatchRequest", decoder.batch_json_schema())):
-        sub = dict(sub)
-        for def_name, definition in sub.pop("$defs", {}).items():
-            components[def_name] = _rewrite_refs(definition)  # nested $refs must point into components too
-        components[name] = _rewrite_refs(sub)
+        return openapi.build(app, None)  # not loaded yet: don't cache an incomplete document
+    doc = openapi.build(app, model)
+    components = doc["components"]["schemas"]
     label = rules_for(model.manifest).json_schema()
     components["FeedbackRequest"] = label
     components["FeedbackBatchRequest"] = {
@@ -147,20 +141,5 @@ def _openapi(app: FastAPI, c: Container) -> dict[str, Any]:
             "labels": {"type": "array", "minItems": 1, "maxItems": c.settings.max_batch_size, "items": label}
         },
     }
-    app.openapi_schema = schema
-    return schema
-
-
-def _rewrite_refs(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (
-                v.replace("#/$defs/", "#/components/schemas/")
-                if k == "$ref" and isinstance(v, str)
-                else _rewrite_refs(v)
-            )
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_rewrite_refs(v) for v in node]
-    return node
+    app.openapi_schema = doc
+    return doc

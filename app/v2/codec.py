@@ -2,16 +2,19 @@
 
 JSON ``data`` and binary tensors (Triton's extension: raw bytes after the
 JSON header, ``binary_data_size`` per input) both become one flat column per
-input; columns become one decoded instance per row. Problems are collected,
-not raised one by one, so a bad request is answered with every offending
-tensor named: each is an error entry ``{"loc", "msg", "type"}`` whose ``loc``
-is ``["body", "inputs", name, part?, row?]``.
+input; columns become one decoded instance per row. NaN in a float tensor
+of a nullable feature means missing (``None``, what ``null`` is in
+``/predict``): ``nan_as_missing``, which every protocol's reader applies.
+Problems are collected, not raised one by one, so a bad request is answered
+with every offending tensor named: each is an error entry ``{"loc", "msg",
+"type"}`` whose ``loc`` is ``["body", "inputs", name, part?, row?]``.
 """
 
 from __future__ import annotations
 
+import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,8 @@ from app.v2.types import NUMPY, USER_ID, InferInput, InferRequest
 
 Errors = list[dict[str, Any]]
 _CONTAINERS = (list, dict)
+FLOATS = frozenset({"FP32", "FP64"})
+"""The datatypes that carry NaN."""
 
 
 def read_columns(
@@ -31,13 +36,15 @@ def read_columns(
     features: Mapping[str, tuple[str, ...]],
     expected: Sequence[str],
     max_batch: int,
+    nullable: Collection[str] = (),
 ) -> tuple[dict[str, list[Any]], int]:
     """(one flat column per input, the batch size N), or ``ValidationFailed`` listing every problem.
 
     ``features`` maps each feature input to its accepted datatypes; ``expected``
     is every input the model takes (``user_id`` included when it needs one).
     Binary tensors are read from ``body`` after its first ``header_length``
-    bytes, in input order.
+    bytes, in input order. NaN in a float tensor of a ``nullable`` feature
+    becomes ``None`` (missing); anywhere else the decoder refuses it.
     """
     errors: Errors = []
     columns: dict[str, list[Any]] = {}
@@ -66,7 +73,7 @@ def read_columns(
         elif name == USER_ID or name in features:
             col = column(inp, ("BYTES",) if name == USER_ID else features[name], raw, errors)
             if col is not None:
-                columns[name] = col
+                columns[name] = nan_as_missing(col) if name in nullable and inp["datatype"] in FLOATS else col
         else:
             errors.append(
                 input_error(name, None, f"unknown input; the model takes {', '.join(expected)}", "extra_input")
@@ -126,6 +133,16 @@ def column(inp: InferInput, accepted: tuple[str, ...], raw: bytes | None, errors
         errors.append(input_error(name, "data", f"data does not match shape {shape}", "shape"))
         return None
     return data
+
+
+def nan_as_missing(values: list[Any]) -> list[Any]:
+    """``values`` with every NaN as ``None``: for a nullable feature's float tensor, NaN is how a
+    tensor says "missing" (binary tensors and numpy arrays have no null). ±Inf is kept, so the
+    decoder still refuses it."""
+    # ``v != v`` is true only for NaN; the comprehension is built only when there is one.
+    if any(isinstance(v, float) and v != v for v in values):
+        return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+    return values
 
 
 def from_binary(name: str, datatype: str, raw: bytes, n: int, errors: Errors) -> list[Any] | None:

@@ -24,10 +24,13 @@ Inputs
 
     Values are then checked by the manifest-generated decoder, so the rules
     are those of ``/predict``: no string for a number, no bool for a number,
-    finite floats only (NaN is refused), JSON ``null`` only for nullable
-    features. Missing, unknown and duplicate inputs are refused. The Triton
-    binary tensor extension (``Inference-Header-Content-Length``, the default
-    of ``tritonclient``) is accepted for inputs; answers are always JSON.
+    finite floats only, JSON ``null`` only for nullable features. NaN in a
+    float tensor of a nullable feature is missing, like ``null`` (the only
+    way a binary tensor or a numpy array says it); NaN elsewhere and ±Inf
+    everywhere are refused. Missing, unknown and duplicate inputs are
+    refused. The Triton binary tensor extension
+    (``Inference-Header-Content-Length``, the default of ``tritonclient``)
+    is accepted for inputs; answers are always JSON.
 
 Outputs
     The same answers as ``/predict``, by task (``types.outputs_of``):
@@ -92,7 +95,7 @@ class V2Service:
         self.primary_alias = primary_alias
         self.max_batch = max_batch
         self.aliases = aliases or (lambda: self.pool.by_alias)
-        self._inputs: dict[str, tuple[dict[str, tuple[str, ...]], list[str]]] = {}
+        self._inputs: dict[str, tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]] = {}
 
     # --- names --------------------------------------------------------------
     def resolve(self, name: str, version: str | None) -> Target:
@@ -155,8 +158,8 @@ class V2Service:
         types = _outputs(model)
         wanted = requested_outputs(request, tuple(types))
         request_id = request.get("id") or new_request_id()
-        features, expected = self._expected_inputs(model)
-        columns, n = read_columns(request, body, header_length, features, expected, self.max_batch)
+        features, expected, nullable = self._expected_inputs(model)
+        columns, n = read_columns(request, body, header_length, features, expected, self.max_batch, nullable)
         instances = decode_rows(model.decoder, columns, n, request_id, features)
         try:
             records = await predictor.predict_instances(instances, model if target.pinned else None)
@@ -183,12 +186,14 @@ class V2Service:
             "outputs": outputs,
         }
 
-    def _expected_inputs(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str]]:
-        """(accepted datatypes per request feature, input names), computed once per version."""
+    def _expected_inputs(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]:
+        """(accepted datatypes per request feature, input names, nullable features), once per version."""
         known = self._inputs.get(model.version)
         if known is None:
-            features = {f.name: DATATYPES[f.dtype] for f in model.manifest.request_features}
-            known = features, [*([USER_ID] if model.needs_store else []), *features]
+            request = model.manifest.request_features
+            features = {f.name: DATATYPES[f.dtype] for f in request}
+            nullable = frozenset(f.name for f in request if f.nullable)
+            known = features, [*([USER_ID] if model.needs_store else []), *features], nullable
             self._inputs[model.version] = known
         return known
 

@@ -16,11 +16,12 @@ httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype  # noqa: E402  (after the skip)
 
 pytestmark = pytest.mark.e2e
+TOKEN = "tritonclient-admin-token-" + "x" * 16
 
 
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory) -> Iterator[ServerProcess]:
-    with ServerProcess(trained.env(), tmp_path_factory.mktemp("v2") / "server.log") as srv:
+    with ServerProcess(trained.env(MODELSERVE_ADMIN_TOKEN=TOKEN), tmp_path_factory.mktemp("v2") / "server.log") as srv:
         srv.wait_ready()
         yield srv
 
@@ -96,6 +97,37 @@ class TestTritonClient:
         # FP32 inputs are what the model computes with, so the probabilities are identical.
         assert probs.tolist() == [w["probability"] for w in want]
 
+    @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+    def test_nan_is_null_for_nullable_float(self, client, server, requests, binary):
+        """A nullable float sent as NaN in a numpy FP32 tensor (JSON or binary) answers what /predict does for null."""
+        meta = client.get_model_metadata("modelserve")
+        floats = {i["name"] for i in meta["inputs"] if i["datatype"] == "FP32"}
+        nullable = [n for n in meta["parameters"]["nullable"] if n in floats]
+        if not nullable:
+            pytest.skip("the demo model has no nullable float feature")
+        name = nullable[0]
+        reqs = [{**r, "features": {k: 0.5 if v is None else v for k, v in r["features"].items()}} for r in requests]
+        reqs = [{**r, "features": {**r["features"], name: float("nan") if i % 2 else 1.5}} for i, r in enumerate(reqs)]
+        result = client.infer("modelserve", infer_inputs(meta, reqs, binary))
+        nulls = [{**r, "features": {k: None if v != v else v for k, v in r["features"].items()}} for r in reqs]
+        want = [httpx.post(server.url + "/predict", json=r).json() for r in nulls]
+        assert result.as_numpy("label").tolist() == [w["prediction"] for w in want]
+        assert result.as_numpy("probability").tolist() == [w["probability"] for w in want]
+
+    def test_nan_refused_for_non_nullable_float(self, client, requests):
+        """NaN for a float the manifest does not mark nullable is a 400 naming the input and row."""
+        meta = client.get_model_metadata("modelserve")
+        nullable = set(meta["parameters"]["nullable"])
+        strict = [i["name"] for i in meta["inputs"] if i["datatype"] == "FP32" and i["name"] not in nullable]
+        if not strict:
+            pytest.skip("the demo model has no non-nullable float feature")
+        reqs = [{**r, "features": {k: 0.5 if v is None else v for k, v in r["features"].items()}} for r in requests]
+        reqs[1]["features"] = {**reqs[1]["features"], strict[0]: float("nan")}
+        for binary in (False, True):
+            with pytest.raises(InferenceServerException) as exc:
+                client.infer("modelserve", infer_inputs(meta, reqs, binary))
+            assert exc.value.status() == "400" and f"{strict[0]}[1]" in exc.value.message()
+
     def test_requested_output_and_version(self, client, requests):
         """A requested output subset and an explicit version work through the client."""
         meta = client.get_model_metadata("modelserve", "v2")
@@ -122,3 +154,15 @@ class TestTritonClient:
         with pytest.raises(InferenceServerException) as exc:
             client.infer("modelserve", infer_inputs(bad, requests[:1], binary=False))
         assert exc.value.status() == "400" and "user_id" in exc.value.message()
+
+    def test_repository_index_and_load(self, client):
+        """The client's repository calls: the index with the admin token, load/unload refused with 400."""
+        index = client.get_model_repository_index(headers={"Authorization": f"Bearer {TOKEN}"})
+        assert {"name": "production", "version": "v2", "state": "READY", "reason": ""} in index
+        with pytest.raises(InferenceServerException) as exc:
+            client.get_model_repository_index()
+        assert exc.value.status() == "401"
+        for call in (client.load_model, client.unload_model):
+            with pytest.raises(InferenceServerException) as exc:
+                call("production")
+            assert exc.value.status() == "400" and "modelserve promote" in exc.value.message()

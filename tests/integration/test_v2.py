@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 import pytest
@@ -79,7 +80,7 @@ class TestServerEndpoints:
         body = client.get("/v2").json()
         assert body["name"] == "modelserve"
         assert body["version"]
-        assert body["extensions"] == ["binary_tensor_data"]
+        assert body["extensions"] == ["binary_tensor_data", "model_repository"]
 
     def test_live_and_ready(self, client):
         """The V2 probes answer 200 once the model is ready."""
@@ -229,6 +230,39 @@ class TestInfer:
         inputs = replace(v2_inputs(manifest, [req]), strict, data=[None])
         body = assert_v2_error(client.post("/v2/models/modelserve/infer", json={"inputs": inputs}), 400, strict)
         assert body["detail"][0]["loc"] == ["body", "inputs", strict, "data", 0]
+
+    def test_nan_is_missing_for_nullable_feature(self, client, manifest):
+        """NaN for a nullable float, as a JSON literal or a binary FP32 value, answers what /predict does for null."""
+        nullable = first(manifest, "float", nullable=True)
+        req = manifest["sample"]["request"]
+        want = client.post("/predict", json={**req, "features": {**req["features"], nullable: None}}).json()
+        inputs = replace(v2_inputs(manifest, [req]), nullable, data=[0.0])
+        raw = json.dumps({"inputs": inputs}).replace('"data": [0.0]', '"data": [NaN]')
+        as_json = client.post("/v2/models/modelserve/infer", content=raw, headers={"content-type": "application/json"})
+        binary = {k: v for k, v in next(i for i in inputs if i["name"] == nullable).items() if k != "data"}
+        binary["parameters"] = {"binary_data_size": 4}
+        head = json.dumps({"inputs": [binary if i["name"] == nullable else i for i in inputs]}).encode()
+        as_binary = client.post(
+            "/v2/models/modelserve/infer",
+            content=head + struct.pack("<f", float("nan")),
+            headers={"inference-header-content-length": str(len(head))},
+        )
+        for r in (as_json, as_binary):
+            assert r.status_code == 200, r.text
+            outputs = {o["name"]: o["data"][0] for o in r.json()["outputs"]}
+            assert outputs == {"label": want["prediction"], "probability": want["probability"]}
+
+    def test_nan_refused_for_non_nullable_and_inf_everywhere(self, client, manifest):
+        """NaN for a non-nullable float and ±Inf for any float are 400s naming the input and row."""
+        nullable = first(manifest, "float", nullable=True)
+        strict = first(manifest, "float", nullable=False)
+        req = manifest["sample"]["request"]
+        for name, literal in ((strict, "NaN"), (nullable, "Infinity"), (nullable, "-Infinity"), (strict, "Infinity")):
+            inputs = replace(v2_inputs(manifest, [req, req]), name, data=[0.0, 0.5])
+            raw = json.dumps({"inputs": inputs}).replace('"data": [0.0, 0.5]', f'"data": [0.5, {literal}]')
+            r = client.post("/v2/models/modelserve/infer", content=raw, headers={"content-type": "application/json"})
+            body = assert_v2_error(r, 400, f"{name}[1]")
+            assert [d["loc"] for d in body["detail"]] == [["body", "inputs", name, "data", 1]]
 
     def test_counts_predictions(self, client, manifest, users):
         """Rows predicted through V2 count in predictions_total like /predict."""

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from app.api.deps import HealthDep, RolloutDep, SettingsDep
+from app.api.openapi import json_answer
 from app.errors import ArtifactError, NotFound, NotReady, Unauthorized
 
 
@@ -43,7 +44,7 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/models", responses=AUTH_ERRORS)
+@router.get("/models", responses={200: json_answer("AdminModels"), **AUTH_ERRORS})
 async def models(rollout: RolloutDep) -> Response:
     """Aliases and the versions they serve, flags, the shadow's state and recent load errors."""
     return Response(orjson.dumps(rollout.describe()), media_type="application/json")
@@ -52,6 +53,7 @@ async def models(rollout: RolloutDep) -> Response:
 @router.post(
     "/reload",
     responses={
+        200: json_answer("ReloadResult"),
         **AUTH_ERRORS,
         409: {"description": "A named version was refused"},
         503: {"description": "Start-up has not finished"},

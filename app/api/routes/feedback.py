@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from app.api.body import read_json_body
 from app.api.deps import ContainerDep, LabelLogDep, SettingsDep
+from app.api.openapi import json_answer, json_body
 from app.errors import COLLECT_LIMIT, ValidationFailed, clip
 from app.labels import rules_for
 
@@ -31,12 +32,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-LABEL_SCHEMA = {"$ref": "#/components/schemas/FeedbackRequest"}
-BATCH_SCHEMA = {"$ref": "#/components/schemas/FeedbackBatchRequest"}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: json_answer("FeedbackAccepted", "Queued for the label log"),
+    **ERRORS,
+}
 
 
 def _accepted(n: int) -> Response:
@@ -52,7 +51,7 @@ def _parse(body: bytes) -> Any:
         ) from None
 
 
-@router.post("/feedback", status_code=202, responses=ERRORS, openapi_extra=_body(LABEL_SCHEMA))
+@router.post("/feedback", status_code=202, responses=RESPONSES, openapi_extra=json_body("FeedbackRequest"))
 async def feedback(request: Request, container: ContainerDep, labels: LabelLogDep, settings: SettingsDep) -> Response:
     invalid = container.metrics.feedback.labels("invalid")
     rules = rules_for(container.pool.get(settings.alias).manifest)
@@ -72,7 +71,7 @@ async def feedback(request: Request, container: ContainerDep, labels: LabelLogDe
     return _accepted(1)
 
 
-@router.post("/feedback/batch", status_code=202, responses=ERRORS, openapi_extra=_body(BATCH_SCHEMA))
+@router.post("/feedback/batch", status_code=202, responses=RESPONSES, openapi_extra=json_body("FeedbackBatchRequest"))
 async def feedback_batch(
     request: Request, container: ContainerDep, labels: LabelLogDep, settings: SettingsDep
 ) -> Response:

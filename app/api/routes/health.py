@@ -8,18 +8,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import PlainTextResponse, Response
 
 from app.api.deps import ContainerDep
+from app.api.openapi import json_answer
 from app.errors import retry_after_value
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health/live")
+@router.get("/health/live", responses={200: json_answer("Live")})
 async def live() -> Response:
     """200 while the process and its event loop run; depends on nothing external."""
     return Response(b'{"status":"live"}', media_type="application/json")
 
 
-@router.get("/health/ready", responses={503: {"description": "Not ready (starting, failed self-check, draining)"}})
+@router.get(
+    "/health/ready",
+    responses={200: json_answer("Ready"), 503: {"description": "Not ready (starting, failed self-check, draining)"}},
+)
 async def ready(container: ContainerDep) -> Response:
     """200 only once the primary model is loaded, warmed up and self-checked; 503 while draining."""
     health = container.health

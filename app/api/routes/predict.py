@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from app.api.body import read_json_body
 from app.api.deps import PredictorDep, SettingsDep
+from app.api.openapi import json_answer, json_body
 
 router = APIRouter(tags=["predict"])
 
@@ -24,19 +25,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/predict",
-    responses={
-        200: {
-            "description": "The answer; its fields follow the model's task",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
-        },
-        **ERRORS,
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
-        }
-    },
+    responses={200: json_answer("PredictResponse", "The answer; its fields follow the model's task"), **ERRORS},
+    openapi_extra=json_body("PredictRequest"),
 )
 async def predict(request: Request, predictor: PredictorDep, settings: SettingsDep) -> Response:
     body = await read_json_body(request, settings.max_body_bytes)
@@ -50,13 +40,8 @@ async def predict(request: Request, predictor: PredictorDep, settings: SettingsD
 
 @router.post(
     "/predict/batch",
-    responses=ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}},
-        }
-    },
+    responses={200: json_answer("BatchResponse", "One answer per instance, in order"), **ERRORS},
+    openapi_extra=json_body("BatchRequest"),
 )
 async def predict_batch(request: Request, predictor: PredictorDep, settings: SettingsDep) -> Response:
     body = await read_json_body(request, settings.batch_max_body_bytes)
