@@ -14,6 +14,7 @@
     │   ├── NotReady                  model not loaded/warm, or draining
     │   └── FeaturesUnavailable       no tier could produce the user's features
     ├── Unauthorized (401)            admin token missing or wrong (``WWW-Authenticate``)
+    ├── DeadlineExceeded (504)        the caller's deadline (gRPC ``grpc-timeout``) passed before inference
     └── ArtifactError (409)           checksum mismatch, bad manifest, failed self-check
         └── InvalidName (422)         a version or alias name that is not allowed
 
@@ -133,6 +134,10 @@ class Unauthorized(ModelServeError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
+
+
+class DeadlineExceeded(ModelServeError):
+    status_code = 504
 
 
 class ArtifactError(ModelServeError):

@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from app.errors import ModelServeError, NotFound, NotReady, Unavailable
+from app.errors import DeadlineExceeded, ModelServeError, NotFound, NotReady, Unavailable
 from app.health import Health
 from app.predictor import Predictor
 from app.rpc import grpc_predict_v2_pb2 as pb
 from app.rpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from app.rpc.status import DeadlineExceeded, code_of, message_of, trailing_metadata
+from app.rpc.status import code_of, message_of, trailing_metadata
 from app.rpc.tensors import metadata_response, to_request, to_response
 from app.telemetry.metrics import Metrics
 from app.v2 import MODEL_NAME, V2Service
@@ -175,7 +175,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
     def _status(self, service: str) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
         if service not in ("", SERVICE):
-            raise UnknownService(f"unknown service {service[:64]!r}; health is reported for '' and {SERVICE}")
+            raise NotFound(f"unknown service {service[:64]!r}; health is reported for '' and {SERVICE}")
         if self.calls.health.is_ready:
             return health_pb2.HealthCheckResponse.SERVING
         return health_pb2.HealthCheckResponse.NOT_SERVING
@@ -204,7 +204,3 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             if now != status:
                 status = now
                 yield health_pb2.HealthCheckResponse(status=status)
-
-
-class UnknownService(NotFound):
-    """A health check for a service this server does not report on."""

@@ -26,6 +26,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from app.errors import (
+    DeadlineExceeded,
     ModelServeError,
     NotFound,
     PayloadTooLarge,
@@ -41,12 +42,6 @@ MESSAGE_CHARS = 4096
 """Longest status message (it travels in a header)."""
 
 Metadata = tuple[tuple[str, str | bytes], ...]
-
-
-class DeadlineExceeded(ModelServeError):
-    """The call's deadline (``grpc-timeout``) passed before inference."""
-
-    status_code = 504
 
 
 def code_of(exc: ModelServeError) -> grpc.StatusCode:
