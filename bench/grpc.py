@@ -13,6 +13,15 @@ the per-round ones): one-row gRPC req/s ÷ /predict req/s (target ≥ 1.0), and
 client's limit as much as the server's: the server's CPU time per call is
 shown for both protocols.
 
+Measured once on the shared two-core machine (C=32, 3 × 5 s): with the
+server started as here (its own session, like every bench server) gRPC
+one-row req/s was 0.41 × /predict's and 100-row rows/s 30 × one-row's; the
+same server started in the caller's session gave 1.9–2.2 × and 19–23 ×. The
+kernel's autogroup scheduling gives each session its share of a contended
+core, and a gRPC call hops between gRPC's own threads and the event loop,
+where an HTTP request stays on one thread, so starving the session hurts
+gRPC far more. Read the figures with that in mind.
+
 Models and bodies as for ``python -m bench.run`` (``MODELSERVE_MODELS_DIR``,
 ``MODELSERVE_FEATURE_TABLE``). Nothing is written but the printed report.
 """
