@@ -8,6 +8,8 @@ share the ``inference`` package in protobuf's default pool.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,8 +40,14 @@ class GrpcServer(ServerProcess):
 
 
 @pytest.fixture(scope="module")
-def server(trained, tmp_path_factory) -> Iterator[GrpcServer]:
-    with GrpcServer(trained.env(), tmp_path_factory.mktemp("grpc") / "server.log") as srv:
+def log_dir(tmp_path_factory) -> Any:
+    return tmp_path_factory.mktemp("grpc-log")
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory, log_dir) -> Iterator[GrpcServer]:
+    env = trained.env(MODELSERVE_LOG_DIR=str(log_dir), MODELSERVE_LOG_FLUSH_SECONDS="0.1")
+    with GrpcServer(env, tmp_path_factory.mktemp("grpc") / "server.log") as srv:
         srv.wait_ready()
         yield srv
 
@@ -192,6 +200,18 @@ class TestInferenceService:
         with pytest.raises(InferenceServerException) as exc:
             client.is_model_ready("nope")
         assert exc.value.status() == "StatusCode.NOT_FOUND"
+
+    def test_predictions_reach_the_prediction_log(self, client, log_dir, requests):
+        """A gRPC batch is logged like a REST one: one record per row, its request id suffixed with the row."""
+        meta = client.get_model_metadata("modelserve")
+        client.infer("modelserve", raw_inputs(meta, requests[:2]), request_id="grpc-logged")
+        deadline = time.monotonic() + 10
+        ids: set[str] = set()
+        while time.monotonic() < deadline and not {"grpc-logged:0", "grpc-logged:1"} <= ids:
+            time.sleep(0.1)
+            for path in log_dir.glob("predictions-*.jsonl"):
+                ids |= {json.loads(line)["request_id"] for line in path.read_text().splitlines() if line}
+        assert {"grpc-logged:0", "grpc-logged:1"} <= ids
 
     def test_calls_are_counted(self, client, server):
         """Every call lands in modelserve_grpc_requests_total by method and code."""
