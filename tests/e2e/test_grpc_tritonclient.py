@@ -257,3 +257,21 @@ def test_not_ready_is_unavailable_with_retry_info(trained, tmp_path, requests):
             status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
             info = error_details_pb2.RetryInfo()
             assert status.details[0].Unpack(info) and info.retry_delay.seconds >= 1
+
+
+def test_draining_is_not_serving(trained, tmp_path):
+    """After SIGTERM, during the drain window: health NOT_SERVING and /health/ready 503, calls still answered."""
+    env = trained.env(MODELSERVE_SHUTDOWN_DRAIN_SECONDS="5")
+    with GrpcServer(env, tmp_path / "server.log") as srv:
+        srv.wait_ready()
+        with grpc.insecure_channel(srv.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            serving = health_pb2.HealthCheckResponse.SERVING
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == serving
+            srv.signal()
+            srv.poll_until(lambda: httpx.get(srv.url + "/health/ready").status_code == 503, 5, "draining")
+            answer = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live
+        assert srv.wait(30) == 0
