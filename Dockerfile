@@ -83,6 +83,9 @@ COPY --from=build /opt/venv /opt/venv
 
 WORKDIR /srv/modelserve
 USER ${UID}:${UID}
+# gRPC (Open Inference Protocol and gRPC health checking) when MODELSERVE_GRPC_PORT=8001
+# is set, as compose and k8s do; HTTP on MODELSERVE_PORT.
+EXPOSE 8001
 EXPOSE 8000
 
 # Liveness only: /health/live depends on nothing external. The slim image has no

@@ -8,7 +8,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install lock lock-upgrade run test unit integration e2e lint bench models soak clean system-deps
+.PHONY: install lock lock-upgrade run test unit integration e2e lint bench models soak clean system-deps proto
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ lock: install
 
 lock-upgrade: install
 	$(BIN)/python scripts/lock.py --upgrade
+
+# The gRPC (Open Inference Protocol) modules, committed next to their .proto;
+# run after editing it. Paths from the repository root make the generated
+# imports absolute (``from app.rpc import ...``).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. app/rpc/grpc_predict_v2.proto
 
 # Binaries the integration tests start themselves (redis-server, wrk, promtool, prometheus).
 system-deps:

@@ -3,7 +3,8 @@
 ``build_container(settings)`` builds every part and wires them together: the
 model repository and pool, the prediction log and the label log beside it
 (when ``MODELSERVE_LOG_DIR`` is set), the rollout (flags, follower, shadow; the prediction log is the
-shadow's sink when there is one) and the V2 data plane. Nothing is attached
+shadow's sink when there is one), the V2 data plane and, when ``MODELSERVE_GRPC_PORT`` is set, its
+gRPC server. Nothing is attached
 later. Tests build one with other parts (a local upstream, a real throwaway
 Redis) by passing settings, or replace attributes of the built parts before
 the lifespan starts.
@@ -19,6 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.features.build import build_feature_server
 from app.features.server import FeatureServer
@@ -32,6 +34,9 @@ from app.telemetry.label_log import LabelLog
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import PredictionLog
 from app.v2 import V2Service
+
+if TYPE_CHECKING:
+    from app.rpc.server import GrpcServer
 
 log = logging.getLogger("modelserve")
 
@@ -55,12 +60,17 @@ class Container:
     """Built at start from the primary model's store features, unless given."""
     predictor: Predictor | None = None
     """Built at start, once the primary model and the feature server exist."""
+    grpc: GrpcServer | None = None
+    """The gRPC front end (``app.rpc``) when MODELSERVE_GRPC_PORT is set; listening from the first step."""
     on_fatal: Callable[[str], None] | None = None
     """Called when start-up fails (``serve`` uses it to exit non-zero)."""
 
     async def start(self) -> None:
         s = self.settings
         self.metrics.ready.set(0)
+        # 0. gRPC listening, like HTTP, while the model loads: its health answers NOT_SERVING until step 6.
+        if self.grpc is not None:
+            await self.grpc.start()
         # 1. The primary model: loaded, warmed up and self-checked.
         primary_version = self.repository.resolve(s.alias)
         model = await asyncio.to_thread(self.pool.load, primary_version)
@@ -88,15 +98,27 @@ class Container:
         log.info("ready: %s -> %s", s.alias, primary_version)
 
     async def stop(self) -> None:
-        # start()'s steps in reverse: not ready first (probes answer 503 meanwhile), then the
-        # rollout (the shadow drains its last results into the log), the logs, the feature tiers.
+        # start()'s steps in reverse: not ready first (probes answer 503 / NOT_SERVING meanwhile),
+        # then the rollout (the shadow drains its last results into the log), the logs, the feature
+        # tiers; gRPC first of all, letting its calls in flight finish while everything still works.
         self.health.start_draining()
         self.metrics.ready.set(0)
-        for step in (self.rollout.stop, self._close_prediction_log, self._close_label_log, self._close_features):
+        steps = (
+            self._stop_grpc,
+            self.rollout.stop,
+            self._close_prediction_log,
+            self._close_label_log,
+            self._close_features,
+        )
+        for step in steps:
             try:
                 await step()
             except Exception:  # one failing teardown must not skip the others
                 log.exception("shutdown step failed")
+
+    async def _stop_grpc(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop()
 
     async def _close_prediction_log(self) -> None:
         if self.prediction_log is not None:
@@ -129,7 +151,7 @@ def build_container(settings: Settings | None = None) -> Container:
     health = Health()
     if prediction_log is not None and s.log_failure_policy == "not_ready":
         health.checks.append(prediction_log.readiness_failure)  # the label log shares its disk
-    return Container(
+    container = Container(
         settings=s,
         metrics=metrics,
         repository=repository,
@@ -140,6 +162,12 @@ def build_container(settings: Settings | None = None) -> Container:
         prediction_log=prediction_log,
         label_log=label_log,
     )
+    if s.grpc_port is not None:
+        # Imported only when used: its generated messages would collide with a client library's copy.
+        from app.rpc.server import GrpcServer
+
+        container.grpc = GrpcServer(container)
+    return container
 
 
 def _prediction_log(directory: Path, s: Settings, metrics: Metrics) -> PredictionLog:

@@ -15,6 +15,7 @@
     │   └── FeaturesUnavailable       no tier could produce the user's features
     ├── NotSupported (400)            a protocol operation this service does not do (V2 load/unload)
     ├── Unauthorized (401)            admin token missing or wrong (``WWW-Authenticate``)
+    ├── DeadlineExceeded (504)        the caller's deadline (gRPC ``grpc-timeout``) passed before inference
     └── ArtifactError (409)           checksum mismatch, bad manifest, failed self-check
         └── InvalidName (422)         a version or alias name that is not allowed
 
@@ -145,6 +146,10 @@ class Unauthorized(ModelServeError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
+
+
+class DeadlineExceeded(ModelServeError):
+    status_code = 504
 
 
 class ArtifactError(ModelServeError):

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     """Port `modelserve serve` listens on."""
     workers: int = Field(1, ge=1, le=64)
     """Number of worker processes for `modelserve serve`."""
+    grpc_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the gRPC server (Open Inference Protocol and gRPC health checking) on `host`; unset: no gRPC.
+    Served by the single-process server only (refused with `workers` > 1)."""
     models_dir: Path = Path("models")
     """Directory holding model versions and alias symlinks."""
     alias: str = "production"
@@ -177,6 +180,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.grpc_port is not None and self.workers > 1:
+            raise ValueError("MODELSERVE_GRPC_PORT is served by a single process: it needs MODELSERVE_WORKERS=1")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("MODELSERVE_ADMIN_TOKEN must be at least 16 characters")
         if self.log_user_id == "hash" and (

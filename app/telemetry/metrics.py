@@ -66,6 +66,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.grpc_requests = Counter(
+            "modelserve_grpc_requests",
+            "gRPC calls (Open Inference Protocol and health checking) by method and status code name.",
+            ["method", "code"],
+            registry=r,
+        )
+        self.grpc_duration = Histogram(
+            "modelserve_grpc_request_duration_seconds",
+            "gRPC call duration by method.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.feature_lookups = Counter(
             "modelserve_feature_lookups",
             "Feature lookups by tier and outcome (hit, miss, negative, error, skipped, invalid, stale).",

@@ -48,7 +48,7 @@ def read_columns(
     """
     errors: Errors = []
     columns: dict[str, list[Any]] = {}
-    offset = header_length or len(body)
+    offset = len(body) if header_length is None else header_length  # gRPC: 0, all of body is tensors
     for inp in request["inputs"]:
         name = inp["name"]
         binary_size = inp.get("parameters", {}).get("binary_data_size")

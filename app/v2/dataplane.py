@@ -63,6 +63,7 @@ from app.v2.types import (
     MODEL_NAME,
     PLATFORM,
     USER_ID,
+    InferRequest,
     outputs_of,
     parse_request,
     requested_outputs,
@@ -153,7 +154,22 @@ class V2Service:
         self, predictor: Predictor, target: Target, body: bytes, header_length: int | None = None
     ) -> dict[str, Any]:
         """The V2 response for a request body (JSON, or JSON + binary tensors)."""
-        request = parse_request(body, header_length)
+        return await self.infer_request(predictor, target, parse_request(body, header_length), body, header_length)
+
+    async def infer_request(
+        self,
+        predictor: Predictor,
+        target: Target,
+        request: InferRequest,
+        body: bytes = b"",
+        header_length: int | None = None,
+        before_inference: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """The V2 response for a request already parsed (gRPC builds one from its message).
+
+        Binary tensors are read from ``body`` from ``header_length`` on. ``before_inference``
+        runs once the rows are decoded, just before the model does (a deadline check).
+        """
         model = target.model
         types = _outputs(model)
         wanted = requested_outputs(request, tuple(types))
@@ -161,6 +177,8 @@ class V2Service:
         features, expected, nullable = self._expected_inputs(model)
         columns, n = read_columns(request, body, header_length, features, expected, self.max_batch, nullable)
         instances = decode_rows(model.decoder, columns, n, request_id, features)
+        if before_inference is not None:
+            before_inference()
         try:
             records = await predictor.predict_instances(instances, model if target.pinned else None)
         except UnknownUser as exc:

@@ -136,19 +136,23 @@ class TestRenderAndSchemas:
 
 class TestProbesAndShutdown:
     def test_probe_paths(self, prod):
-        """Start-up waits for /health/ready (the model loads in the background); liveness uses /health/live."""
+        """Start-up waits for /health/ready (the model loads in the background); liveness uses /health/live;
+        readiness asks the gRPC health service, which answers from the same state as /health/ready."""
         c = container(find(prod, "Deployment", "modelserve"))
         assert c["startupProbe"]["httpGet"]["path"] == "/health/ready"
         assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
-        assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        assert "grpc" in c["readinessProbe"] and "service" not in c["readinessProbe"]["grpc"]
 
     def test_probes_hit_the_serving_port(self, prod):
-        """Every probe targets the container port the service listens on (MODELSERVE_PORT)."""
+        """Every probe targets the container port the service listens on (MODELSERVE_PORT, MODELSERVE_GRPC_PORT)."""
         c = container(find(prod, "Deployment", "modelserve"))
         port = next(p for p in c["ports"] if p["name"] == "http")
         assert str(port["containerPort"]) == settings(prod)["MODELSERVE_PORT"]
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        for probe in ("startupProbe", "livenessProbe"):
             assert c[probe]["httpGet"]["port"] in ("http", port["containerPort"])
+        grpc_port = next(p for p in c["ports"] if p["name"] == "grpc")
+        assert str(grpc_port["containerPort"]) == settings(prod)["MODELSERVE_GRPC_PORT"]
+        assert c["readinessProbe"]["grpc"]["port"] == grpc_port["containerPort"]
 
     def test_liveness_never_depends_on_readiness_or_redis(self, prod):
         """Liveness does not point at readiness, Redis or any exec command."""
