@@ -28,6 +28,7 @@ from app.model.repository import Repository
 from app.predictor import Predictor
 from app.rollout.service import Rollout
 from app.settings import Settings
+from app.telemetry import tracing
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import PredictionLog
 from app.v2 import V2Service
@@ -58,6 +59,8 @@ class Container:
     async def start(self) -> None:
         s = self.settings
         self.metrics.ready.set(0)
+        # 0. Tracing, from the standard OTEL_* variables (off when no endpoint is set).
+        tracing.setup()
         # 1. The primary model: loaded, warmed up and self-checked.
         primary_version = self.repository.resolve(s.alias)
         model = await asyncio.to_thread(self.pool.load, primary_version)
@@ -87,7 +90,7 @@ class Container:
         # rollout (the shadow drains its last results into the log), the log, the feature tiers.
         self.health.start_draining()
         self.metrics.ready.set(0)
-        for step in (self.rollout.stop, self._close_prediction_log, self._close_features):
+        for step in (self.rollout.stop, self._close_prediction_log, self._close_features, self._stop_tracing):
             try:
                 await step()
             except Exception:  # one failing teardown must not skip the others
@@ -96,6 +99,9 @@ class Container:
     async def _close_prediction_log(self) -> None:
         if self.prediction_log is not None:
             await self.prediction_log.close()
+
+    async def _stop_tracing(self) -> None:
+        await asyncio.to_thread(tracing.shutdown)  # exports what is queued: network I/O, off the loop
 
     async def _close_features(self) -> None:
         if self.features is not None:
