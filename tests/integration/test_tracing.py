@@ -325,3 +325,50 @@ class TestSpanTrees:
     @pytest.mark.skip(reason="admission control is not on main yet: shedding has no span to show")
     def test_shed_request(self) -> None:
         """A shed request's server span carries the admission outcome and queue time."""
+
+
+class TestBatch:
+    def test_a_span_per_chunk_and_per_sink_post(
+        self, trained: Workspace, tmp_path, otel_env: Receiver, httpserver: HTTPServer
+    ) -> None:
+        """A batch run is one trace: a span per chunk, under each its sink POSTs, whose requests carry traceparent."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from app.jobs.batch import BatchOptions, run_batch
+        from app.training.data import generate_requests
+
+        users = pd.read_parquet(trained.feature_table)
+        rows = [
+            {"user_id": b["user_id"], **b["features"], "request_id": f"r-{i}"}
+            for i, b in enumerate(generate_requests(300, seed=5, users_df=users))
+        ]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+        seen: list[str] = []
+
+        def sink(request: Request) -> Response:
+            seen.append(request.headers.get("traceparent", ""))
+            return Response("{}", status=200, content_type="application/json")
+
+        httpserver.expect_request("/sink", method="POST").respond_with_handler(sink)
+        options = BatchOptions(
+            tmp_path / "in.parquet",
+            tmp_path / "out.parquet",
+            chunk_rows=100,
+            sink=httpserver.url_for("/sink"),
+            sink_batch=50,
+            progress=False,
+        )
+        run_batch(trained.settings(), options)  # sets tracing up from OTEL_*, shuts it down (exporting) at the end
+        assert not tracing.enabled
+        (root,) = [s for s in otel_env.spans if s.name == "batch"]
+        spans = otel_env.trace(root.trace_id)
+        print(tree(spans))
+        chunks = [s for s in spans if s.name == "batch chunk"]
+        assert sorted(c.attributes["modelserve.chunk"] for c in chunks) == [0, 1, 2]
+        assert all(c.parent == root.span_id for c in chunks)
+        posts = [s for s in spans if s.name == "sink POST"]
+        assert len(posts) == 6 == len(seen)
+        assert {p.parent for p in posts} == {c.span_id for c in chunks}
+        assert sorted(h.split("-")[2] for h in seen) == sorted(p.span_id for p in posts)
