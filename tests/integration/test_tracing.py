@@ -322,6 +322,27 @@ class TestSpanTrees:
         assert server.trace_id != INCOMING_TRACE
         assert any(s.name == "GET unmatched" for s in otel_env.spans)
 
+    def test_shadow_is_its_own_trace_linked_to_the_request(self, workspace: Workspace, otel_env: Receiver) -> None:
+        """The shadow run (after the answer) is a span of its own trace, linked to the request's trace."""
+        app = create_app(workspace.settings())
+        with serving(app) as client:
+            shadow = app.state.container.rollout.shadow
+            assert shadow.candidate is not None
+            r = client.post("/predict", json=sample(workspace)["request"], headers={"traceparent": INCOMING})
+            assert r.status_code == 200
+            deadline = time.monotonic() + 10
+            while shadow.counts["ok"] < 1:
+                assert time.monotonic() < deadline, "the shadow never ran"
+                time.sleep(0.01)
+            while not [s for s in otel_env.spans if s.name == "shadow"]:
+                tracing.force_flush()
+                assert time.monotonic() < deadline, "no shadow span"
+                time.sleep(0.02)
+        (span,) = [s for s in otel_env.spans if s.name == "shadow"]
+        assert span.trace_id != INCOMING_TRACE and span.parent == ""
+        assert span.links == [INCOMING_TRACE]
+        assert span.attributes["modelserve.shadow_version"] == shadow.candidate.version
+
     @pytest.mark.skip(reason="admission control is not on main yet: shedding has no span to show")
     def test_shed_request(self) -> None:
         """A shed request's server span carries the admission outcome and queue time."""
