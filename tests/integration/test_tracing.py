@@ -322,6 +322,17 @@ class TestSpanTrees:
         assert server.trace_id != INCOMING_TRACE
         assert any(s.name == "GET unmatched" for s in otel_env.spans)
 
+    def test_unsampled_caller_means_no_spans(self, trained: Workspace, otel_env: Receiver) -> None:
+        """Parent-based sampling: a traceparent with the sampled flag off exports nothing of that trace."""
+        unsampled = "0af7651916cd43dd8448eb211c80319c"
+        body = sample(trained, "production")["request"]
+        with serving(create_app(trained.settings())) as client:
+            r = client.post("/predict", json=body, headers={"traceparent": f"00-{unsampled}-b7ad6b7169203331-00"})
+            assert r.status_code == 200
+            assert client.post("/predict", json=body, headers={"traceparent": INCOMING}).status_code == 200
+            flushed(otel_env, INCOMING_TRACE, "POST /predict")
+        assert otel_env.trace(unsampled) == []
+
     def test_shadow_is_its_own_trace_linked_to_the_request(self, workspace: Workspace, otel_env: Receiver) -> None:
         """The shadow run (after the answer) is a span of its own trace, linked to the request's trace."""
         app = create_app(workspace.settings())
