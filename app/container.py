@@ -30,6 +30,7 @@ from app.model.repository import Repository
 from app.predictor import Predictor
 from app.rollout.service import Rollout
 from app.settings import Settings
+from app.telemetry import tracing
 from app.telemetry.label_log import LabelLog
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import PredictionLog
@@ -68,6 +69,8 @@ class Container:
     async def start(self) -> None:
         s = self.settings
         self.metrics.ready.set(0)
+        # 0. Tracing, from the standard OTEL_* variables (off when no endpoint is set).
+        tracing.setup()
         # 0. gRPC listening, like HTTP, while the model loads: its health answers NOT_SERVING until step 6.
         if self.grpc is not None:
             await self.grpc.start()
@@ -109,6 +112,7 @@ class Container:
             self._close_prediction_log,
             self._close_label_log,
             self._close_features,
+            self._stop_tracing,
         )
         for step in steps:
             try:
@@ -127,6 +131,9 @@ class Container:
     async def _close_label_log(self) -> None:
         if self.label_log is not None:
             await self.label_log.close()
+
+    async def _stop_tracing(self) -> None:
+        await asyncio.to_thread(tracing.shutdown)  # exports what is queued: network I/O, off the loop
 
     async def _close_features(self) -> None:
         if self.features is not None:

@@ -26,6 +26,7 @@ from app.container import Container, build_container
 from app.errors import ModelServeError
 from app.labels import rules_for
 from app.settings import Settings
+from app.telemetry.tracing import TracingMiddleware
 
 log = logging.getLogger("modelserve")
 
@@ -74,6 +75,8 @@ def create_app(
     app.include_router(v2.router)
     app.include_router(admin.router)
     app.add_middleware(MetricsMiddleware, metrics=c.metrics, health=c.health)
+    # Outermost (added last): every request, whatever answers it, gets its server span.
+    app.add_middleware(TracingMiddleware)
     app.openapi = lambda: _openapi(app, c)  # type: ignore[method-assign]
     return app
 

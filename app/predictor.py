@@ -18,7 +18,7 @@ from app.errors import UnknownUser
 from app.features.server import FeatureServer
 from app.model.decoder import Decoded
 from app.model.pool import LoadedModel, ModelPool
-from app.telemetry import logs
+from app.telemetry import logs, tracing
 from app.telemetry.metrics import Metrics
 
 
@@ -43,6 +43,8 @@ class PredictionRecord:
     """Multiclass only: every class's probability by class name, in the manifest's classes order."""
     trace_id: str | None = None
     """The request's OpenTelemetry trace id (hex); None when tracing is off."""
+    trace: Any = None
+    """The request's sampled span context while tracing is on (the shadow's span links to it)."""
 
     def response(self) -> dict[str, Any]:
         """The /predict answer: binary and multiclass carry ``probability``, multiclass ``probabilities`` too."""
@@ -101,16 +103,18 @@ class Predictor:
             pair = (self.metrics.predictions.labels(version), self.metrics.prediction_latency.labels(version))
             self._by_version[version] = pair
         pair[0].inc(n)
+        exemplar = tracing.exemplar() if tracing.enabled else None
         for _ in range(n):  # one latency sample per prediction, so counts agree with predictions_total
-            pair[1].observe(seconds)
+            pair[1].observe(seconds, exemplar)
 
     async def predict(self, body: bytes) -> PredictionRecord:
         t0 = time.perf_counter()
         primary = self.chooser.primary_model()
-        decoded = primary.decoder.decode(body)
-        model, variant = self.chooser.choose(decoded, primary)
-        if model.decoder is not primary.decoder:
-            decoded = model.decoder.decode(body)
+        with tracing.span("decode"):
+            decoded = primary.decoder.decode(body)
+            model, variant = self.chooser.choose(decoded, primary)
+            if model.decoder is not primary.decoder:
+                decoded = model.decoder.decode(body)
         request_id = decoded.request_id or new_request_id()
         # For the service's log lines from here on; the request runs in its own task, so nothing to reset.
         logs.request_id.set(request_id)
@@ -119,15 +123,21 @@ class Predictor:
         tier = None
         if model.needs_store:
             assert decoded.user_id is not None  # the decoder requires it when store features exist
-            store, tier = await self.features.get(decoded.user_id)
+            with tracing.span("features") as span:
+                store, tier = await self.features.get(decoded.user_id)
+                if tracing.enabled:
+                    span.set_attributes(self.features.lookup_attributes(tier))
             row = {**store, **row}
         probabilities = None
-        if model.int_binary:  # the common case stays as lean as it always was
-            labels, probs = model.runtime.predict([row])
-            prediction: Any = int(labels[0])
-            probability: float | None = float(probs[0])
-        else:
-            ((prediction, probability, probabilities),) = model.answer([row])
+        with tracing.span("inference") as span:
+            if model.int_binary:  # the common case stays as lean as it always was
+                labels, probs = model.runtime.predict([row])
+                prediction: Any = int(labels[0])
+                probability: float | None = float(probs[0])
+            else:
+                ((prediction, probability, probabilities),) = model.answer([row])
+            span.set_attribute("modelserve.model_version", model.version)
+            span.set_attribute("modelserve.rows", 1)
         latency = time.perf_counter() - t0
         record = PredictionRecord(
             request_id=request_id,
@@ -141,8 +151,10 @@ class Predictor:
             tier=tier,
             variant=variant,
             probabilities=probabilities,
-            trace_id=logs.current_trace_id(),
+            trace_id=logs.current_trace_id() if tracing.enabled else None,
         )
+        if tracing.enabled:
+            record.trace = tracing.annotate_prediction(model.version, variant)
         self._observe(model.version, latency)
         for listener in self.listeners:
             listener(record, model)
@@ -169,7 +181,7 @@ class Predictor:
         one inference run. Unknown users are named as ``[*loc, i, "user_id"]``.
         """
         t0 = time.perf_counter()
-        trace_id = logs.current_trace_id()
+        trace_id = logs.current_trace_id() if tracing.enabled else None
         primary = pinned or self.chooser.primary_model()
         chosen: list[tuple[LoadedModel, str | None]] = []
         for i, inst in enumerate(instances):

@@ -72,6 +72,18 @@ def catalog(bodies: Sequence[Any]) -> dict[str, Scenario]:
         "floor": floor_scenario("floor", bodies),
         "service": service_scenario("service", bodies),
         "service-log": service_scenario("service-log", bodies, {"MODELSERVE_LOG_DIR": "{scratch}/log"}),
+        # Traced: export to an OTLP/HTTP receiver at BENCH_OTLP_ENDPOINT (start `python -m bench.otlp_sink` first).
+        "service-traced": service_scenario("service-traced", bodies, traced("1.0")),
+        "service-traced-1pct": service_scenario("service-traced-1pct", bodies, traced("0.01")),
+    }
+
+
+def traced(ratio: str) -> dict[str, str]:
+    """The standard OTEL_* variables for a service that samples ``ratio`` of its (root) traces."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": os.environ.get("BENCH_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": ratio,
     }
 
 

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.health import Health
+from app.telemetry import tracing
 from app.telemetry.metrics import Metrics
 
 log = logging.getLogger("modelserve.api")
@@ -79,4 +80,5 @@ class MetricsMiddleware:
                 )
                 self._children[key] = pair
             pair[0].inc()
-            pair[1].observe(time.perf_counter() - t0)
+            # Inside TracingMiddleware: the server span is current, its trace id the exemplar.
+            pair[1].observe(time.perf_counter() - t0, tracing.exemplar() if tracing.enabled else None)

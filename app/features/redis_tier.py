@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 from app.features.base import Features
 from app.features.breaker import CircuitBreaker
 from app.features.schema import StoreSchema
+from app.telemetry import tracing
 from app.telemetry.metrics import Metrics
 
 log = logging.getLogger("modelserve.features")
@@ -81,6 +82,8 @@ class RedisTier:
         self.timeout = timeout
         """Bound on one whole operation (pool, connect, send, read): connect + read timeout."""
         self._pending: set[asyncio.Task[None]] = set()
+        self._outcome = "error"
+        """Why the last read returned None (``skipped`` or ``error``), for its span."""
         lookups = metrics.feature_lookups
         self._hit = lookups.labels("redis", "hit")
         self._miss = lookups.labels("redis", "miss")
@@ -100,9 +103,20 @@ class RedisTier:
         return found or {}
 
     async def _read(self, user_ids: Sequence[str]) -> dict[str, Features] | None:
+        if not tracing.enabled:
+            return await self._read_untraced(user_ids)
+        with tracing.span("redis", tracing.CLIENT, {"db.system": "redis", "modelserve.users": len(user_ids)}) as span:
+            found = await self._read_untraced(user_ids)
+            outcome = self._outcome if found is None else "hit" if found else "miss"
+            span.set_attribute("modelserve.redis.outcome", outcome)
+            span.set_attribute("modelserve.redis.breaker", self.breaker.state.name.lower())
+            return found
+
+    async def _read_untraced(self, user_ids: Sequence[str]) -> dict[str, Features] | None:
         n = len(user_ids)
         if not self.breaker.allow():
             self._skipped.inc(n)
+            self._outcome = "skipped"
             return None
         t0 = time.perf_counter()
         try:
@@ -118,6 +132,7 @@ class RedisTier:
             self.breaker.failure()
             self._error.inc(n)
             log.debug("redis read failed: %r", exc)
+            self._outcome = "error"
             return None
         self.breaker.success()
         self._time.observe(time.perf_counter() - t0)

@@ -64,6 +64,14 @@ class FeatureServer:
         self._error = lookups.labels(tier, "error")
         self._time = metrics.feature_fetch.labels(tier)
 
+    def lookup_attributes(self, tier: str) -> dict[str, str]:
+        """Span attributes of a lookup answered by ``tier``: that tier, the cache outcome, the breaker's state."""
+        cache = "hit" if tier in ("memory", "redis") else "stale" if tier == "stale" else "miss"
+        out = {"modelserve.feature.tier": tier, "modelserve.feature.cache": cache}
+        if self.redis is not None:
+            out["modelserve.redis.breaker"] = self.redis.breaker.state.name.lower()
+        return out
+
     async def get(self, user_id: str) -> tuple[Features, str]:
         """(features, tier that answered) or UnknownUser / FeaturesUnavailable."""
         now = self.clock()

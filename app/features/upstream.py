@@ -38,6 +38,7 @@ from app.errors import FeaturesUnavailable, UnknownUser
 from app.features.base import Features, PartiallyUnavailable, unknown_user
 from app.features.schema import StoreSchema
 from app.retry import backoff, parse_retry_after
+from app.telemetry import tracing
 from app.telemetry.metrics import Metrics
 
 log = logging.getLogger("modelserve.features")
@@ -166,6 +167,7 @@ class UpstreamSource:
         self.retry_budget.deposit()
         url = f"{self.base_url}/users/{quote(user_id, safe='')}/features"
         attempt = 0
+        waited: float | None = None
         while True:
             now = time.monotonic()
             if now < self.blocked_until:
@@ -176,6 +178,10 @@ class UpstreamSource:
             if remaining <= 0:
                 raise FeaturesUnavailable("features unavailable: upstream did not answer in time", 1.0)
             try:
+                if tracing.enabled:
+                    return await self._traced_attempt(
+                        user_id, url, min(self.attempt_timeout, remaining), attempt, waited
+                    )
                 return await self._attempt(user_id, url, min(self.attempt_timeout, remaining))
             except _Retryable as failure:
                 exc = failure
@@ -192,12 +198,39 @@ class UpstreamSource:
                 )
             self._retries.labels(exc.reason).inc()
             await asyncio.sleep(delay)
+            waited = delay
 
-    async def _attempt(self, user_id: str, url: str, timeout: float) -> Features:
+    async def _traced_attempt(
+        self, user_id: str, url: str, timeout: float, retry: int, waited: float | None
+    ) -> Features:
+        """``_attempt`` in a client span (status, retry number, Retry-After, the wait before it) continued upstream.
+
+        ``waited`` is the backoff slept before this retry: at least the previous
+        answer's Retry-After when it carried one (the wait honoured it).
+        """
+        with tracing.span("upstream GET", tracing.CLIENT, {"url.full": url, "modelserve.retry": retry}) as span:
+            if waited is not None:
+                span.set_attribute("modelserve.retry.waited_seconds", waited)
+            try:
+                features = await self._attempt(user_id, url, timeout, tracing.inject({}))
+            except _Retryable as exc:
+                span.set_attribute("modelserve.upstream.outcome", exc.reason)
+                if exc.reason.isdigit():
+                    span.set_attribute("http.response.status_code", int(exc.reason))
+                if exc.retry_after is not None:
+                    span.set_attribute("modelserve.upstream.retry_after_seconds", exc.retry_after)
+                raise
+            except UnknownUser:
+                span.set_attribute("http.response.status_code", 404)
+                raise
+            span.set_attribute("http.response.status_code", 200)
+            return features
+
+    async def _attempt(self, user_id: str, url: str, timeout: float, headers: dict[str, str] | None = None) -> Features:
         self.calls += 1
         try:
             async with asyncio.timeout(timeout):
-                response = await self.client.get(url, timeout=timeout)
+                response = await self.client.get(url, timeout=timeout, headers=headers)
         except (TimeoutError, httpx.TimeoutException):
             raise _Retryable("timeout") from None
         except httpx.ConnectError:

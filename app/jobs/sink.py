@@ -21,6 +21,7 @@ import orjson
 
 from app.errors import ModelServeError
 from app.retry import backoff, parse_retry_after
+from app.telemetry import tracing
 
 _HEADERS = ((b"content-type", b"application/json"), (b"user-agent", b"modelserve-batch"))
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -71,8 +72,18 @@ class Sink:
         self.retried = 0
 
     async def post(self, key: str, payload: dict[str, Any]) -> None:
+        if not tracing.enabled:
+            await self._post(key, payload, [])
+            return
+        attributes = {"url.full": self.url, "modelserve.idempotency_key": key}
+        with tracing.span("sink POST", tracing.CLIENT, attributes) as span:
+            retries = await self._post(key, payload, [(k.encode(), v.encode()) for k, v in tracing.inject({}).items()])
+            span.set_attribute("modelserve.retries", retries)
+
+    async def _post(self, key: str, payload: dict[str, Any], extra: list[tuple[bytes, bytes]]) -> int:
+        """POST with retries; returns how many retries it took."""
         body = orjson.dumps(payload)
-        headers = [*_HEADERS, (b"idempotency-key", key.encode())]
+        headers = [*_HEADERS, (b"idempotency-key", key.encode()), *extra]
         client = await self._clients.get()
         try:
             for attempt in range(self.retries + 1):
@@ -87,7 +98,7 @@ class Sink:
                 else:
                     if response.is_success:
                         self.posts += 1
-                        return
+                        return attempt
                     if response.status_code not in RETRY_STATUS:
                         raise SinkFailed(f"sink {self.url} refused batch {key}: HTTP {response.status_code}")
                     problem = f"HTTP {response.status_code}"
@@ -96,6 +107,7 @@ class Sink:
                     raise SinkFailed(f"sink {self.url}: batch {key} failed after {attempt + 1} attempts ({problem})")
                 self.retried += 1
                 await asyncio.sleep(max(wait, backoff(attempt + 1, self.backoff_base, self.backoff_cap, self._rng)))
+            raise AssertionError("unreachable: the last attempt returns or raises")
         finally:
             self._clients.put_nowait(client)
 

@@ -56,6 +56,7 @@ import orjson
 from app.model.answers import REGRESSION, Answer
 from app.model.pool import LoadedModel
 from app.predictor import PredictionRecord
+from app.telemetry import tracing
 from app.telemetry.metrics import Metrics
 from app.telemetry.prediction_log import shadow_drops_line, shadow_line
 
@@ -276,6 +277,16 @@ class Shadow:
                 self._busy -= 1
 
     async def _run(self, candidate: Candidate, records: list[PredictionRecord]) -> None:
+        if not tracing.enabled:
+            await self._run_untraced(candidate, records)
+            return
+        # Its own trace (the requests were answered already), linked to each request's.
+        links = [tracing.Link(r.trace) for r in records if r.trace is not None]
+        attributes = {"modelserve.shadow_version": candidate.version, "modelserve.rows": len(records)}
+        with tracing.span("shadow", attributes=attributes, links=links):
+            await self._run_untraced(candidate, records)
+
+    async def _run_untraced(self, candidate: Candidate, records: list[PredictionRecord]) -> None:
         assert self._slots is not None and self._executor is not None
         await self._slots.acquire()  # released when the thread returns, even after a timeout
         loop = asyncio.get_running_loop()

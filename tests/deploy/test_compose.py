@@ -66,8 +66,8 @@ class TestCompose:
         assert "stop_grace_periode" in proc.stdout + proc.stderr
 
     def test_services(self, compose):
-        """The stack is the app, the log compactor, Redis, Prometheus and Grafana."""
-        assert set(compose["services"]) == {"app", "compact", "redis", "prometheus", "grafana"}
+        """The stack is the app, the log compactor, Redis, Prometheus, Jaeger and Grafana."""
+        assert set(compose["services"]) == {"app", "compact", "redis", "prometheus", "jaeger", "grafana"}
 
     def test_references_resolve(self, compose):
         """Every depends_on names a service and every named volume is declared at the top level."""
@@ -137,6 +137,24 @@ class TestCompose:
         assert mount.is_bind and mount.read_only
         path = REPO / mount.source / flags.relative_to(mount.target)
         assert parse_flags(path.read_text(), path.suffix)
+
+    def test_app_exports_traces_to_jaeger_over_otlp_http(self, compose, app):
+        """The app's OTLP endpoint is the Jaeger service's OTLP/HTTP port, with the protocol the app supports."""
+        env = app["environment"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        assert compose["services"]["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+        assert "jaeger" in app["depends_on"]
+
+    def test_grafana_links_exemplars_to_jaeger(self, compose):
+        """Prometheus keeps exemplars, its Grafana datasource sends their trace_id to the Jaeger datasource."""
+        assert "--enable-feature=exemplar-storage" in compose["services"]["prometheus"]["command"]
+        sources = load_yaml(REPO / "deploy/grafana/provisioning/datasources/prometheus.yml")["datasources"]
+        by_uid = {s["uid"]: s for s in sources}
+        (destination,) = by_uid["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+        assert destination == {"name": "trace_id", "datasourceUid": "jaeger"}
+        assert by_uid["jaeger"]["type"] == "jaeger"
+        assert by_uid["jaeger"]["url"] == "http://jaeger:16686"
 
     def test_prometheus_loads_config_and_rules_from_deploy(self, compose):
         """Prometheus reads deploy/prometheus (config and alerts.yml) read-only."""

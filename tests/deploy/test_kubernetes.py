@@ -241,6 +241,20 @@ class TestSettingsAndFlags:
         keys = {k for k in settings(rendered[overlay]) if k.startswith("MODELSERVE_")}
         assert keys and keys - settings_env_names() == set()
 
+    @pytest.mark.parametrize("overlay", OVERLAYS)
+    def test_tracing_settings_are_standard_and_off_until_an_endpoint(self, rendered, overlay):
+        """OTEL_* keys are standard OpenTelemetry variables; the cluster-specific endpoint is left to set."""
+        keys = {k for k in settings(rendered[overlay]) if k.startswith("OTEL_")}
+        assert keys <= {
+            "OTEL_SERVICE_NAME",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_RESOURCE_ATTRIBUTES",
+        }
+        assert settings(rendered[overlay])["OTEL_TRACES_SAMPLER"].startswith("parentbased_")
+
     def test_settings_are_accepted_by_the_service(self, prod, monkeypatch):
         """The service's Settings class loads the production ConfigMap without error."""
         from app.settings import Settings

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Request
+from prometheus_client.exposition import choose_encoder
 from starlette.responses import PlainTextResponse, Response
 
 from app.api.deps import ContainerDep
@@ -36,6 +36,7 @@ async def ready(container: ContainerDep) -> Response:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)  # documents the text exposition format
-async def metrics(container: ContainerDep) -> Response:
-    """Prometheus text exposition."""
-    return Response(generate_latest(container.metrics.exposition_registry()), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request, container: ContainerDep) -> Response:
+    """Prometheus text exposition; OpenMetrics (with trace-id exemplars) when Accept asks for it."""
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(container.metrics.exposition_registry()), headers={"Content-Type": content_type})

@@ -21,6 +21,7 @@ from app.jobs.batch.score import ChunkResult, score_chunk
 from app.model.pool import ModelPool
 from app.model.repository import Repository
 from app.settings import Settings
+from app.telemetry import tracing
 
 if TYPE_CHECKING:
     from app.features.server import FeatureServer
@@ -28,7 +29,18 @@ if TYPE_CHECKING:
 
 
 def run_batch(settings: Settings, options: BatchOptions) -> Summary:
-    return asyncio.run(_run(settings, options))
+    """Run the job; traced (a span per chunk, per sink POST) when the OTEL_* variables ask for it."""
+    owned = not tracing.enabled and tracing.setup()  # a service in this process keeps its own set-up
+    try:
+        return asyncio.run(_traced(settings, options))
+    finally:
+        if owned:
+            tracing.shutdown()  # exports the job's spans before the process exits
+
+
+async def _traced(settings: Settings, options: BatchOptions) -> Summary:
+    with tracing.span("batch", attributes={"modelserve.input": str(options.input)}):
+        return await _run(settings, options)
 
 
 async def _run(settings: Settings, options: BatchOptions) -> Summary:
@@ -85,17 +97,20 @@ async def _run(settings: Settings, options: BatchOptions) -> Summary:
                 summary.rejected += done["rejected"]
                 bar.update(table.num_rows)
                 continue
-            result = await score_chunk(index, start, table, checked, model, features, infer_pool, slices)
-            summary.rows_in += result.rows_in
-            summary.rows_out += result.output.num_rows
-            summary.rejected += len(result.rejects)
-            for k, v in result.reasons.items():
-                summary.reasons[k] = summary.reasons.get(k, 0) + v
-            written = loop.run_in_executor(io_pool, parts.write, result)
-            items = []
-            if sink is not None:
-                items = sink_items(run_id, result, result.kept, options.sink_batch)
-            pending.append(asyncio.create_task(_complete(parts, result, written, sink, items)))
+            # The chunk's span is current while its completion task is made: the sink's POSTs are its children.
+            attributes = {"modelserve.chunk": index, "modelserve.rows": table.num_rows}
+            with tracing.span("batch chunk", attributes=attributes):
+                result = await score_chunk(index, start, table, checked, model, features, infer_pool, slices)
+                summary.rows_in += result.rows_in
+                summary.rows_out += result.output.num_rows
+                summary.rejected += len(result.rejects)
+                for k, v in result.reasons.items():
+                    summary.reasons[k] = summary.reasons.get(k, 0) + v
+                written = loop.run_in_executor(io_pool, parts.write, result)
+                items = []
+                if sink is not None:
+                    items = sink_items(run_id, result, result.kept, options.sink_batch)
+                pending.append(asyncio.create_task(_complete(parts, result, written, sink, items)))
             bar.update(table.num_rows)
             while len(pending) > 2:  # bound memory: at most a few chunks in flight
                 await pending.pop(0)
