@@ -100,12 +100,16 @@ class ManagedProcess:
             time.sleep(self.poll_interval)
 
     def stop(self, timeout: float | None = None) -> int | None:
-        """SIGTERM to the process group, SIGKILL after the grace period; the exit code (None if never started)."""
+        """SIGTERM to the process, SIGKILL to its group after the grace period; the exit code (None if never started).
+
+        SIGTERM goes to the leader only, as an orchestrator sends it: a supervisor (``serve --workers``) passes
+        it on to its workers itself. Signalling the whole group made workers race their own start-up.
+        """
         proc = self.proc
         if proc is None:
             return None
         if proc.poll() is None:
-            self._signal_group(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             # A stopped (SIGSTOPped) process only acts on SIGTERM once it runs again.
             self._signal_group(signal.SIGCONT)
             try:
