@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api.admission import AdmissionControl, install_arrival_stamps
 from app.api.errors import install_error_handlers
 from app.api.middleware import MetricsMiddleware
 from app.api.routes import admin, health, predict, v2
@@ -46,6 +47,7 @@ def create_app(
         # Load in the background: the server listens at once, /health/live is
         # 200 and /health/ready 503 until the model is warm and self-checked
         # (what a startupProbe expects).
+        install_arrival_stamps(asyncio.get_running_loop())  # request tasks carry their arrival time
         app.state.startup = asyncio.create_task(_start(c))
         _install_drain_handler(c)
         if warm_before_listening:
@@ -70,6 +72,9 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(admin.router)
+    # Admission runs inside the metrics middleware, so refused requests are counted and timed too.
+    s = c.settings
+    app.add_middleware(AdmissionControl, metrics=c.metrics, max_in_flight=s.max_in_flight, max_queue_ms=s.max_queue_ms)
     app.add_middleware(MetricsMiddleware, metrics=c.metrics, health=c.health)
     app.openapi = lambda: _openapi(app, c)  # type: ignore[method-assign]
     return app

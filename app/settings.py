@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     """Bearer token for /admin endpoints; unset disables them (404)."""
 
+    # --- admission control (per worker; see app/api/admission.py) -------------
+    max_in_flight: int = Field(64, ge=1)
+    """Prediction requests one worker runs at once; more wait in line (up to `max_queue_ms`) for a slot."""
+    max_queue_ms: float = Field(50.0, gt=0)
+    """Longest a prediction request may wait, from when the server read it until its inference starts (ms);
+    past it the request is refused with 503 and `Retry-After`, never run."""
+
     # --- features ----------------------------------------------------------
     feature_table: Path = Path("data/features.parquet")
     """Offline feature table (user_id + store features): the embedded compute source."""

@@ -58,6 +58,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.requests_shed = Counter(
+            "modelserve_requests_shed",
+            "Prediction requests refused (503) before inference, by reason (queue_time, overloaded, deadline).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("queue_time", "overloaded", "deadline"):
+            self.requests_shed.labels(reason)  # exported at 0, so alerts see every reason from the start
+        self.in_flight = Gauge(
+            "modelserve_requests_in_flight",
+            "Prediction requests running now (admitted, not yet answered).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.feature_lookups = Counter(
             "modelserve_feature_lookups",
             "Feature lookups by tier and outcome (hit, miss, negative, error, skipped, invalid, stale).",

@@ -1,0 +1,78 @@
+"""Admission control in the real app: deadlines and refusals on every prediction route, probes untouched."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.main import create_app
+from tests.integration.test_v2 import v2_inputs
+from tests.support.metrics import metric_value
+from tests.support.workspace import manifest, serving
+
+
+@pytest.fixture
+def client(trained):
+    with serving(create_app(trained.settings())) as c:
+        yield c
+
+
+def past() -> dict[str, str]:
+    return {"X-Request-Deadline-Ms": str(int(time.time() * 1000) - 5000)}
+
+
+def far() -> dict[str, str]:
+    return {"X-Request-Deadline-Ms": str(int(time.time() * 1000) + 600_000)}
+
+
+def routes(trained) -> list[tuple[str, dict]]:
+    m = manifest(trained)
+    request = m["sample"]["request"]
+    return [
+        ("/predict", request),
+        ("/predict/batch", {"instances": [request, request]}),
+        ("/v2/models/modelserve/infer", {"inputs": v2_inputs(m, [request])}),
+    ]
+
+
+def predictions(client) -> float:
+    return metric_value(client.get("/metrics").text, "modelserve_predictions_total")
+
+
+def test_past_deadline_refused_on_every_prediction_route(client, trained):
+    """A deadline in the past is a 503 with Retry-After on /predict, batch and V2, and runs no prediction."""
+    before = predictions(client)
+    for path, body in routes(trained):
+        r = client.post(path, json=body, headers=past())
+        assert r.status_code == 503, (path, r.text)
+        assert r.headers["retry-after"] == "1"
+        assert set(r.json()) == {"error", "detail"} and "deadline" in r.json()["error"]
+    text = client.get("/metrics").text
+    assert metric_value(text, "modelserve_predictions_total") == before
+    assert metric_value(text, "modelserve_requests_shed_total", {"reason": "deadline"}) == 3
+    refused = {"route": "/v2/models/{name}/infer", "status": "5xx"}
+    assert metric_value(text, "modelserve_http_requests_total", refused) == 1
+
+
+def test_far_deadline_served_on_every_prediction_route(client, trained):
+    """A deadline far in the future is served on /predict, batch and V2."""
+    before = predictions(client)
+    for path, body in routes(trained):
+        r = client.post(path, json=body, headers={**far(), "x-envoy-expected-rq-timeout-ms": "600000"})
+        assert r.status_code == 200, (path, r.text)
+    assert predictions(client) == before + 4  # one, two (the batch) and one
+
+
+def test_probes_answer_while_predictions_are_refused(trained):
+    """With a queue time no request can meet, predictions are refused while health, metrics and metadata answer."""
+    with serving(create_app(trained.settings(max_queue_ms=1e-9))) as client:
+        for path, body in routes(trained):
+            r = client.post(path, json=body)
+            assert r.status_code == 503 and "retry-after" in r.headers, (path, r.text)
+        assert client.get("/health/live").status_code == 200
+        assert client.get("/health/ready").status_code == 200
+        assert client.get("/v2/models/modelserve").status_code == 200
+        text = client.get("/metrics").text
+        assert metric_value(text, "modelserve_predictions_total") == 0
+        assert metric_value(text, "modelserve_requests_shed_total", {"reason": "queue_time"}) == 3
