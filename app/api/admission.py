@@ -23,6 +23,12 @@ Its *queue time* is measured from when the server read it:
   than the recent service time of the route, is refused at once; otherwise
   it also shortens the time the request may queue.
 
+A progress floor keeps refusing from turning into serving nothing: when
+requests are refused for queue time but the admitted ones have had less
+than half the time of the last half second, late requests are admitted
+anyway (a burst of hundreds of requests read in one loop iteration can make
+every one of them older than the limit before the first runs).
+
 What this cannot see: bytes waiting in the kernel's socket buffer until the
 loop next polls. That wait is at most one loop iteration, and shedding keeps
 iterations short (a refusal costs a few tens of microseconds, no decoding and
@@ -68,6 +74,10 @@ SHED_REASONS = ("queue_time", "overloaded", "deadline")
 _ENVOY = ENVOY_TIMEOUT_HEADER.encode()
 _DEADLINE = DEADLINE_HEADER.encode()
 _EWMA_WEIGHT = 0.1
+SERVING_WINDOW = 0.5
+"""Seconds over which the progress floor (``AdmissionControl._starved``) measures served work."""
+MIN_SERVING_SHARE = 0.5
+"""Least share of the time admitted requests get while old requests are being refused."""
 
 
 class StampedTask(asyncio.Task[Any]):
@@ -131,11 +141,16 @@ class AdmissionControl:
         """Recent time (EWMA, seconds) an admitted request of each kind took: what a deadline must leave."""
         self._gauge = metrics.in_flight
         self._shed = {reason: metrics.requests_shed.labels(reason) for reason in SHED_REASONS}
+        self._shed_seconds = metrics.shed_seconds
         self._refusals = {
             "queue_time": _Refusal("overloaded: request waited too long to be served; retry later"),
             "overloaded": _Refusal("overloaded: too many requests in flight; retry later"),
             "deadline": _Refusal("deadline cannot be met; retry with a later deadline"),
         }
+        self._window_start = time.perf_counter()
+        self._window_work = 0.0
+        """Time admitted requests took in the current window (``SERVING_WINDOW`` seconds)."""
+        self._window_shed = 0
         # Shed answers are labelled by their route template in the HTTP metrics, like routed ones.
         self._templates: dict[str, SimpleNamespace] = {}
 
@@ -160,19 +175,19 @@ class AdmissionControl:
         if deadline is not None:
             latest_start = deadline - self._service_time.get(kind, 0.0)
             if latest_start <= now:
-                await self._refuse("deadline", template, scope, send)
+                await self._refuse("deadline", template, scope, send, now)
                 return
             if latest_start < limit:
                 limit, by_deadline = latest_start, True
-        if now > limit:
-            await self._refuse("deadline" if by_deadline else "queue_time", template, scope, send)
+        if now > limit and (by_deadline or not self._starved(now)):
+            await self._refuse("deadline" if by_deadline else "queue_time", template, scope, send, now)
             return
         if self.in_flight < self.max_in_flight and not self._waiters:
             self.in_flight += 1
         else:
             reason = await self._wait_for_slot(limit)
             if reason is not None:
-                await self._refuse("deadline" if by_deadline else reason, template, scope, send)
+                await self._refuse("deadline" if by_deadline else reason, template, scope, send, time.perf_counter())
                 return
         self._gauge.inc()
         started = time.perf_counter()
@@ -183,7 +198,25 @@ class AdmissionControl:
             previous = self._service_time.get(kind)
             took = time.perf_counter() - started
             self._service_time[kind] = took if previous is None else previous + _EWMA_WEIGHT * (took - previous)
+            self._window_work += took
             self._release()
+
+    def _starved(self, now: float) -> bool:
+        """Whether admitted work has had less than ``MIN_SERVING_SHARE`` of the time while shedding.
+
+        The progress floor: when every request is already too old by the time
+        the app sees it (a burst read in one go, a worker that was descheduled),
+        refusing all of them would serve nothing at all; then old requests are
+        admitted until served work is back to its share of the time.
+        """
+        elapsed = now - self._window_start
+        if elapsed > SERVING_WINDOW:
+            self._window_start, self._window_work, self._window_shed = now, 0.0, 0
+            elapsed = 0.0
+        self._window_shed += 1
+        if self._window_shed == 1:
+            return False  # one late request is no sign of starvation
+        return self._window_work < MIN_SERVING_SHARE * max(elapsed, 0.01)
 
     async def _wait_for_slot(self, limit: float) -> str | None:
         """Wait in line until a slot is handed over or ``limit`` passes; None once admitted, else why not."""
@@ -234,12 +267,13 @@ class AdmissionControl:
             deadline = at if deadline is None else min(deadline, at)
         return deadline
 
-    async def _refuse(self, reason: str, template: str, scope: Scope, send: Send) -> None:
+    async def _refuse(self, reason: str, template: str, scope: Scope, send: Send, since: float) -> None:
         self._shed[reason].inc()
         scope["route"] = self._template(template)
         refusal = self._refusals[reason]
         await send(refusal.start)
         await send(refusal.body)
+        self._shed_seconds.observe(time.perf_counter() - since)
 
     async def _invalid(self, exc: ModelServeError, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self._template(_route(scope["path"])[1])  # type: ignore[index]

@@ -193,3 +193,25 @@ def test_malformed_deadline_is_named(path, status):
         assert inner.calls == 0
 
     asyncio.run(scenario())
+
+
+def test_progress_floor_serves_some_when_every_request_is_late():
+    """When every request is already older than the queue time, refusing does not turn into serving none."""
+
+    async def scenario() -> None:
+        install_arrival_stamps(asyncio.get_running_loop())
+        app, inner, metrics = make(max_in_flight=8, max_queue_ms=50)
+
+        async def late() -> int:
+            task = asyncio.current_task()
+            assert isinstance(task, StampedTask)
+            task.arrival -= 1.0
+            return (await call(app, http("/predict")))[0]
+
+        statuses = [await asyncio.create_task(late()) for _ in range(10)]
+        assert statuses[0] == 503  # one late request alone is refused
+        assert 200 in statuses
+        assert inner.calls == statuses.count(200)
+        assert shed(metrics, "queue_time") == statuses.count(503)
+
+    asyncio.run(scenario())
