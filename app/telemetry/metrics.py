@@ -68,7 +68,8 @@ class Metrics:
             self.requests_shed.labels(reason)  # exported at 0, so alerts see every reason from the start
         self.shed_seconds = Histogram(
             "modelserve_requests_shed_seconds",
-            "Server time a refusal took, from the decision to refuse (on arrival, or when the wait for a slot ran out) to the 503 sent.",
+            "Server time a refusal took, from the decision to refuse (on arrival, or when the wait for a slot "
+            "ran out) to the 503 sent.",
             buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01),
             registry=r,
         )
