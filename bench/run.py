@@ -72,6 +72,7 @@ def catalog(bodies: Sequence[Any]) -> dict[str, Scenario]:
         "floor": floor_scenario("floor", bodies),
         "service": service_scenario("service", bodies),
         "service-log": service_scenario("service-log", bodies, {"MODELSERVE_LOG_DIR": "{scratch}/log"}),
+        "service-no-shadow": service_scenario("service-no-shadow", bodies, {"MODELSERVE_SHADOW_ENABLED": "false"}),
     }
 
 
