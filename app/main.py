@@ -19,9 +19,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from app.api.admission import AdmissionControl, install_arrival_stamps
 from app.api.errors import install_error_handlers
+from app.api.fastpath import PredictionRoutes
 from app.api.middleware import MetricsMiddleware
 from app.api.routes import admin, health, predict, v2
 from app.container import Container, build_container
@@ -73,7 +75,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(admin.router)
-    # Admission runs inside the metrics middleware, so refused requests are counted and timed too.
+    # Innermost first: the prediction endpoints as plain ASGI (app.api.fastpath); admission control
+    # around them; the metrics middleware outermost, so refused requests are counted and timed too.
+    routes = {route.path: route for route in app.routes if isinstance(route, APIRoute)}
+    app.add_middleware(PredictionRoutes, container=c, routes=routes)
     s = c.settings
     app.add_middleware(AdmissionControl, metrics=c.metrics, max_in_flight=s.max_in_flight, max_queue_ms=s.max_queue_ms)
     app.add_middleware(MetricsMiddleware, metrics=c.metrics, health=c.health)
