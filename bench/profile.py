@@ -54,10 +54,10 @@ def summarise(lines: Iterable[str]) -> tuple[int, int, Counter[str], Counter[str
         if not frames:
             continue
         total += count
-        if ("uvloop/loop.pyx" not in frames[-1] and IDLE.search(frames[-1])) or frames[-1].startswith("<idle>"):
+        names = [_name(f) for f in frames]
+        if IDLE.search(frames[-1]) or frames[-1].startswith("<idle>") or names[-1] in IDLE_LEAVES:
             idle += count
             continue
-        names = [_name(f) for f in frames]
         own[names[-1]] += count
         for name in set(names):
             inclusive[name] += count
