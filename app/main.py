@@ -8,6 +8,7 @@ way out it drains and tears down in reverse order.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -17,9 +18,12 @@ from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from app.api import openapi
+from app.api.admission import AdmissionControl, install_arrival_stamps
 from app.api.errors import install_error_handlers
+from app.api.fastpath import PredictionRoutes
 from app.api.middleware import MetricsMiddleware
 from app.api.routes import admin, feedback, health, predict, v2
 from app.container import Container, build_container
@@ -48,6 +52,7 @@ def create_app(
         # Load in the background: the server listens at once, /health/live is
         # 200 and /health/ready 503 until the model is warm and self-checked
         # (what a startupProbe expects).
+        install_arrival_stamps(asyncio.get_running_loop())  # request tasks carry their arrival time
         app.state.startup = asyncio.create_task(_start(c))
         _install_drain_handler(c)
         if warm_before_listening:
@@ -74,6 +79,12 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(admin.router)
+    # Innermost first: the prediction endpoints as plain ASGI (app.api.fastpath); admission control
+    # around them; the metrics middleware outermost, so refused requests are counted and timed too.
+    routes = {route.path: route for route in app.routes if isinstance(route, APIRoute)}
+    app.add_middleware(PredictionRoutes, container=c, routes=routes)
+    s = c.settings
+    app.add_middleware(AdmissionControl, metrics=c.metrics, max_in_flight=s.max_in_flight, max_queue_ms=s.max_queue_ms)
     app.add_middleware(MetricsMiddleware, metrics=c.metrics, health=c.health)
     # Outermost (added last): every request, whatever answers it, gets its server span.
     app.add_middleware(TracingMiddleware)
@@ -114,6 +125,11 @@ def _install_drain_handler(c: Container) -> None:
 async def _start(c: Container) -> None:
     try:
         await c.start()
+        # Everything loaded so far (libraries, models, feature tables) lives as long as the process:
+        # moved out of the collector's reach, a full collection no longer walks it and stalls every
+        # request in flight for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
     except asyncio.CancelledError:
         raise
     except Exception as exc:

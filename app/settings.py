@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     """Open connections per worker; past it the oldest one still sending its first request's headers is closed,
     or when every one is busy the new one gets a 503. Lowered to fit the descriptor limit at start."""
 
+    # --- admission control (per worker; see app/api/admission.py) -------------
+    max_in_flight: int = Field(64, ge=1)
+    """Prediction requests one worker runs at once; more wait in line (up to `max_queue_ms`) for a slot."""
+    max_queue_ms: float = Field(50.0, gt=0)
+    """Longest a prediction request may wait, from when the server read it until its inference starts (ms);
+    past it the request is refused with 503 and `Retry-After`, never run."""
+
     # --- features ----------------------------------------------------------
     feature_table: Path = Path("data/features.parquet")
     """Offline feature table (user_id + store features): the embedded compute source."""

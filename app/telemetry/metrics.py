@@ -79,6 +79,27 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.requests_shed = Counter(
+            "modelserve_requests_shed",
+            "Prediction requests refused (503) before inference, by reason (queue_time, overloaded, deadline).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("queue_time", "overloaded", "deadline"):
+            self.requests_shed.labels(reason)  # exported at 0, so alerts see every reason from the start
+        self.shed_seconds = Histogram(
+            "modelserve_requests_shed_seconds",
+            "Server time a refusal took, from the decision to refuse (on arrival, or when the wait for a slot "
+            "ran out) to the 503 sent.",
+            buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "modelserve_requests_in_flight",
+            "Prediction requests running now (admitted, not yet answered).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.feature_lookups = Counter(
             "modelserve_feature_lookups",
             "Feature lookups by tier and outcome (hit, miss, negative, error, skipped, invalid, stale).",

@@ -1,0 +1,305 @@
+"""Admission control: prediction requests are refused early (503) rather than queued without bound.
+
+A worker is one event loop on one core. Under overload a request waits in two
+places before its inference runs: in the loop's ready queue (uvicorn has read
+and parsed it and created its task, which waits for the CPU behind every
+other ready task), and for one of ``MODELSERVE_MAX_IN_FLIGHT`` slots here
+(only requests that await I/O, such as store features, hold a slot for long).
+Its *queue time* is measured from when the server read it:
+
+- **Arrival.** ``install_arrival_stamps`` sets a task factory on the loop
+  that stamps every task with the time it was created. uvicorn creates a
+  request's task as soon as it has parsed the request's headers (in the
+  same loop callback that read the bytes), so the stamp is the arrival time
+  the server itself does not expose. Without a stamp (another server, an
+  in-process test client) the middleware's own entry time is used.
+- **Slots.** Up to ``max_in_flight`` requests run at once; the next ones wait
+  in FIFO order, each no longer than its remaining queue time.
+- **Deadlines.** A client may say how long it will wait, and a request that
+  cannot finish in time is not started: ``x-envoy-expected-rq-timeout-ms``
+  (Envoy's header: a budget in milliseconds, counted from arrival) or
+  ``X-Request-Deadline-Ms`` (an absolute deadline, Unix epoch milliseconds).
+  When both are sent the earlier wins. A deadline already past, or nearer
+  than the recent service time of the route, is refused at once; otherwise
+  it also shortens the time the request may queue.
+
+A progress floor keeps refusing from turning into serving nothing: when
+requests are refused for queue time but the admitted ones have had less
+than half the time of the last half second, late requests are admitted
+anyway (a burst of hundreds of requests read in one loop iteration can make
+every one of them older than the limit before the first runs).
+
+What this cannot see: bytes waiting in the kernel's socket buffer until the
+loop next polls. That wait is at most one loop iteration, and shedding keeps
+iterations short (a refusal costs a few tens of microseconds, no decoding and
+no inference).
+
+A refused request is answered ``503`` with ``Retry-After`` in the service's
+one error shape, before its body is read; one that outlives its queue time
+while waiting for a slot is dropped the same way and never reaches the
+model. Counted in ``modelserve_requests_shed_total{reason}``:
+``queue_time`` (waited too long before the app saw it), ``overloaded`` (no
+slot freed in time) and ``deadline`` (the client's deadline is past or cannot
+be met). ``modelserve_requests_in_flight`` is the number running.
+
+Only ``POST`` to the prediction routes (``/predict``, ``/predict/batch``,
+V2 ``.../infer``) is guarded; health, metrics, metadata and admin routes are
+never refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Coroutine, Generator
+from types import SimpleNamespace
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.errors import error_response
+from app.errors import ModelServeError, Unavailable, ValidationFailed
+from app.telemetry import tracing
+from app.telemetry.metrics import Metrics
+
+ENVOY_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
+"""Relative deadline: milliseconds the client will wait, counted from when the request arrived."""
+DEADLINE_HEADER = "x-request-deadline-ms"
+"""Absolute deadline: Unix epoch milliseconds by which the answer must be sent."""
+RETRY_AFTER_SECONDS = 1.0
+"""What a refused client is asked to wait (``Retry-After`` takes whole seconds)."""
+SHED_REASONS = ("queue_time", "overloaded", "deadline")
+
+_ENVOY = ENVOY_TIMEOUT_HEADER.encode()
+_DEADLINE = DEADLINE_HEADER.encode()
+_EWMA_WEIGHT = 0.1
+SERVING_WINDOW = 0.5
+"""Seconds over which the progress floor (``AdmissionControl._starved``) measures served work."""
+MIN_SERVING_SHARE = 0.5
+"""Least share of the time admitted requests get while old requests are being refused."""
+
+
+class StampedTask(asyncio.Task[Any]):
+    """An ``asyncio.Task`` that knows when it was created (``perf_counter`` seconds)."""
+
+    arrival: float
+
+
+def _stamped_task_factory(
+    loop: asyncio.AbstractEventLoop, coro: Generator[Any, None, Any] | Coroutine[Any, Any, Any], **kwargs: Any
+) -> asyncio.Future[Any]:
+    task = StampedTask(coro, loop=loop, **kwargs)
+    task.arrival = time.perf_counter()
+    return task
+
+
+def install_arrival_stamps(loop: asyncio.AbstractEventLoop) -> None:
+    """Stamp every task the loop creates from now on with its creation time (unless a factory is set)."""
+    if loop.get_task_factory() is None:
+        loop.set_task_factory(_stamped_task_factory)
+
+
+def arrival_time(default: float) -> float:
+    """When the current task (a request's) was created, or ``default`` if it carries no stamp."""
+    task = asyncio.current_task()
+    return task.arrival if isinstance(task, StampedTask) else default
+
+
+def _route(path: str) -> tuple[str, str] | None:
+    """The guarded route's kind and template for ``path``, or None when it is not a prediction route."""
+    if path == "/predict":
+        return "predict", "/predict"
+    if path == "/predict/batch":
+        return "batch", "/predict/batch"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        if "/versions/" in path:
+            return "v2", "/v2/models/{name}/versions/{version}/infer"
+        return "v2", "/v2/models/{name}/infer"
+    return None
+
+
+class _Refusal:
+    """A prebuilt 503 answer: two ASGI messages, no per-request work."""
+
+    def __init__(self, message: str) -> None:
+        response = error_response(Unavailable(message, retry_after=RETRY_AFTER_SECONDS))
+        self.start = {"type": "http.response.start", "status": 503, "headers": response.raw_headers}
+        self.body = {"type": "http.response.body", "body": response.body}
+
+
+class AdmissionControl:
+    """Pure ASGI middleware: limits prediction requests in flight and the time they wait."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_in_flight: int, max_queue_ms: float) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.max_queue = max_queue_ms / 1000
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._service_time: dict[str, float] = {}
+        """Recent time (EWMA, seconds) an admitted request of each kind took: what a deadline must leave."""
+        self._gauge = metrics.in_flight
+        self._shed = {reason: metrics.requests_shed.labels(reason) for reason in SHED_REASONS}
+        self._shed_seconds = metrics.shed_seconds
+        self._refusals = {
+            "queue_time": _Refusal("overloaded: request waited too long to be served; retry later"),
+            "overloaded": _Refusal("overloaded: too many requests in flight; retry later"),
+            "deadline": _Refusal("deadline cannot be met; retry with a later deadline"),
+        }
+        self._window_start = time.perf_counter()
+        self._window_work = 0.0
+        """Time admitted requests took in the current window (``SERVING_WINDOW`` seconds)."""
+        self._window_shed = 0
+        # Shed answers are labelled by their route template in the HTTP metrics, like routed ones.
+        self._templates: dict[str, SimpleNamespace] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        route = _route(scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        now = time.perf_counter()
+        arrival = arrival_time(now)
+        kind, template = route
+        limit = arrival + self.max_queue
+        try:
+            deadline = self._client_deadline(scope, arrival, now)
+        except ValidationFailed as exc:
+            await self._invalid(exc, kind, scope, receive, send)
+            return
+        by_deadline = False
+        if deadline is not None:
+            latest_start = deadline - self._service_time.get(kind, 0.0)
+            if latest_start <= now:
+                await self._refuse("deadline", template, scope, send, now)
+                return
+            if latest_start < limit:
+                limit, by_deadline = latest_start, True
+        if now > limit and (by_deadline or not self._starved(now)):
+            await self._refuse("deadline" if by_deadline else "queue_time", template, scope, send, now)
+            return
+        if self.in_flight < self.max_in_flight and not self._waiters:
+            self.in_flight += 1
+        else:
+            reason = await self._wait_for_slot(limit)
+            if reason is not None:
+                await self._refuse("deadline" if by_deadline else reason, template, scope, send, time.perf_counter())
+                return
+        self._gauge.inc()
+        started = time.perf_counter()
+        if tracing.enabled:
+            tracing.record_admission(started - arrival, "admitted")
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._gauge.dec()
+            previous = self._service_time.get(kind)
+            took = time.perf_counter() - started
+            self._service_time[kind] = took if previous is None else previous + _EWMA_WEIGHT * (took - previous)
+            self._window_work += took
+            self._release()
+
+    def _starved(self, now: float) -> bool:
+        """Whether admitted work has had less than ``MIN_SERVING_SHARE`` of the time while shedding.
+
+        The progress floor: when every request is already too old by the time
+        the app sees it (a burst read in one go, a worker that was descheduled),
+        refusing all of them would serve nothing at all; then old requests are
+        admitted until served work is back to its share of the time.
+        """
+        elapsed = now - self._window_start
+        if elapsed > SERVING_WINDOW:
+            self._window_start, self._window_work, self._window_shed = now, 0.0, 0
+            elapsed = 0.0
+        self._window_shed += 1
+        if self._window_shed == 1:
+            return False  # one late request is no sign of starvation
+        return self._window_work < MIN_SERVING_SHARE * max(elapsed, 0.01)
+
+    async def _wait_for_slot(self, limit: float) -> str | None:
+        """Wait in line until a slot is handed over or ``limit`` passes; None once admitted, else why not."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, max(0.0, limit - time.perf_counter()))
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot just as the wait ran out: pass it on
+            else:
+                self._forget(waiter)
+            return "overloaded"
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()
+            else:
+                self._forget(waiter)
+            raise
+        if time.perf_counter() > limit:  # woken, but too late to be worth running: pass the slot on
+            self._release()
+            return "queue_time"
+        return None
+
+    def _release(self) -> None:
+        """Hand the caller's slot to the first live waiter, or free it."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def _client_deadline(self, scope: Scope, arrival: float, now: float) -> float | None:
+        """The client's deadline on the ``perf_counter`` clock, from either header; None if neither is sent."""
+        deadline: float | None = None
+        for name, value in scope["headers"]:
+            if name == _ENVOY:
+                at = arrival + _milliseconds(value, ENVOY_TIMEOUT_HEADER) / 1000
+            elif name == _DEADLINE:
+                at = now + (_milliseconds(value, DEADLINE_HEADER) / 1000 - time.time())
+            else:
+                continue
+            deadline = at if deadline is None else min(deadline, at)
+        return deadline
+
+    async def _refuse(self, reason: str, template: str, scope: Scope, send: Send, since: float) -> None:
+        self._shed[reason].inc()
+        if tracing.enabled:
+            tracing.record_admission(since - arrival_time(since), f"shed:{reason}")
+        scope["route"] = self._template(template)
+        refusal = self._refusals[reason]
+        await send(refusal.start)
+        await send(refusal.body)
+        self._shed_seconds.observe(time.perf_counter() - since)
+
+    async def _invalid(self, exc: ModelServeError, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self._template(_route(scope["path"])[1])  # type: ignore[index]
+        response = error_response(exc, 400 if kind == "v2" else None)  # V2 answers bad input with 400
+        await response(scope, receive, send)
+
+    def _template(self, template: str) -> SimpleNamespace:
+        route = self._templates.get(template)
+        if route is None:
+            route = self._templates[template] = SimpleNamespace(path=template)
+        return route
+
+
+def _milliseconds(value: bytes, header: str) -> float:
+    try:
+        ms = int(value)
+    except ValueError:
+        ms = -1
+    if ms < 0:
+        raise ValidationFailed(
+            f"{header} must be a whole number of milliseconds",
+            [{"loc": ["header", header], "msg": "not a whole number of milliseconds", "type": "deadline_header"}],
+        )
+    return float(ms)

@@ -1,0 +1,164 @@
+"""The prediction endpoints as plain ASGI: same contract, without the framework's per-request machinery.
+
+``POST /predict``, ``POST /predict/batch`` and ``POST /v2/models/{name}[/versions/{version}]/infer``
+are answered here, before FastAPI's router: no route matching over every
+route, no dependency solving, no exit stacks, no ``Response`` objects. Their
+FastAPI routes stay declared (they make the OpenAPI document) and answer
+every other method, and any path this module does not recognise exactly
+falls through to them.
+
+The contract is theirs, step for step: readiness first (503 ``NotReady``
+with ``Retry-After``), then the content type (415) and size (413) checks of
+``app.api.body``, then the predictor; errors go through ``error_response``
+(V2: 422 becomes 400); anything unexpected propagates to the app's handler
+for unexpected errors, as from a route. The answers carry the same headers
+(``content-type``, ``content-length``, ``x-model-version``) and bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.body import read_json_body
+from app.api.errors import error_response
+from app.api.routes.v2 import BINARY_HEADER
+from app.container import Container
+from app.errors import ModelServeError, NotReady, ValidationFailed
+from app.predictor import Predictor
+
+PREDICT = "/predict"
+BATCH = "/predict/batch"
+V2_INFER = "/v2/models/{name}/infer"
+V2_VERSION_INFER = "/v2/models/{name}/versions/{version}/infer"
+_V2_PREFIX = "/v2/models/"
+_INFER = "/infer"
+_VERSIONS = "/versions/"
+_JSON = b"application/json"
+
+
+class PredictionRoutes:
+    """Pure ASGI middleware answering the prediction endpoints; everything else goes to ``app``."""
+
+    def __init__(self, app: ASGIApp, container: Container, routes: Mapping[str, Any] | None = None) -> None:
+        self.app = app
+        self.c = container
+        # The route objects the framework would have matched: the HTTP metrics label answers by their template.
+        routes = routes or {}
+        self.route = {t: routes.get(t) or SimpleNamespace(path=t) for t in (PREDICT, BATCH, V2_INFER, V2_VERSION_INFER)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == PREDICT:
+                scope["route"] = self.route[PREDICT]
+                await self._predict(scope, receive, send)
+                return
+            if path == BATCH:
+                scope["route"] = self.route[BATCH]
+                await self._batch(scope, receive, send)
+                return
+            if path.startswith(_V2_PREFIX) and path.endswith(_INFER):
+                target = _v2_target(path)
+                if target is not None:
+                    name, version = target
+                    scope["route"] = self.route[V2_INFER if version is None else V2_VERSION_INFER]
+                    await self._infer(scope, receive, send, name, version)
+                    return
+        await self.app(scope, receive, send)
+
+    def _predictor(self) -> Predictor:
+        c = self.c
+        predictor = c.predictor
+        if predictor is None or not c.health.ready:
+            raise NotReady("model not ready", retry_after=c.health.retry_after)
+        return predictor
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            predictor = self._predictor()
+            body = await read_json_body(Request(scope, receive), self.c.settings.max_body_bytes)
+            record = await predictor.predict(body)
+        except ModelServeError as exc:
+            await self._error(exc, None, scope, receive, send)
+            return
+        await _send_json(send, orjson.dumps(record.response()), record.model_version)
+
+    async def _batch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            predictor = self._predictor()
+            body = await read_json_body(Request(scope, receive), self.c.settings.batch_max_body_bytes)
+            records = await predictor.predict_batch(body)
+        except ModelServeError as exc:
+            await self._error(exc, None, scope, receive, send)
+            return
+        versions = ",".join(sorted({r.model_version for r in records}))
+        await _send_json(send, orjson.dumps({"predictions": [r.response() for r in records]}), versions)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> None:
+        try:
+            predictor = self._predictor()
+            target = self.c.v2.resolve(name, version)
+            header = _header(scope, BINARY_HEADER.encode())
+            request = Request(scope, receive)
+            limit = self.c.settings.batch_max_body_bytes
+            body = await read_json_body(request, limit, missing_ok=True, binary=header is not None)
+            header_length = None
+            if header is not None:
+                try:
+                    header_length = int(header)
+                except ValueError:
+                    raise ValidationFailed(
+                        f"{BINARY_HEADER} must be a whole number",
+                        [{"loc": ["header", BINARY_HEADER], "msg": "not a whole number", "type": "binary_header"}],
+                    ) from None
+            response = await self.c.v2.infer(predictor, target, body, header_length)
+        except ModelServeError as exc:
+            await self._error(exc, 400 if exc.status_code == 422 else None, scope, receive, send)
+            return
+        await _send_json(send, orjson.dumps(response), response["model_version"])
+
+    async def _error(
+        self, exc: ModelServeError, status: int | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        await error_response(exc, status, self.c.settings.max_error_details)(scope, receive, send)
+
+
+def _v2_target(path: str) -> tuple[str, str | None] | None:
+    """``(name, version)`` of a V2 infer path, or None when it is not exactly one (the router decides then)."""
+    inner = path[len(_V2_PREFIX) : -len(_INFER)]
+    name, sep, version = inner.partition(_VERSIONS)
+    if not name or "/" in name:
+        return None
+    if not sep:
+        return name, None
+    if not version or "/" in version:
+        return None
+    return name, version
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send_json(send: Send, body: bytes, model_version: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"x-model-version", model_version.encode("latin-1")),
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", _JSON),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

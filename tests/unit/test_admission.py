@@ -1,0 +1,217 @@
+"""Admission control as pure ASGI: slots, queue time and deadlines, in front of an app that counts its calls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from app.api.admission import AdmissionControl, StampedTask, install_arrival_stamps
+from app.telemetry.metrics import Metrics
+
+
+class CountingApp:
+    """Stands in for the routed app: counts the requests that reach it; ``hold`` keeps one running."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.calls += 1
+        await self.hold.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def http(path: str, method: str = "POST", headers: dict[str, str] | None = None) -> dict[str, Any]:
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return {"type": "http", "method": method, "path": path, "headers": raw}
+
+
+async def call(app: AdmissionControl, scope: dict[str, Any]) -> tuple[int, dict[bytes, bytes], Any]:
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    headers = dict(messages[0]["headers"])
+    body = messages[1]["body"]
+    return messages[0]["status"], headers, orjson.loads(body) if body else None
+
+
+def shed(metrics: Metrics, reason: str) -> float:
+    return metrics.registry.get_sample_value("modelserve_requests_shed_total", {"reason": reason}) or 0.0
+
+
+def make(max_in_flight: int = 1, max_queue_ms: float = 20.0) -> tuple[AdmissionControl, CountingApp, Metrics]:
+    inner, metrics = CountingApp(), Metrics()
+    return AdmissionControl(inner, metrics, max_in_flight, max_queue_ms), inner, metrics
+
+
+def test_over_the_limit_is_refused_without_running():
+    """With every slot taken for longer than the queue time, the next prediction is a 503 with Retry-After."""
+
+    async def scenario() -> None:
+        app, inner, metrics = make(max_in_flight=1, max_queue_ms=20)
+        inner.hold.clear()
+        first = asyncio.create_task(call(app, http("/predict")))
+        await asyncio.sleep(0)
+        status, headers, body = await asyncio.wait_for(call(app, http("/predict")), 10)
+        assert status == 503
+        assert headers[b"retry-after"] == b"1"
+        assert set(body) == {"error", "detail"} and "overloaded" in body["error"]
+        assert inner.calls == 1
+        assert shed(metrics, "overloaded") == 1
+        inner.hold.set()
+        assert (await first)[0] == 200
+
+    asyncio.run(scenario())
+
+
+def test_waiting_request_takes_the_freed_slot():
+    """A request waiting for a slot runs once the one before it finishes within its queue time."""
+
+    async def scenario() -> None:
+        app, inner, metrics = make(max_in_flight=1, max_queue_ms=10_000)
+        inner.hold.clear()
+        first = asyncio.create_task(call(app, http("/predict")))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(call(app, http("/v2/models/m/infer")))
+        await asyncio.sleep(0)
+        assert inner.calls == 1 and app.in_flight == 1
+        inner.hold.set()
+        assert [(await first)[0], (await second)[0]] == [200, 200]
+        assert inner.calls == 2 and app.in_flight == 0
+        assert metrics.registry.get_sample_value("modelserve_requests_in_flight") == 0
+
+    asyncio.run(scenario())
+
+
+def test_request_older_than_the_queue_time_is_dropped():
+    """A request whose task was created longer ago than the queue time is refused before the app sees it."""
+
+    async def scenario() -> None:
+        install_arrival_stamps(asyncio.get_running_loop())
+        app, inner, metrics = make(max_in_flight=8, max_queue_ms=50)
+
+        async def late() -> tuple[int, dict[bytes, bytes], Any]:
+            task = asyncio.current_task()
+            assert isinstance(task, StampedTask)
+            task.arrival -= 1.0  # as if it had waited a second behind other work
+            return await call(app, http("/predict/batch"))
+
+        status, headers, _ = await asyncio.create_task(late())
+        assert status == 503 and b"retry-after" in headers
+        assert inner.calls == 0
+        assert shed(metrics, "queue_time") == 1
+        assert (await asyncio.create_task(call(app, http("/predict/batch"))))[0] == 200
+
+    asyncio.run(scenario())
+
+
+def test_health_metrics_and_admin_are_never_refused():
+    """While every slot is taken, probes, metrics, admin and non-POST requests still reach the app."""
+
+    async def scenario() -> None:
+        app, inner, _ = make(max_in_flight=1, max_queue_ms=1)
+        inner.hold.clear()
+        held = asyncio.create_task(call(app, http("/predict")))
+        await asyncio.sleep(0)
+        inner.hold.set()  # later requests answer at once, the held one stays counted until it resumes
+        for scope in (
+            http("/health/ready", "GET"),
+            http("/metrics", "GET"),
+            http("/admin/reload"),
+            http("/v2/health/ready", "GET"),
+            http("/predict", "GET"),
+        ):
+            assert (await call(app, scope))[0] == 200
+        assert inner.calls == 6
+        await held
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Request-Deadline-Ms": str(int(time.time() * 1000) - 1000)},
+        {"x-envoy-expected-rq-timeout-ms": "0"},
+        {"x-envoy-expected-rq-timeout-ms": "60000", "X-Request-Deadline-Ms": "1"},
+    ],
+)
+def test_past_deadline_is_refused(headers):
+    """A deadline already past (either header; the earlier wins) is a 503 and never runs."""
+
+    async def scenario() -> None:
+        app, inner, metrics = make(max_in_flight=8, max_queue_ms=50)
+        status, resp_headers, body = await call(app, http("/predict", headers=headers))
+        assert status == 503 and b"retry-after" in resp_headers
+        assert "deadline" in body["error"]
+        assert inner.calls == 0
+        assert shed(metrics, "deadline") == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Request-Deadline-Ms": str(int(time.time() * 1000) + 600_000)},
+        {"x-envoy-expected-rq-timeout-ms": "600000"},
+    ],
+)
+def test_future_deadline_is_served(headers):
+    """A deadline far in the future is served."""
+
+    async def scenario() -> None:
+        app, inner, _ = make(max_in_flight=8, max_queue_ms=50)
+        assert (await call(app, http("/predict", headers=headers)))[0] == 200
+        assert inner.calls == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("path", "status"), [("/predict", 422), ("/v2/models/m/versions/v1/infer", 400)])
+def test_malformed_deadline_is_named(path, status):
+    """A deadline header that is not a whole number of milliseconds is a 4xx naming the header."""
+
+    async def scenario() -> None:
+        app, inner, _ = make()
+        got, _, body = await call(app, http(path, headers={"X-Request-Deadline-Ms": "soon"}))
+        assert got == status
+        assert body["detail"][0]["loc"] == ["header", "x-request-deadline-ms"]
+        assert inner.calls == 0
+
+    asyncio.run(scenario())
+
+
+def test_progress_floor_serves_some_when_every_request_is_late():
+    """When every request is already older than the queue time, refusing does not turn into serving none."""
+
+    async def scenario() -> None:
+        install_arrival_stamps(asyncio.get_running_loop())
+        app, inner, metrics = make(max_in_flight=8, max_queue_ms=50)
+
+        async def late() -> int:
+            task = asyncio.current_task()
+            assert isinstance(task, StampedTask)
+            task.arrival -= 1.0
+            return (await call(app, http("/predict")))[0]
+
+        statuses = [await asyncio.create_task(late()) for _ in range(10)]
+        assert statuses[0] == 503  # one late request alone is refused
+        assert 200 in statuses
+        assert inner.calls == statuses.count(200)
+        assert shed(metrics, "queue_time") == statuses.count(503)
+
+    asyncio.run(scenario())
