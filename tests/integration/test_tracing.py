@@ -354,9 +354,19 @@ class TestSpanTrees:
         assert span.links == [INCOMING_TRACE]
         assert span.attributes["modelserve.shadow_version"] == shadow.candidate.version
 
-    @pytest.mark.skip(reason="admission control is not on main yet: shedding has no span to show")
-    def test_shed_request(self) -> None:
-        """A shed request's server span carries the admission outcome and queue time."""
+    def test_shed_request(self, trained: Workspace, otel_env: Receiver) -> None:
+        """A shed request (a deadline already past) is a server span with status 503, the admission outcome and
+        its queue time, and no decode, features or inference children: nothing ran."""
+        past = {"X-Request-Deadline-Ms": str(int(time.time() * 1000) - 5000), "traceparent": INCOMING}
+        with serving(create_app(trained.settings())) as client:
+            r = client.post("/predict", json=sample(trained, "production")["request"], headers=past)
+            assert r.status_code == 503 and r.headers["Retry-After"]
+            spans = flushed(otel_env, INCOMING_TRACE, "POST /predict")
+        server = one(spans, "POST /predict")
+        assert server.attributes["modelserve.admission.outcome"] == "shed:deadline"
+        assert server.attributes["modelserve.admission.queue_seconds"] >= 0
+        assert server.attributes["http.response.status_code"] == 503
+        assert children(spans, server) == []
 
 
 class TestBatch:
