@@ -1,6 +1,6 @@
 """``modelserve compact``: closed JSONL log files into the Hive-partitioned Parquet warehouse.
 
-Every closed log file (``app.telemetry.prediction_log.closed_files``: no
+Every closed log file (``app.telemetry.log_files.closed_files``: no
 writer will append to it again) is split by ``kind`` and by the UTC date and
 hour of each line's ``timestamp`` into zstd Parquet parts, laid out as
 ``app.jobs.warehouse`` describes. Per source file, in this order:
@@ -42,7 +42,8 @@ import orjson
 from app.errors import ModelServeError
 from app.jobs.logdata import COLUMNS, quote
 from app.jobs.warehouse import COMMIT_LOG, WAREHOUSE_DIR, committed, part_name, source_hash
-from app.telemetry.prediction_log import LINE_FIELDS, closed_files
+from app.telemetry.log_files import closed_files
+from app.telemetry.log_lines import LINE_FIELDS
 
 log = logging.getLogger("modelserve.compact")
 

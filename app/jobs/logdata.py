@@ -4,7 +4,7 @@
 written by ``modelserve compact``) and the JSONL files not compacted yet
 (``predictions-*.jsonl``, ``labels-*.jsonl``) together, each row once.
 JSONL is read with an explicit column list derived from the line formats in
-``app.telemetry.prediction_log``, so the views have the same columns
+``app.telemetry.log_lines``, so the views have the same columns
 whatever the files hold, and a kind with no rows yet (no labels) is an empty
 view, not an error. ``kind`` splits the lines.
 
@@ -24,11 +24,10 @@ from typing import Any
 
 from app.errors import ModelServeError
 from app.jobs.warehouse import committed, committed_parts
-from app.telemetry.prediction_log import (
-    FILE_SUFFIX,
+from app.telemetry.log_files import FILE_SUFFIX, LOG_FILE_PREFIXES
+from app.telemetry.log_lines import (
     LABEL_FIELDS,
     LINE_FIELDS,
-    LOG_FILE_PREFIXES,
     PREDICTION_FIELDS,
     SHADOW_FIELDS,
     FieldType,

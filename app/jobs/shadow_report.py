@@ -6,7 +6,7 @@ and the periodic ``kind: "shadow_drops"`` counts) with DuckDB, over a window
 
 * the share of ok shadow predictions whose ``abs_diff`` exceeds
   ``--threshold`` (default 0.1), mean and max |diff|. What ``abs_diff``
-  measures follows the task (``app.telemetry.prediction_log``): the
+  measures follows the task (``app.telemetry.log_lines``): the
   positive-class probability (binary), the largest class probability
   (multiclass), the predicted value in its own units (regression);
 * the label disagreement rate (classifiers; none for regression);

@@ -20,7 +20,7 @@ while every slot is held by a hung call the workers wait for a slot, the
 queue fills and further records are dropped, so the process never grows
 threads or memory behind a broken candidate.
 
-Each result becomes one ``shadow`` record (``app.telemetry.prediction_log.shadow_line``),
+Each result becomes one ``shadow`` record (``app.telemetry.log_lines.shadow_line``),
 sent to ``sink``: ``outcome`` is ok, error or timeout (shadow fields null
 unless ok); ``shadow_latency`` is the run time of the batch the record was in.
 Drops never ran, so every ``drops_interval`` seconds with drops a
@@ -57,8 +57,8 @@ from app.model.answers import REGRESSION, Answer
 from app.model.pool import LoadedModel
 from app.predictor import PredictionRecord
 from app.telemetry import tracing
+from app.telemetry.log_lines import shadow_drops_line, shadow_line
 from app.telemetry.metrics import Metrics
-from app.telemetry.prediction_log import shadow_drops_line, shadow_line
 
 log = logging.getLogger("modelserve.rollout")
 record_log = logging.getLogger("modelserve.shadow")

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.telemetry.log_files import LABEL_FILE_PREFIX
+from app.telemetry.log_lines import label_line
 from app.telemetry.metrics import Metrics
-from app.telemetry.prediction_log import LABEL_FILE_PREFIX, PredictionLog, label_line
+from app.telemetry.prediction_log import PredictionLog
 
 TICK = 1e-6
 """The resolution of a logged timestamp (microseconds): consecutive labels are at least this far apart."""

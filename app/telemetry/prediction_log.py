@@ -8,13 +8,9 @@ a request never waits on the log.
 
 A writer thread wakes every ``flush_seconds`` (or as soon as ``batch_size``
 records are queued), serialises what is queued with orjson and writes it in
-one ``write`` per batch, so the event loop never touches the disk. Files::
-
-    <dir>/predictions-<UTC yyyymmddTHHMMSS>-<host>-<pid>-<seq>.jsonl
-
-(host and pid keep writers apart: several workers, and several pods sharing
-one log volume, where every container's pid is 1) are rotated when they reach
-``max_bytes`` or are older than ``max_age_seconds``. ``close()`` (the
+one ``write`` per batch, so the event loop never touches the disk. Files
+(named as ``app.telemetry.log_files`` describes) are rotated when they
+reach ``max_bytes`` or are older than ``max_age_seconds``. ``close()`` (the
 container's shutdown hook) stops the writer after it has written everything
 queued so far; records submitted after that are counted as dropped.
 
@@ -42,44 +38,10 @@ Duplicate ``request_id``s among the last ``duplicate_window`` predictions of
 this process are counted (``duplicate_request_ids_total``); both records are
 written, as the client sent them.
 
-Line formats are defined here and only here: ``LINE_FIELDS`` names the
-fields of each ``kind`` of line (``prediction``, ``shadow``, ``shadow_drops``,
-``label``) in order, with their types, and ``prediction_line`` /
-``shadow_line`` / ``shadow_drops_line`` / ``label_line`` shape records that
-way; the shadow and the label log (``app.telemetry.label_log``, this writer
-under the ``labels-`` prefix) build their records with them and
-``app.jobs.logdata`` and ``app.jobs.compact`` read the files by them.
-``closed_files`` says which files no writer will append to again. ``timestamp`` is
-ISO 8601 UTC, latencies are seconds.
-
-What a prediction holds follows the model's task: ``prediction`` is the
-label (int or string) of a classifier or the value (float) of a regressor;
-``probability`` is the positive class's (binary), the predicted label's
-(multiclass) or null (regression); ``probabilities`` maps every class name
-to its probability (multiclass only, else null). A shadow line names the
-``task`` both versions share; its ``abs_diff`` is the absolute difference of
-the positive-class probability (binary), of the predicted value
-(regression), or the largest absolute difference of any class's probability
-(multiclass, where the label disagreement is ``primary_prediction <>
-shadow_prediction``).
-
-Sampling (``sample_rate`` below 1): the writer keeps a prediction record
-when a seeded MurmurHash3 of its ``request_id``, scaled to [0, 1), is below
-the rate (:func:`sampled_in`), so the decision is the same in every process
-and for every retry of a request; the others are counted
-(``prediction_log_sampled_out_total``), not written. Every other kind of
-line (shadow records, including those whose prediction was left out, and
-``shadow_drops``) is always written. Each prediction line carries the
-``sample_rate`` it was kept under, so a reader can weight counts or report
-the rate; labels can only join the predictions that were written.
-
-``trace_id`` is the OpenTelemetry trace of the request (lowercase hex), null
-when tracing is off.
-
-``user_id`` is written as sent (``user_id_mode="plain"``) or as the hex
-HMAC-SHA256 of it under a secret key (``"hash"``): stable, so one user's
-predictions can still be grouped, but not reversible without the key. The
-key itself is never written anywhere.
+What each line holds, and which prediction records sampling
+(``sample_rate`` below 1) keeps, is ``app.telemetry.log_lines``; a
+``user_id`` is written as sent (``user_id_mode="plain"``) or hashed under
+a key (``"hash"``) that is itself never written anywhere.
 """
 
 from __future__ import annotations
@@ -88,8 +50,6 @@ import asyncio
 import collections
 import contextlib
 import errno
-import hashlib
-import hmac
 import logging
 import os
 import re
@@ -100,243 +60,17 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import mmh3
 import orjson
 
+from app.telemetry.log_files import FILE_PREFIX, FILE_SUFFIX, FOREIGN_GRACE_SECONDS
+from app.telemetry.log_lines import _iso, hash_user_id, prediction_line, sampled_in
 from app.telemetry.metrics import Metrics
-
-if TYPE_CHECKING:
-    from app.predictor import PredictionRecord
 
 log = logging.getLogger("modelserve.prediction_log")
 
 UserIdMode = Literal["plain", "hash"]
-FILE_PREFIX = "predictions-"
-LABEL_FILE_PREFIX = "labels-"
-FILE_SUFFIX = ".jsonl"
-LOG_FILE_PREFIXES = (FILE_PREFIX, LABEL_FILE_PREFIX)
-"""Every writer's file prefix in a log directory: prediction (and shadow) lines, label lines."""
-
-
-FieldType = Literal["text", "int", "float", "json", "timestamp"]
-
-PREDICTION_FIELDS: tuple[tuple[str, FieldType], ...] = (
-    ("timestamp", "timestamp"),
-    ("request_id", "text"),
-    ("model_version", "text"),
-    ("variant", "text"),
-    ("user_id", "text"),
-    ("features", "json"),  # the full model input by feature name
-    ("prediction", "json"),  # int or string label, or float value
-    ("probability", "float"),
-    ("probabilities", "json"),  # {class: p}, multiclass only
-    ("latency", "float"),
-    ("feature_tier", "text"),
-    ("trace_id", "text"),  # null when tracing is off
-    ("sample_rate", "float"),  # the MODELSERVE_LOG_SAMPLE_RATE this line was kept under
-)
-SHADOW_FIELDS: tuple[tuple[str, FieldType], ...] = (
-    ("timestamp", "timestamp"),
-    ("request_id", "text"),  # the primary's, so the two join
-    ("primary_version", "text"),
-    ("shadow_version", "text"),
-    ("task", "text"),
-    ("primary_prediction", "json"),
-    ("primary_probability", "float"),
-    ("shadow_prediction", "json"),  # shadow_* and abs_diff are null unless outcome is ok
-    ("shadow_probability", "float"),
-    ("abs_diff", "float"),
-    ("outcome", "text"),  # ok, error or timeout
-    ("primary_latency", "float"),
-    ("shadow_latency", "float"),
-)
-SHADOW_DROPS_FIELDS: tuple[tuple[str, FieldType], ...] = (
-    ("timestamp", "timestamp"),
-    ("shadow_version", "text"),
-    ("dropped", "int"),  # records the shadow queue dropped since the last such line
-)
-LABEL_FIELDS: tuple[tuple[str, FieldType], ...] = (
-    ("timestamp", "timestamp"),  # when the label was received; the latest per request_id wins
-    ("request_id", "text"),  # the prediction's, so the two join
-    ("label", "json"),  # the class as JSON keeps its type (int or str), or a number for regression
-    ("observed_at", "timestamp"),  # when the outcome happened, as the client said; may be null
-    ("source", "text"),  # api or import
-)
-LINE_FIELDS: dict[str, tuple[tuple[str, FieldType], ...]] = {
-    "prediction": PREDICTION_FIELDS,
-    "shadow": SHADOW_FIELDS,
-    "shadow_drops": SHADOW_DROPS_FIELDS,
-    "label": LABEL_FIELDS,
-}
-"""Every field of each ``kind`` of line, after ``kind`` itself, in line order."""
-
-
-SAMPLE_SEED = 0x6D5F_6C6F  # fixed for good: changing it changes which request ids every writer keeps
-
-
-def sampled_in(request_id: str, rate: float) -> bool:
-    """Whether a prediction record with this ``request_id`` is kept at ``rate`` (same answer everywhere, always)."""
-    if rate >= 1.0:
-        return True
-    return mmh3.hash(request_id, SAMPLE_SEED, signed=False) < rate * 4294967296.0  # hash / 2**32 < rate
-
-
-def prediction_line(record: PredictionRecord, user_id: str | None, sample_rate: float = 1.0) -> dict[str, Any]:
-    """The ``prediction`` line of a record, with ``user_id`` as it is to be written."""
-    return {
-        "kind": "prediction",
-        "timestamp": _iso(record.timestamp),
-        "request_id": record.request_id,
-        "model_version": record.model_version,
-        "variant": record.variant,
-        "user_id": user_id,
-        "features": record.features,
-        "prediction": record.prediction,
-        "probability": record.probability,
-        "probabilities": record.probabilities,
-        "latency": record.latency,
-        "feature_tier": record.tier,
-        "trace_id": record.trace_id,
-        "sample_rate": sample_rate,
-    }
-
-
-def shadow_line(
-    primary: PredictionRecord,
-    *,
-    timestamp: float,
-    shadow_version: str,
-    outcome: str,
-    task: str = "binary_classification",
-    shadow_prediction: Any = None,
-    shadow_probability: float | None = None,
-    shadow_probabilities: dict[str, float] | None = None,
-    shadow_latency: float | None = None,
-) -> dict[str, Any]:
-    """The ``shadow`` line comparing the candidate's answer with the primary's (``timestamp`` in epoch seconds)."""
-    return {
-        "kind": "shadow",
-        "timestamp": timestamp,
-        "request_id": primary.request_id,
-        "primary_version": primary.model_version,
-        "shadow_version": shadow_version,
-        "task": task,
-        "primary_prediction": primary.prediction,
-        "primary_probability": primary.probability,
-        "shadow_prediction": shadow_prediction,
-        "shadow_probability": shadow_probability,
-        "abs_diff": shadow_difference(primary, task, shadow_prediction, shadow_probability, shadow_probabilities),
-        "outcome": outcome,
-        "primary_latency": primary.latency,
-        "shadow_latency": shadow_latency,
-    }
-
-
-def shadow_difference(
-    primary: PredictionRecord,
-    task: str,
-    shadow_prediction: Any,
-    shadow_probability: float | None,
-    shadow_probabilities: dict[str, float] | None,
-) -> float | None:
-    """``abs_diff`` of a shadow line (see the module doc); None when the shadow gave no answer."""
-    if task == "regression":
-        if shadow_prediction is None:
-            return None
-        return abs(float(shadow_prediction) - float(primary.prediction))
-    if task == "multiclass_classification":
-        if shadow_probabilities is None or primary.probabilities is None:
-            return None
-        mine = primary.probabilities
-        return max(abs(p - mine.get(c, 0.0)) for c, p in shadow_probabilities.items())
-    if shadow_probability is None or primary.probability is None:
-        return None
-    return abs(shadow_probability - primary.probability)
-
-
-def shadow_drops_line(*, timestamp: float, shadow_version: str | None, dropped: int) -> dict[str, Any]:
-    """The ``shadow_drops`` line: how many records the shadow dropped (``timestamp`` in epoch seconds)."""
-    return {"kind": "shadow_drops", "timestamp": timestamp, "shadow_version": shadow_version, "dropped": dropped}
-
-
-def label_line(
-    *, timestamp: float, request_id: str, label: int | str | float, observed_at: str | None, source: str
-) -> dict[str, Any]:
-    """The ``label`` line for ``request_id`` (``timestamp``: epoch seconds; ``observed_at``: ISO 8601 UTC Z)."""
-    return {
-        "kind": "label",
-        "timestamp": timestamp,
-        "request_id": request_id,
-        "label": label,
-        "observed_at": observed_at,
-        "source": source,
-    }
-
-
-def hash_user_id(user_id: str, key: bytes) -> str:
-    """The keyed hash written instead of a user id (hex HMAC-SHA256)."""
-    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
-
-
-def _iso(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def writer_of(name: str) -> tuple[str, tuple[str, int]] | None:
-    """``(writer, (stamp, seq))`` of a log file name, or None if it is not one.
-
-    The writer is the prefix with host and pid (``predictions-…-<host>-<pid>``
-    without stamp and seq): its files sort by ``(stamp, seq)``, newest last.
-    """
-    prefix = next((p for p in LOG_FILE_PREFIXES if name.startswith(p)), None)
-    if prefix is None or not name.endswith(FILE_SUFFIX):
-        return None
-    rest = name[len(prefix) : -len(FILE_SUFFIX)]
-    stamp, _, host_pid_seq = rest.partition("-")
-    host_pid, _, seq = host_pid_seq.rpartition("-")
-    if not (stamp and host_pid and seq.isdigit()):
-        return None
-    return prefix + host_pid, (stamp, int(seq))
-
-
-def closed_files(directory: Path, now: float, max_age_seconds: float) -> list[Path]:
-    """The log files of ``directory`` no writer will append to again, oldest name first.
-
-    A file is closed when a newer file of the same writer (prefix, host and
-    pid) exists, or when it was last written longer ago than the rotation
-    age plus ``FOREIGN_GRACE_SECONDS`` (its writer rotates it at its next
-    wake-up) — the same notion retention uses for other writers' files.
-    """
-    newest: dict[str, tuple[str, int]] = {}
-    found: list[tuple[Path, str, tuple[str, int], float]] = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return []
-    for entry in entries:
-        parsed = writer_of(entry.name)
-        if parsed is None:
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        writer, order = parsed
-        found.append((Path(entry.path), writer, order, st.st_mtime))
-        if writer not in newest or order > newest[writer]:
-            newest[writer] = order
-    grace = max_age_seconds + FOREIGN_GRACE_SECONDS
-    closed = [p for p, w, order, mtime in found if order < newest[w] or now - mtime > grace]
-    return sorted(closed, key=lambda p: p.name)
-
-
-# Rotated files of another writer sharing the directory are deleted only once older
-# than its rotation age plus this: by then that writer has certainly closed them.
-FOREIGN_GRACE_SECONDS = 60.0
 RETENTION_INTERVAL_SECONDS = 30.0
 PROBE_BYTES = 4096
 

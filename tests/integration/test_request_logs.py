@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from app.main import create_app
 from app.telemetry import logs
-from app.telemetry.prediction_log import sampled_in
+from app.telemetry.log_lines import sampled_in
 from tests.support.metrics import metric_value
 from tests.support.workspace import Workspace, sample
 

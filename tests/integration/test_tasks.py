@@ -25,7 +25,7 @@ from app.jobs.shadow_report import compute_shadow_report
 from app.main import create_app
 from app.model.pool import ModelPool
 from app.model.repository import Repository
-from app.telemetry.prediction_log import PREDICTION_FIELDS
+from app.telemetry.log_lines import PREDICTION_FIELDS
 from harness import ServerProcess
 from tests.integration.test_api import metric_value
 from tests.integration.test_rollout_api import wait_for

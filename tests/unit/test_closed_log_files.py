@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from app.telemetry.prediction_log import FOREIGN_GRACE_SECONDS, closed_files
+from app.telemetry.log_files import FOREIGN_GRACE_SECONDS, closed_files
 
 
 def touch(directory: Path, name: str, age: float = 0.0) -> None:

@@ -10,8 +10,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from app.predictor import PredictionRecord
+from app.telemetry.log_lines import sampled_in, shadow_line
 from app.telemetry.metrics import Metrics
-from app.telemetry.prediction_log import PredictionLog, sampled_in, shadow_line
+from app.telemetry.prediction_log import PredictionLog
 from tests.support.metrics import metric_value
 
 N = 10_000

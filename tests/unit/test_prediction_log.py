@@ -12,15 +12,15 @@ import orjson
 import pytest
 
 from app.predictor import PredictionRecord
-from app.telemetry.metrics import Metrics
-from app.telemetry.prediction_log import (
+from app.telemetry.log_lines import (
     LINE_FIELDS,
     PREDICTION_FIELDS,
-    PredictionLog,
     hash_user_id,
     shadow_drops_line,
     shadow_line,
 )
+from app.telemetry.metrics import Metrics
+from app.telemetry.prediction_log import PredictionLog
 
 
 def record(i: int = 0, user: str | None = "u-00001") -> PredictionRecord:

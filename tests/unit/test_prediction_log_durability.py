@@ -10,8 +10,9 @@ import orjson
 from app.health import Health
 from app.predictor import PredictionRecord
 from app.settings import Settings
+from app.telemetry.log_files import FOREIGN_GRACE_SECONDS
 from app.telemetry.metrics import Metrics
-from app.telemetry.prediction_log import FOREIGN_GRACE_SECONDS, PredictionLog
+from app.telemetry.prediction_log import PredictionLog
 
 
 def record(i: int, request_id: str | None = None) -> PredictionRecord:
