@@ -22,7 +22,7 @@ from app.telemetry.prediction_log import PredictionLog
 from tests.support.workspace import Workspace
 
 JOIN = """
-SELECT p.request_id, p.prediction, CAST(l.label AS BIGINT) AS label
+SELECT p.request_id, CAST(p.prediction AS BIGINT) AS prediction, CAST(l.label AS BIGINT) AS label
 FROM predictions p LEFT JOIN labels l USING (request_id) ORDER BY p.request_id
 """
 N = 300

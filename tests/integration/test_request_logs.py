@@ -81,8 +81,8 @@ def test_sampling_trace_ids_and_request_scoped_lines(
     for rid in [*ids, *ids[:RETRIED]]:
         r = client.post("/predict", json={**body, "request_id": rid})
         assert r.status_code == 200, r.text
+    app.state.container.prediction_log.close_sync()  # the sampling decision is the writer's: let it drain first
     metrics_text = client.get("/metrics").text
-    app.state.container.prediction_log.close_sync()
     files = sorted((tmp_path / "log").glob("predictions-*.jsonl"))
     written = [orjson.loads(line) for p in files for line in p.read_bytes().splitlines()]
     predictions = [line for line in written if line["kind"] == "prediction"]
