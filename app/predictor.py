@@ -151,7 +151,7 @@ class Predictor:
             tier=tier,
             variant=variant,
             probabilities=probabilities,
-            trace_id=logs.current_trace_id() if tracing.enabled else None,
+            trace_id=logs.current_trace_id(),  # any active span: ours, or an outer instrumentation's
         )
         if tracing.enabled:
             record.trace = tracing.annotate_prediction(model.version, variant)
@@ -181,7 +181,7 @@ class Predictor:
         one inference run. Unknown users are named as ``[*loc, i, "user_id"]``.
         """
         t0 = time.perf_counter()
-        trace_id = logs.current_trace_id() if tracing.enabled else None
+        trace_id = logs.current_trace_id()
         primary = pinned or self.chooser.primary_model()
         chosen: list[tuple[LoadedModel, str | None]] = []
         for i, inst in enumerate(instances):
