@@ -62,8 +62,7 @@ def model_info(repository: Repository, version: str, guess_task: str = "binary_c
         )
     classes = [str(c) for c in m.outputs.classes] if m.outputs.classes else None
     positive = str(m.outputs.positive_class) if m.outputs.positive_class is not None else None
-    extra = m.model_extra or {}
-    return ModelInfo(version, m.task, classes, positive, dict(m.metrics), extra.get("calibration"), m)
+    return ModelInfo(version, m.task, classes, positive, dict(m.metrics), m.calibration, m)
 
 
 def target_sql(info: ModelInfo, label_text: str) -> str:

@@ -24,8 +24,8 @@ def test_publish_stores_a_calibration_map_and_holdout_calibration_figures(tmp_pa
     models = tmp_path / "models"
     publish(pipeline, data=path, target="churned", version="nb", models_dir=models)
     manifest = Repository(models).read_manifest("nb")
-    extra = manifest.model_extra or {}
-    calibration = extra["calibration"]
+    calibration = manifest.calibration
+    assert calibration is not None
     assert {"brier", "ece"} <= set(manifest.metrics)
     assert calibration["holdout_ece"] == manifest.metrics["ece"]
     assert calibration["method"] == "isotonic"
