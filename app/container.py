@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.features.build import build_feature_server
 from app.features.server import FeatureServer
@@ -177,33 +177,30 @@ def build_container(settings: Settings | None = None) -> Container:
     return container
 
 
+def _writer_options(s: Settings) -> dict[str, Any]:
+    """What the prediction log and the label log share: rotation, batching and retention."""
+    return {
+        "max_bytes": s.log_max_bytes,
+        "max_age_seconds": s.log_max_age_seconds,
+        "queue_size": s.log_queue_size,
+        "batch_size": s.log_batch_size,
+        "flush_seconds": s.log_flush_seconds,
+        "retention_seconds": s.log_retention_seconds,
+        "retention_bytes": s.log_retention_bytes,
+    }
+
+
 def _prediction_log(directory: Path, s: Settings, metrics: Metrics) -> PredictionLog:
     return PredictionLog(
         directory,
         metrics,
-        max_bytes=s.log_max_bytes,
-        max_age_seconds=s.log_max_age_seconds,
-        queue_size=s.log_queue_size,
-        batch_size=s.log_batch_size,
-        flush_seconds=s.log_flush_seconds,
+        **_writer_options(s),
         user_id_mode=s.log_user_id,
         user_id_key=s.log_user_id_key.get_secret_value().encode() if s.log_user_id_key else None,
-        retention_seconds=s.log_retention_seconds,
-        retention_bytes=s.log_retention_bytes,
         duplicate_window=s.log_duplicate_window,
         sample_rate=s.log_sample_rate,
     )
 
 
 def _label_log(directory: Path, s: Settings, metrics: Metrics) -> LabelLog:
-    return LabelLog(
-        directory,
-        metrics,
-        max_bytes=s.log_max_bytes,
-        max_age_seconds=s.log_max_age_seconds,
-        queue_size=s.log_queue_size,
-        batch_size=s.log_batch_size,
-        flush_seconds=s.log_flush_seconds,
-        retention_seconds=s.log_retention_seconds,
-        retention_bytes=s.log_retention_bytes,
-    )
+    return LabelLog(directory, metrics, **_writer_options(s))

@@ -13,44 +13,13 @@ from typing import Any
 
 import orjson
 
-HALF_OPEN = b"GET /health/live HTTP/1.1\r\nHost: soak\r\n"  # the blank line that ends the headers never comes
-
-
-def open_half(port: int, n: int) -> list[socket.socket]:
-    """Up to ``n`` connections that each send an unfinished request; stops early when connects keep failing."""
-    socks: list[socket.socket] = []
-    failures = 0
-    while len(socks) < n and failures < 20:
-        s = socket.socket()
-        s.settimeout(0.5)
-        try:
-            s.connect(("127.0.0.1", port))
-            s.sendall(HALF_OPEN)
-        except OSError:
-            s.close()
-            failures += 1
-            continue
-        socks.append(s)
-    return socks
+from harness import hostile
 
 
 def send_huge_header(port: int, size: int, timeout: float = 30) -> tuple[int, float]:
     """A request with one header value of ``size`` bytes: (the answer's status or 0, seconds until answered)."""
-    head = b"GET /health/live HTTP/1.1\r\nHost: soak\r\nX-Big: "
-    chunk = b"a" * 65536
-    t0 = time.monotonic()
-    answer = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        try:
-            s.sendall(head)
-            for _ in range(size // len(chunk)):
-                s.sendall(chunk)
-            s.sendall(b"\r\n\r\n")
-        except OSError:
-            pass  # the server answered and stopped reading: what follows is the answer
-        with contextlib.suppress(OSError):
-            answer = s.recv(200)
-    return status_of(answer), time.monotonic() - t0
+    answer, took = hostile.send_huge_header(port, size, timeout)
+    return status_of(answer), took
 
 
 def with_unknown(instance: dict[str, Any], n: int, width: int = 1) -> dict[str, Any]:

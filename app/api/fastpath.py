@@ -27,10 +27,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.body import read_json_body
 from app.api.errors import error_response
-from app.api.routes.v2 import BINARY_HEADER
 from app.container import Container
-from app.errors import ModelServeError, NotReady, ValidationFailed
+from app.errors import ModelServeError, NotReady
 from app.predictor import Predictor
+from app.v2.types import BINARY_HEADER, binary_header_length
 
 PREDICT = "/predict"
 BATCH = "/predict/batch"
@@ -108,15 +108,7 @@ class PredictionRoutes:
             request = Request(scope, receive)
             limit = self.c.settings.batch_max_body_bytes
             body = await read_json_body(request, limit, missing_ok=True, binary=header is not None)
-            header_length = None
-            if header is not None:
-                try:
-                    header_length = int(header)
-                except ValueError:
-                    raise ValidationFailed(
-                        f"{BINARY_HEADER} must be a whole number",
-                        [{"loc": ["header", BINARY_HEADER], "msg": "not a whole number", "type": "binary_header"}],
-                    ) from None
+            header_length = binary_header_length(header)
             response = await self.c.v2.infer(predictor, target, body, header_length)
         except ModelServeError as exc:
             await self._error(exc, 400 if exc.status_code == 422 else None, scope, receive, send)

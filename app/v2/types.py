@@ -110,6 +110,23 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
         raise from_pydantic(exc, what="invalid inference request") from None
 
 
+BINARY_HEADER = "inference-header-content-length"
+"""The binary tensor extension's header: the JSON part's length; the binary tensors follow it."""
+
+
+def binary_header_length(value: str | None) -> int | None:
+    """``Inference-Header-Content-Length`` as a number: None when absent, a 4xx naming it when not a number."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationFailed(
+            f"{BINARY_HEADER} must be a whole number",
+            [{"loc": ["header", BINARY_HEADER], "msg": "not a whole number", "type": "binary_header"}],
+        ) from None
+
+
 def requested_outputs(request: InferRequest, available: tuple[str, ...] = OUTPUTS) -> tuple[str, ...]:
     """The outputs to answer, in the order asked (all ``available`` ones when none are named)."""
     asked = tuple(o["name"] for o in request.get("outputs", []))

@@ -22,12 +22,11 @@ import psutil
 import pytest
 
 from harness import ServerProcess
+from harness.hostile import HALF_OPEN, open_half
 from tests.support.metrics import metric_value
 from tests.support.workspace import Workspace
 
 pytestmark = pytest.mark.e2e
-
-HALF_OPEN = b"GET /health/live HTTP/1.1\r\nHost: x\r\n"  # the blank line that ends the headers never comes
 
 
 def limited_server(env: dict[str, str], log_path: Path, nofile: tuple[int, int]) -> ServerProcess:
@@ -37,24 +36,6 @@ def limited_server(env: dict[str, str], log_path: Path, nofile: tuple[int, int])
 
 def sample_request(ws: Workspace) -> dict[str, Any]:
     return json.loads((ws.models_dir / "v2" / "manifest.json").read_text())["sample"]["request"]
-
-
-def open_half(port: int, n: int) -> list[socket.socket]:
-    """Up to ``n`` connections that each send an unfinished request; stops early when connects stall."""
-    socks: list[socket.socket] = []
-    failures = 0
-    while len(socks) < n and failures < 20:
-        s = socket.socket()
-        s.settimeout(0.5)
-        try:
-            s.connect(("127.0.0.1", port))
-            s.sendall(HALF_OPEN)
-        except OSError:
-            s.close()
-            failures += 1
-            continue
-        socks.append(s)
-    return socks
 
 
 def pending_body(length: int) -> bytes:

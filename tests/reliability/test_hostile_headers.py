@@ -8,7 +8,6 @@ answer is 431 and probes on other connections are never held up.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from harness import ServerProcess
+from harness.hostile import send_huge_header
 from tests.support.workspace import Workspace
 
 pytestmark = pytest.mark.e2e
@@ -32,26 +32,6 @@ def server(trained: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with ServerProcess(trained.env(), log) as srv:
         srv.wait_ready()
         yield srv
-
-
-def send_huge_header(port: int, size: int) -> tuple[bytes, float]:
-    """A request whose one header value is ``size`` bytes: (the answer's first bytes, seconds until answered)."""
-    head = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: "
-    chunk = b"a" * 65536
-    t0 = time.monotonic()
-    answer = b""
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.settimeout(30)
-        try:
-            s.sendall(head)
-            for _ in range(size // len(chunk)):
-                s.sendall(chunk)
-            s.sendall(b"\r\n\r\n")
-        except OSError:
-            pass  # the server answered and stopped reading: what follows is the answer
-        with contextlib.suppress(OSError):
-            answer = s.recv(200)
-    return answer, time.monotonic() - t0
 
 
 def test_huge_header_is_431_and_probes_keep_answering(server):

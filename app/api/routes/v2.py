@@ -27,13 +27,12 @@ from app.api.deps import ContainerDep, HealthDep, PredictorDep, SettingsDep, V2D
 from app.api.errors import error_response, max_details
 from app.api.openapi import NEVER_SUCCEEDS, json_answer, json_body
 from app.api.routes.admin import AUTH_ERRORS, require_admin
-from app.errors import ModelServeError, ValidationFailed, retry_after_value
+from app.errors import ModelServeError, retry_after_value
 from app.health import Health
 from app.predictor import Predictor
 from app.settings import Settings
 from app.v2 import MODEL_NAME, Target, V2Service, repository
-
-BINARY_HEADER = "inference-header-content-length"
+from app.v2.types import BINARY_HEADER, binary_header_length
 
 
 class V2Route(APIRoute):
@@ -153,15 +152,7 @@ async def _infer(request: Request, target: Target, v2: V2Service, predictor: Pre
     header = request.headers.get(BINARY_HEADER)
     # Triton's clients send no Content-Type; binary-extension bodies may say octet-stream.
     body = await read_json_body(request, settings.batch_max_body_bytes, missing_ok=True, binary=header is not None)
-    header_length = None
-    if header is not None:
-        try:
-            header_length = int(header)
-        except ValueError:
-            raise ValidationFailed(
-                f"{BINARY_HEADER} must be a whole number",
-                [{"loc": ["header", BINARY_HEADER], "msg": "not a whole number", "type": "binary_header"}],
-            ) from None
+    header_length = binary_header_length(header)
     response = await v2.infer(predictor, target, body, header_length)
     return _json(response, headers={"X-Model-Version": response["model_version"]})
 
