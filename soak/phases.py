@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
+from harness.hostile import open_half
 from soak import candidates, hostile
 from soak.context import HEADER_TIMEOUT_SECONDS, Soak
 from soak.report import PhaseResult
@@ -455,7 +456,7 @@ async def hostile_clients(s: Soak) -> PhaseResult:
         port = s.server.port
         body = hostile.invalid_batch(s.load.factory.body("soak-hostile"), 650, UNREAD_INSTANCES)
         state["body"] = len(body)
-        opened = asyncio.to_thread(hostile.open_half, port, cfg.half_open)
+        opened = asyncio.to_thread(open_half, port, cfg.half_open)
         headers = asyncio.gather(
             *(asyncio.to_thread(hostile.send_huge_header, port, HUGE_HEADER_BYTES) for _ in range(cfg.huge_headers))
         )
