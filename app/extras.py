@@ -13,8 +13,6 @@ from app.errors import ModelServeError
 EXTRA_OF: dict[str, str] = {
     "duckdb": "jobs",
     "pyarrow": "jobs",
-    "pandas": "jobs",
-    "matplotlib": "jobs",
     "tqdm": "jobs",
     "sklearn": "publish",
     "skl2onnx": "publish",
@@ -23,6 +21,7 @@ EXTRA_OF: dict[str, str] = {
     "xgboost": "publish",
     "lightgbm": "publish",
     "joblib": "publish",
+    "pandas": "publish",
 }
 """Top-level module -> the extra whose install brings it."""
 

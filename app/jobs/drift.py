@@ -18,9 +18,7 @@ sample leaves it unbiased, but fewer records make it noisier.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,8 +29,8 @@ from typing import Any
 import orjson
 
 from app.errors import ModelServeError
-from app.jobs import psi
-from app.jobs.logdata import EmptyLog, connect
+from app.jobs import psi, svgplot
+from app.jobs.logdata import EmptyLog, Frame, connect
 from app.model.manifest import Manifest
 from app.model.repository import Repository
 
@@ -119,7 +117,7 @@ def compute_drift(log_dir: Path, models_dir: Path, version: str | None, since: t
     frame = _load(log_dir, manifest, since)
     if len(frame) == 0:
         raise EmptyLog(f"no predictions by {resolved} in the last {_human(since)} in {log_dir}")
-    rates = sorted({float(r) for r in frame["sample_rate"].fillna(1.0)})
+    rates = sorted({1.0 if r != r else float(r) for r in frame["sample_rate"]})  # NaN: a line from before sampling
     report = DriftReport(resolved, since, len(frame), sample_rates=rates)
     specs: Mapping[str, Any] = reference.get("features", {})
     for f in manifest.features:
@@ -146,7 +144,7 @@ def _row(name: str, dtype: str, values: Any, spec: Mapping[str, Any]) -> DriftRo
     return DriftRow(name, dtype, value, psi.status(value), psi.bucket_labels(spec), expected, actual)
 
 
-def _load(log_dir: Path, manifest: Manifest, since: timedelta) -> Any:
+def _load(log_dir: Path, manifest: Manifest, since: timedelta) -> Frame:
     con = connect(log_dir)
     cols = []
     for f in manifest.features:
@@ -164,7 +162,7 @@ def _load(log_dir: Path, manifest: Manifest, since: timedelta) -> Any:
         f"SELECT {', '.join(cols)}, probability, sample_rate FROM predictions "
         "WHERE model_version = ? AND timestamp >= now() - to_seconds(?)"
     )
-    return con.execute(sql, [manifest.version, since.total_seconds()]).df()
+    return Frame.of(con.execute(sql, [manifest.version, since.total_seconds()]))
 
 
 def _human(since: timedelta) -> str:
@@ -200,8 +198,7 @@ def render_html(report: DriftReport) -> str:
         for r in report.rows
     )
     plots = "".join(
-        f'<figure><img alt="{html.escape(r.name)}" src="data:image/png;base64,{_plot(r)}">'
-        f"<figcaption>{html.escape(r.name)}: PSI {r.psi:.4f} ({r.status})</figcaption></figure>"
+        f"<figure>{_plot(r)}<figcaption>{html.escape(r.name)}: PSI {r.psi:.4f} ({r.status})</figcaption></figure>"
         for r in report.rows
     )
     title = f"Drift report: {html.escape(report.version)}"
@@ -219,22 +216,5 @@ def render_html(report: DriftReport) -> str:
 
 
 def _plot(row: DriftRow) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
-    x = np.arange(len(row.labels))
-    ax.bar(x - 0.2, row.expected, 0.4, label="reference")
-    ax.bar(x + 0.2, row.actual, 0.4, label="observed")
-    ax.set_xticks(x, row.labels, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("share")
-    ax.set_title(f"{row.name} — PSI {row.psi:.3f} ({row.status})", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    title = f"{row.name} — PSI {row.psi:.3f} ({row.status})"
+    return svgplot.grouped_bars(title, row.labels, row.expected, row.actual)

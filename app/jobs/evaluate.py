@@ -11,9 +11,7 @@ metrics of two models mixed would describe neither.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from app.jobs import svgplot
 from app.jobs.drift import _human
 from app.jobs.labelled import (
     ModelInfo,
@@ -250,8 +249,7 @@ def render_html(report: EvaluateReport) -> str:
         if g.reliability:
             ece = g.metrics.get("ece")
             parts.append(
-                f'<figure><img alt="reliability diagram {title}" src="data:image/png;base64,'
-                f'{_reliability_plot(g)}"><figcaption>reliability diagram: observed positive rate against '
+                f"<figure>{_reliability_plot(g)}<figcaption>reliability diagram: observed positive rate against "
                 f"mean predicted probability per bin (ECE {_f(ece.value if ece else None)})</figcaption></figure>"
             )
     title = f"Live quality over the last {_human(report.since)}"
@@ -266,26 +264,5 @@ def render_html(report: EvaluateReport) -> str:
 
 
 def _reliability_plot(g: Group) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
-    ax.plot([0, 1], [0, 1], linestyle="--", color="#999", label="perfectly calibrated")
-    xs = [b["mean_probability"] for b in g.reliability]
-    ys = [b["positive_rate"] for b in g.reliability]
-    sizes = [max(10, 300 * b["rows"] / max(1, g.labelled)) for b in g.reliability]
-    ax.plot(xs, ys, marker="o", color="#1565c0", label="observed")
-    ax.scatter(xs, ys, s=sizes, color="#1565c0", alpha=0.3)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("mean predicted probability")
-    ax.set_ylabel("observed positive rate")
-    ax.set_title(f"{g.version} {g.key or ''}".strip(), fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    points = [(b["mean_probability"], b["positive_rate"], b["rows"] / max(1, g.labelled)) for b in g.reliability]
+    return svgplot.reliability(f"{g.version} {g.key or ''}".strip(), points)

@@ -33,7 +33,7 @@ from app.errors import ModelServeError
 from app.jobs import psi
 from app.jobs.drift import _row
 from app.jobs.gate_limits import GateLimits
-from app.jobs.logdata import connect
+from app.jobs.logdata import Frame, connect
 from app.jobs.shadow_quality import compare_labelled
 from app.jobs.shadow_report import compute_shadow_report
 from app.model.repository import Repository
@@ -204,11 +204,12 @@ def _drift(
         cols.append(
             f'TRY_CAST({expr} AS DOUBLE) AS "{f.name}"' if f.dtype in ("float", "int") else f'{expr} AS "{f.name}"'
         )
-    frame = con.execute(
+    result = con.execute(
         f"SELECT {', '.join(cols)} FROM predictions WHERE model_version = ? AND timestamp >= ? AND request_id IN "
         "(SELECT request_id FROM shadow WHERE shadow_version = ? AND timestamp >= ?)",
         [primary, now - since, candidate, now - since],
-    ).df()
+    )
+    frame = Frame.of(result)
     con.close()
     if not len(frame):
         return None, None

@@ -19,8 +19,13 @@ skipped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import duckdb  # imported here, not on first use: a job without the 'jobs' extra fails before doing anything
+import numpy as np
 
 from app.errors import ModelServeError
 from app.jobs.warehouse import committed, committed_parts
@@ -72,8 +77,6 @@ def log_files(log_dir: Path, done: dict[str, str] | None = None) -> list[Path]:
 
 def connect(log_dir: Path) -> Any:
     """A DuckDB connection (in memory) with the log's views defined."""
-    import duckdb
-
     log_dir = Path(log_dir)
     done = committed(log_dir)  # one snapshot: each source is read from JSONL or from Parquet, never both
     files = log_files(log_dir, done)
@@ -113,3 +116,47 @@ def connect(log_dir: Path) -> Any:
 
 def quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A query's result as numpy columns, for the jobs that work column-wise (drift, monitor, gate).
+
+    NULL reads as NaN in a numeric column (an integer column with NULLs turns
+    float, as in a pandas frame) and as None elsewhere: DuckDB's
+    ``fetchnumpy`` hands NULLs over as masked arrays, whose fill value must
+    not pass for data. No pandas needed.
+    """
+
+    data: Mapping[str, np.ndarray]
+
+    @classmethod
+    def of(cls, relation: Any) -> Frame:
+        """The result of an executed DuckDB statement."""
+        return cls({name: _nulls_out(column) for name, column in relation.fetchnumpy().items()})
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.data)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.data.values()))) if self.data else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[name]
+
+    def where(self, mask: np.ndarray) -> Frame:
+        """The rows where ``mask`` is true."""
+        return Frame({name: column[mask] for name, column in self.data.items()})
+
+
+def _nulls_out(column: Any) -> np.ndarray:
+    if not np.ma.isMaskedArray(column):
+        return np.asarray(column)
+    if not np.ma.getmaskarray(column).any():
+        return np.asarray(column.data)
+    if column.dtype.kind in "fiu":
+        return np.ma.filled(column.astype(np.float64), np.nan)
+    out = np.asarray(column.data, dtype=object).copy()
+    out[np.ma.getmaskarray(column)] = None
+    return out

@@ -28,7 +28,7 @@ from app.errors import ModelServeError
 from app.jobs import psi
 from app.jobs.drift import _human, _row
 from app.jobs.labelled import columns_of, model_info, select_columns, target_sql, text, to_rows
-from app.jobs.logdata import connect
+from app.jobs.logdata import Frame, connect
 from app.model.repository import Repository
 from app.quality import cbpe
 from app.quality import metrics as qm
@@ -122,18 +122,19 @@ def monitor(
         for f in features
     ]
     y_sql = f"TRY_CAST({text('l.label')} AS DOUBLE)" if info.task == "regression" else target_sql(info, text("l.label"))
-    frame = con.execute(
+    result = con.execute(
         f"""SELECT CAST(floor((epoch(p.timestamp) - epoch(?::TIMESTAMPTZ)) / ?) AS INTEGER) AS win,
                    l.request_id IS NOT NULL AS has_label, {y_sql} AS y,
                    {select_columns(info, available, "p.")}{"".join(", " + c for c in cols)}
             FROM predictions p LEFT JOIN (SELECT * FROM labels WHERE timestamp <= ?) l USING (request_id)
             WHERE p.model_version = ? AND p.timestamp >= ? AND p.timestamp < ?""",
         [start, window.total_seconds(), now, resolved, start, now],
-    ).df()
+    )
+    frame = Frame.of(result)
     con.close()
     out: list[Window] = []
     for i in range(windows):
-        part = frame[frame["win"] == i]
+        part = frame.where(frame["win"] == i)
         out.append(_window(start + window * i, part, info, features, specs, metric, reference, rule, replicates, seed))
     decision = decide([w.verdict for w in out], rule)
     recent = [w for w in out if w.verdict != "no-data"][-rule.sustain :]
@@ -143,7 +144,7 @@ def monitor(
 
 def _window(
     start: datetime,
-    part: Any,
+    part: Frame,
     info: Any,
     features: list[Any],
     specs: dict[str, Any],
@@ -161,7 +162,7 @@ def _window(
         worst = max(drift, key=lambda r: r.psi)
         worst_psi, worst_feature = worst.psi, worst.name
     data = {
-        c: part[c].to_numpy()
+        c: part[c]
         for c in part.columns
         if c in ("y", "prediction", "probability") or (c[:1] == "p" and c[1:].isdigit())
     }
@@ -174,7 +175,7 @@ def _window(
         rows_all, _ = to_rows(info, {**data, "y": np.zeros(len(part), dtype=np.int64)})
         if rows_all.probabilities is not None:
             estimated = cbpe.estimate_multiclass(rows_all.probabilities, rows_all.prediction, seed)
-    labelled = part["has_label"].to_numpy().astype(bool)
+    labelled = part["has_label"].astype(bool)
     realized: dict[str, Interval] = {}
     if labelled.sum() >= rule.min_labelled:
         rows, _ = to_rows(info, {k: v[labelled] for k, v in data.items()})

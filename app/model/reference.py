@@ -30,18 +30,22 @@ values outside the known categories.
 
 In both kinds the frequencies are fractions of the *non-null* values (so
 ``freqs`` plus ``other_freq`` sum to 1 when there are any), and ``null_freq``
-is the fraction of all values that are null (None or NaN). With no non-null
-values every frequency is 0.
+is the fraction of all values that are null (None, NaN, or pandas' NA and
+NaT). With no non-null values every frequency is 0.
+
+Only numpy is needed here: the drift job bins logged values with it in an
+install without pandas; a pandas Series (from publishing) is read through its
+own ``isna``.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 PREDICTION_EDGES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -60,17 +64,15 @@ def histogram(values: Iterable[Any], spec: Mapping[str, Any]) -> tuple[list[floa
     pandas Series). For a categorical spec, the share outside the known
     categories is :func:`other_freq` of the result.
     """
-    series = _series(values)
-    nulls = series.isna().to_numpy()
-    present = series[~nulls]
-    null_freq = float(nulls.mean()) if len(series) else 0.0
+    present, count = _present(values)
+    null_freq = (count - len(present)) / count if count else 0.0
     if spec["kind"] == "numeric":
         edges = np.asarray(spec["edges"], dtype=np.float64)
-        bins = np.searchsorted(edges, present.to_numpy(dtype=np.float64), side="left")
+        bins = np.searchsorted(edges, np.asarray(present, dtype=np.float64), side="left")
         counts = np.bincount(bins, minlength=len(edges) + 1)
     elif spec["kind"] == "categorical":
-        seen = present.map(category_label).value_counts()
-        counts = np.array([int(seen.get(c, 0)) for c in spec["categories"]], dtype=np.int64)
+        seen = Counter(category_label(v) for v in present)
+        counts = np.array([seen.get(c, 0) for c in spec["categories"]], dtype=np.int64)
     else:
         raise ValueError(f"unknown reference kind {spec['kind']!r}")
     total = len(present)
@@ -85,13 +87,13 @@ def other_freq(freqs: Sequence[float]) -> float:
 
 def numeric_reference(values: Iterable[Any], edges: Sequence[float] | None = None) -> dict[str, Any]:
     """A numeric spec; without ``edges``, the unique deciles of the non-null values."""
-    series = _series(values)
+    present, _ = _present(values)
     if edges is None:
-        present = series.dropna().to_numpy(dtype=np.float64)
+        present = np.asarray(present, dtype=np.float64)
         deciles = np.quantile(present, np.linspace(0.1, 0.9, 9), method="lower") if len(present) else np.array([])
         edges = [float(e) for e in np.unique(deciles)]
     spec: dict[str, Any] = {"kind": "numeric", "edges": [float(e) for e in edges]}
-    spec["freqs"], spec["null_freq"] = histogram(series, spec)
+    spec["freqs"], spec["null_freq"] = histogram(values, spec)
     return spec
 
 
@@ -103,9 +105,31 @@ def categorical_reference(values: Iterable[Any], categories: Sequence[str]) -> d
     return spec
 
 
-def _series(values: Iterable[Any]) -> pd.Series:
-    if isinstance(values, pd.Series):
-        return values
-    if isinstance(values, np.ndarray):
-        return pd.Series(values)
-    return pd.Series(list(values), dtype=object)
+def _present(values: Iterable[Any]) -> tuple[np.ndarray, int]:
+    """The non-null values (as an array) and how many values there were, nulls included."""
+    isna = getattr(values, "isna", None)
+    if callable(isna) and hasattr(values, "tolist"):  # a pandas Series: its own notion of null
+        nulls = np.asarray(isna(), dtype=bool)
+        present = values[~nulls].tolist()  # type: ignore[index]  # Python scalars, as pandas' own map gives
+        return np.array(present, dtype=object), len(nulls)
+    array = values if isinstance(values, np.ndarray) else np.array(list(values), dtype=object)
+    if array.dtype.kind == "f":
+        return array[~np.isnan(array)], len(array)
+    if array.dtype.kind == "M" or array.dtype.kind == "m":
+        return array[~np.isnat(array)], len(array)
+    if array.dtype.kind != "O":
+        return array, len(array)
+    return np.array([v for v in array if not _is_null(v)], dtype=object), len(array)
+
+
+def _is_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    if isinstance(value, np.datetime64 | np.timedelta64):
+        return bool(np.isnat(value))
+    return type(value).__name__ in _PANDAS_NULLS  # pd.NA, pd.NaT, without importing pandas
+
+
+_PANDAS_NULLS = frozenset({"NAType", "NaTType"})

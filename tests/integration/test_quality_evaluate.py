@@ -71,7 +71,7 @@ def test_evaluate_metrics_equal_sklearn_on_the_joined_rows(tmp_path: Path) -> No
     assert auc.low is not None and auc.high is not None and auc.low < auc.value < auc.high
     assert auc.holdout is not None and auc.difference == pytest.approx(auc.value - auc.holdout)
     assert "ece" in g.metrics and g.reliability
-    assert "<img" in render_html(report)
+    assert "<svg " in render_html(report)
 
 
 def test_evaluate_cli_groups_by_day_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,7 +100,7 @@ def test_evaluate_cli_groups_by_day_and_prints_json(tmp_path: Path, capsys: pyte
     out = json.loads(capsys.readouterr().out)
     assert [g["group"] for g in out["groups"]] == ["2026-01-01", "2026-01-02"]
     assert sum(g["predictions"] for g in out["groups"]) == 1500
-    assert html.read_text().count("<img") == 2
+    assert html.read_text().count("<svg ") == 2
 
 
 def test_evaluate_without_labels_reports_coverage_zero(tmp_path: Path) -> None:
