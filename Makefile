@@ -13,11 +13,15 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 # Everything (base + jobs + publish + dev) from the hash-pinned lock; the
-# package itself without dependencies, so nothing unpinned gets in.
-$(STAMP): $(LOCK) pyproject.toml
+# package itself without dependencies, so nothing unpinned gets in. pip
+# installs only uv (requirements/tools.txt, hash-pinned); uv installs the lock,
+# with hashes required, from its package cache (~/.cache/uv) when it can.
+UV      := $(BIN)/uv pip install -q --python $(BIN)/python
+$(STAMP): $(LOCK) requirements/tools.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --require-hashes -r $(LOCK)
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/tools.txt
+	$(UV) --require-hashes -r $(LOCK)
+	$(UV) --no-deps -e .
 	touch $(STAMP)
 
 # Relock every install set (requirements/*.txt) after editing pyproject.toml's

@@ -11,6 +11,10 @@ The dev set is resolved first and pins the others, so a package has one
 version in every lock. Each lock's first line records a hash of the tables it
 was made from; ``--check`` (run by ``make lint``) compares it with
 pyproject.toml, so a dependency edit without a relock fails CI.
+
+``requirements/tools.txt`` holds uv alone, at the dev set's version and with
+its hashes: ``make install`` installs it with pip into a fresh venv, then
+installs a set's lock with it (uv keeps a package cache; pip here does not).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ SETS: dict[str, tuple[str, ...]] = {
     "publish": ("publish",),  # training and publishing models (includes jobs)
 }
 """Lock name -> extras; dev first, since it pins the others."""
+TOOLS = ("uv",)
+"""requirements/tools.txt: what installs the locks, pinned by the dev set."""
 HEADER = "# pyproject-deps-sha256: "
 CONSTRAINT_NOTE = re.compile(r"^\s+#\s+-c ")
 
@@ -63,7 +69,7 @@ def recorded_hash(lock: Path) -> str | None:
 def stale_locks() -> list[str]:
     """Names of the locks not made from the current pyproject.toml."""
     current = deps_hash()
-    return [name for name in SETS if recorded_hash(LOCKS / f"{name}.txt") != current]
+    return [name for name in (*SETS, "tools") if recorded_hash(LOCKS / f"{name}.txt") != current]
 
 
 def uv() -> str:
@@ -73,9 +79,11 @@ def uv() -> str:
     return found
 
 
-def compile_set(name: str, extras: tuple[str, ...], pins: Path | None, extra_args: list[str]) -> None:
+def compile_set(
+    name: str, extras: tuple[str, ...], pins: Path | None, extra_args: list[str], source: str = "pyproject.toml"
+) -> None:
     out = LOCKS / f"{name}.txt"
-    cmd = [uv(), "pip", "compile", "pyproject.toml", "--quiet", "--universal", "--python-version", PYTHON]
+    cmd = [uv(), "pip", "compile", source, "--quiet", "--universal", "--python-version", PYTHON]
     cmd += ["--generate-hashes", "--custom-compile-command", "make lock", "-o", str(out)]
     for extra in extras:
         cmd += ["--extra", extra]
@@ -123,7 +131,10 @@ def main() -> int:
             if pins is None:
                 pins = pins_of(LOCKS / f"{name}.txt", Path(tmp) / "pins.txt")
                 extra = [a for a in extra if a != "--upgrade"]  # the others follow dev's pins
-    print(f"lock: wrote {', '.join(f'requirements/{n}.txt' for n in SETS)}")
+        tools = Path(tmp) / "tools.in"
+        tools.write_text("\n".join(TOOLS) + "\n")
+        compile_set("tools", (), pins, [*extra, "--no-annotate"], source=str(tools))
+    print(f"lock: wrote {', '.join(f'requirements/{n}.txt' for n in (*SETS, 'tools'))}")
     return 0
 
 

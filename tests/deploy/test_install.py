@@ -30,7 +30,7 @@ SETS = ("base", "runtime", "publish", "dev")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 # Distributions each extra adds, and the top-level module each is imported as.
-JOBS = {"duckdb": "duckdb", "pyarrow": "pyarrow", "pandas": "pandas", "matplotlib": "matplotlib", "tqdm": "tqdm"}
+JOBS = {"duckdb": "duckdb", "pyarrow": "pyarrow", "tqdm": "tqdm"}
 PUBLISH = {
     "scikit-learn": "sklearn",
     "skl2onnx": "skl2onnx",
@@ -39,9 +39,10 @@ PUBLISH = {
     "xgboost-cpu": "xgboost",
     "lightgbm": "lightgbm",
     "joblib": "joblib",
+    "pandas": "pandas",
 }
 # Heavy modules the extras bring in that serving must not import either.
-EXTRA_MODULES = sorted({*JOBS.values(), *PUBLISH.values(), "scipy", "mlflow"})
+EXTRA_MODULES = sorted({*JOBS.values(), *PUBLISH.values(), "scipy", "mlflow", "matplotlib"})
 
 
 def pins(name: str) -> dict[str, str]:
@@ -113,9 +114,18 @@ class TestLocks:
         base, runtime, publish, dev = (set(pins(n)) for n in SETS)
         assert not base & (set(JOBS) | set(PUBLISH) | {"scipy"})
         assert {"onnxruntime", "numpy", "fastapi", "uvicorn", "redis", "httpx"} <= base
-        assert set(JOBS) <= runtime and not runtime & (set(PUBLISH) | {"scipy"})
+        assert set(JOBS) <= runtime and not runtime & (set(PUBLISH) | {"scipy", "matplotlib"})
         assert set(JOBS) | set(PUBLISH) <= publish
         assert {"pytest", "mlflow-skinny", "uv"} <= dev and publish <= dev
+
+    def test_the_tools_lock_is_uv_at_the_dev_version(self):
+        """requirements/tools.txt, which `make install` bootstraps with pip, holds uv alone, as the dev set pins it."""
+        tools = pins("tools")
+        assert tools == {"uv": pins("dev")["uv"]}
+        assert (LOCKS / "tools.txt").read_text().count("--hash=sha256:") >= 2  # a wheel per platform
+        makefile = (REPO / "Makefile").read_text()
+        assert "pip install -q --require-hashes -r requirements/tools.txt" in makefile
+        assert "--require-hashes -r $(LOCK)" in makefile
 
     def test_xgboost_comes_without_the_gpu_libraries(self):
         """The publish set has xgboost-cpu (the same module) and no NCCL or other CUDA wheels."""
@@ -191,16 +201,14 @@ if os.environ.get("IMPORT_PROBE_FILE"):
 """
 
 
-@pytest.fixture(scope="module")
-def base_venv(tmp_path_factory) -> Path:
-    """A venv with requirements/base.txt (hashes required) and the package without dependencies.
+def lock_venv(name: str, venv: Path) -> Path:
+    """A venv with requirements/<name>.txt (hashes required) and the package without dependencies.
 
-    Built with uv (from the dev lock) when it is there: it installs the same
-    hash-checked files as pip, from its cache and in parallel, in seconds.
+    Built with uv (from the dev lock) when it is there, as `make install`
+    does: it installs the same hash-checked files as pip, from its cache.
     """
-    venv = tmp_path_factory.mktemp("base-venv")
     python = venv / "bin" / "python"
-    lock = LOCKS / "base.txt"
+    lock = LOCKS / f"{name}.txt"
     uv = Path(sys.executable).parent / "uv"
     started = time.monotonic()
     if uv.is_file():
@@ -218,11 +226,25 @@ def base_venv(tmp_path_factory) -> Path:
     for step in steps:
         proc = run(step, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
+    print(f"{name} venv built in {time.monotonic() - started:.1f} s")
+    return venv
+
+
+@pytest.fixture(scope="module")
+def base_venv(tmp_path_factory) -> Path:
+    """The base install, with the import probe below in its site-packages."""
+    venv = lock_venv("base", tmp_path_factory.mktemp("base-venv"))
+    python = venv / "bin" / "python"
     site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip())
     (site / "_extras_probe.py").write_text(PROBE)
     (site / "_extras_probe.pth").write_text("import _extras_probe\n")
-    print(f"base venv built in {time.monotonic() - started:.1f} s")
     return venv
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory) -> Path:
+    """The image's install set (base + jobs), as requirements/runtime.txt pins it."""
+    return lock_venv("runtime", tmp_path_factory.mktemp("runtime-venv"))
 
 
 @pytest.fixture
@@ -325,3 +347,32 @@ class TestBaseInstall:
             r"pip install 'modelserve\[jobs\]'",
             lines[0],
         ), lines[0]
+
+
+@pytest.mark.e2e
+class TestRuntimeInstall:
+    """The jobs in the image's install set: pandas and matplotlib are not in it, and no job needs them."""
+
+    def test_runtime_install_has_neither_pandas_nor_matplotlib(self, runtime_venv):
+        code = "import importlib.util as u; print([m for m in ('pandas', 'matplotlib') if u.find_spec(m)])"
+        assert run([runtime_venv / "bin" / "python", "-c", code]).stdout.strip() == "[]"
+
+    def test_log_jobs_run_from_the_runtime_install(self, runtime_venv, trained, tmp_path):
+        """drift (with its HTML report), monitor, evaluate and query read a real log from the runtime venv."""
+        from tests.integration.test_jobs_logs import write_log
+
+        log_dir = tmp_path / "log"
+        write_log(trained, log_dir, 400, seed=5, shift={"amount": 3.0})
+        modelserve = [runtime_venv / "bin" / "modelserve", "--models-dir", trained.models_dir]
+        html = tmp_path / "drift.html"
+        drift = run([*modelserve, "drift", "--log-dir", log_dir, "--json", "--html", html], cwd=tmp_path)
+        assert drift.returncode in (0, 3), drift.stderr  # 3: the shifted feature alerts
+        features = json.loads(drift.stdout)["features"]
+        assert html.read_text().count("<svg ") == len(features)
+        assert any(f["status"] == "alert" for f in features)
+        for argv in (["monitor", "--log-dir", log_dir], ["evaluate", "--log-dir", log_dir]):
+            proc = run([*modelserve, *argv], cwd=tmp_path)
+            assert "Traceback" not in proc.stderr and "not installed" not in proc.stderr, proc.stderr
+            assert proc.stdout.strip(), proc.stderr
+        query = run([*modelserve, "query", "SELECT count(*) AS n FROM predictions", "--log-dir", log_dir], cwd=tmp_path)
+        assert query.returncode == 0 and "400" in query.stdout, query.stderr
