@@ -23,14 +23,21 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
+# strip (binutils), for slim-venv.sh: uvloop's wheel ships its extension with
+# debug symbols. Only this stage has it; the runtime stages copy the venv alone.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 # The image's pip installs into the venv (--python), so the runtime carries no pip.
 RUN python -m venv --without-pip /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Dependencies first, from the lock alone: editing app/ reuses this layer.
-# slim-venv.sh then drops what nothing here loads (test suites, pyarrow's
-# headers, Flight and S3 libraries: ~90 MB).
+# slim-venv.sh then drops what nothing here loads (test suites, type stubs,
+# pyarrow's headers, Flight and S3 libraries, onnxruntime's C API library,
+# uvloop's debug symbols: ~120 MB). README "Install" has the sizes.
 COPY requirements/runtime.txt requirements/publish.txt ./requirements/
 COPY scripts/slim-venv.sh ./scripts/
 RUN pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --only-binary=:all: \
@@ -62,7 +69,6 @@ ARG UID=10001
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    MPLCONFIGDIR=/tmp/matplotlib \
     MODELSERVE_HOST=0.0.0.0 \
     MODELSERVE_PORT=8000 \
     MODELSERVE_MODELS_DIR=/srv/modelserve/models \

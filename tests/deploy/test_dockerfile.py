@@ -257,8 +257,7 @@ class TestImageRecipe:
         """ENTRYPOINT+CMD with the image's environment passes the HEALTHCHECK, turns ready, and exits on SIGTERM."""
         port = str(free_port())
         env = replay_environment(image_root, runtime.env, MODELSERVE_PORT=port, MODELSERVE_HOST="127.0.0.1")
-        for key in ("MODELSERVE_LOG_DIR", "MPLCONFIGDIR"):
-            Path(env[key]).mkdir(parents=True, exist_ok=True)
+        Path(env["MODELSERVE_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
         check = runtime.values("HEALTHCHECK")[-1]
         healthcheck = json.loads(check[check.index("CMD") + 3 :])
         assert subprocess.run(healthcheck, env=env, capture_output=True, timeout=10).returncode != 0
