@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.api.admission import Admission
 from app.features.build import build_feature_server
 from app.features.server import FeatureServer
 from app.health import Health
@@ -53,6 +54,8 @@ class Container:
     """Flags, alias following and the shadow (``app.rollout``); its chooser routes requests."""
     v2: V2Service
     """The Open Inference Protocol data plane (``/v2/...``)."""
+    admission: Admission
+    """The worker's limits on prediction requests, shared by HTTP and gRPC (``app.api.admission``)."""
     prediction_log: PredictionLog | None = None
     """Set when MODELSERVE_LOG_DIR is; started before the rollout and closed after it."""
     label_log: LabelLog | None = None
@@ -166,6 +169,7 @@ def build_container(settings: Settings | None = None) -> Container:
         health=health,
         rollout=rollout,
         v2=V2Service(pool, s.alias, s.max_batch_size, aliases=rollout.follower.alias_models),
+        admission=Admission(metrics, s.max_in_flight, s.max_queue_ms),
         prediction_log=prediction_log,
         label_log=label_log,
     )

@@ -84,7 +84,13 @@ def create_app(
     routes = {route.path: route for route in app.routes if isinstance(route, APIRoute)}
     app.add_middleware(PredictionRoutes, container=c, routes=routes)
     s = c.settings
-    app.add_middleware(AdmissionControl, metrics=c.metrics, max_in_flight=s.max_in_flight, max_queue_ms=s.max_queue_ms)
+    app.add_middleware(
+        AdmissionControl,
+        metrics=c.metrics,
+        max_in_flight=s.max_in_flight,
+        max_queue_ms=s.max_queue_ms,
+        limits=c.admission,  # shared with the gRPC server
+    )
     app.add_middleware(MetricsMiddleware, metrics=c.metrics, health=c.health)
     # Outermost (added last): every request, whatever answers it, gets its server span.
     app.add_middleware(TracingMiddleware)

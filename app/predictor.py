@@ -160,6 +160,16 @@ class Predictor:
             listener(record, model)
         return record
 
+    def _lookup_attributes(self, stores: dict[str, tuple[Any, str]], users: int) -> dict[str, Any]:
+        """A batch lookup's span attributes: as one lookup's when one tier answered them all, else every tier."""
+        tiers = sorted({tier for _, tier in stores.values()})
+        attributes: dict[str, Any] = {"modelserve.users": users}
+        if len(tiers) == 1:
+            attributes.update(self.features.lookup_attributes(tiers[0]))
+        else:
+            attributes["modelserve.feature.tier"] = ",".join(tiers)
+        return attributes
+
     async def predict_batch(self, body: bytes) -> list[PredictionRecord]:
         decoder = self.chooser.primary_model().decoder
         if len(body) > OFF_LOOP_BYTES:
@@ -192,7 +202,10 @@ class Predictor:
         stores: dict[str, tuple[dict[str, Any], str]] = {}
         users = [inst.user_id for inst, (m, _) in zip(instances, chosen, strict=True) if m.needs_store and inst.user_id]
         if users:
-            stores = await self.features.get_many(users)
+            with tracing.span("features") as span:
+                stores = await self.features.get_many(users)
+                if tracing.enabled:
+                    span.set_attributes(self._lookup_attributes(stores, len(users)))
         missing = [i for i, inst in enumerate(instances) if chosen[i][0].needs_store and inst.user_id not in stores]
         if missing:
             raise UnknownUser(
@@ -210,7 +223,10 @@ class Predictor:
                 inst = instances[i]
                 store = stores[inst.user_id][0] if model.needs_store and inst.user_id else None
                 rows.append({**store, **inst.features} if store else inst.features)
-            answers = model.answer(rows)
+            with tracing.span("inference") as span:
+                answers = model.answer(rows)
+                span.set_attribute("modelserve.model_version", model.version)
+                span.set_attribute("modelserve.rows", len(rows))
             latency = time.perf_counter() - t0
             for j, i in enumerate(idx):
                 inst = instances[i]

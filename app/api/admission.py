@@ -45,6 +45,14 @@ be met). ``modelserve_requests_in_flight`` is the number running.
 Only ``POST`` to the prediction routes (``/predict``, ``/predict/batch``,
 V2 ``.../infer``) is guarded; health, metrics, metadata and admin routes are
 never refused.
+
+The limits themselves (``Admission``: slots, queue time, deadlines, the
+progress floor, the counters) are protocol-neutral and one per worker: the
+container builds them and hands the same instance to this middleware and to
+the gRPC server (``app.rpc``), whose ``ModelInfer`` calls take their slots
+from the same pool and are counted in the same metrics (the answer's status
+tells the protocols apart: ``modelserve_http_requests_total`` and
+``modelserve_grpc_requests_total``).
 """
 
 from __future__ import annotations
@@ -71,6 +79,12 @@ DEADLINE_HEADER = "x-request-deadline-ms"
 RETRY_AFTER_SECONDS = 1.0
 """What a refused client is asked to wait (``Retry-After`` takes whole seconds)."""
 SHED_REASONS = ("queue_time", "overloaded", "deadline")
+REFUSALS = {
+    "queue_time": "overloaded: request waited too long to be served; retry later",
+    "overloaded": "overloaded: too many requests in flight; retry later",
+    "deadline": "deadline cannot be met; retry with a later deadline",
+}
+"""What a refused client is told, by reason (every protocol says the same)."""
 
 _ENVOY = ENVOY_TIMEOUT_HEADER.encode()
 _DEADLINE = DEADLINE_HEADER.encode()
@@ -129,11 +143,16 @@ class _Refusal:
         self.body = {"type": "http.response.body", "body": response.body}
 
 
-class AdmissionControl:
-    """Pure ASGI middleware: limits prediction requests in flight and the time they wait."""
+class Admission:
+    """The per-worker limits on prediction requests, whatever protocol brought them.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_in_flight: int, max_queue_ms: float) -> None:
-        self.app = app
+    ``enter()`` decides (at once, or after waiting in line for a slot) and
+    ``leave()`` gives the slot back; a refusal is counted with ``shed()``.
+    ``kind`` names a class of request (``predict``, ``batch``, ``v2``,
+    ``grpc``) whose recent service time a deadline must leave room for.
+    """
+
+    def __init__(self, metrics: Metrics, max_in_flight: int, max_queue_ms: float) -> None:
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue_ms / 1000
         self.in_flight = 0
@@ -142,67 +161,53 @@ class AdmissionControl:
         """Recent time (EWMA, seconds) an admitted request of each kind took: what a deadline must leave."""
         self._gauge = metrics.in_flight
         self._shed = {reason: metrics.requests_shed.labels(reason) for reason in SHED_REASONS}
-        self._shed_seconds = metrics.shed_seconds
-        self._refusals = {
-            "queue_time": _Refusal("overloaded: request waited too long to be served; retry later"),
-            "overloaded": _Refusal("overloaded: too many requests in flight; retry later"),
-            "deadline": _Refusal("deadline cannot be met; retry with a later deadline"),
-        }
+        self.shed_seconds = metrics.shed_seconds
+        """Server time of a refusal, observed by the front end once its answer is sent."""
         self._window_start = time.perf_counter()
         self._window_work = 0.0
         """Time admitted requests took in the current window (``SERVING_WINDOW`` seconds)."""
         self._window_shed = 0
-        # Shed answers are labelled by their route template in the HTTP metrics, like routed ones.
-        self._templates: dict[str, SimpleNamespace] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        route = _route(scope["path"])
-        if route is None:
-            await self.app(scope, receive, send)
-            return
-        now = time.perf_counter()
-        arrival = arrival_time(now)
-        kind, template = route
+    async def enter(self, kind: str, arrival: float, now: float, deadline: float | None) -> str | None:
+        """None once a slot is held (the caller must ``leave()``), else the reason to refuse (not yet counted).
+
+        ``arrival``, ``now`` and ``deadline`` (the client's, or None) are on the ``perf_counter`` clock.
+        """
         limit = arrival + self.max_queue
-        try:
-            deadline = self._client_deadline(scope, arrival, now)
-        except ValidationFailed as exc:
-            await self._invalid(exc, kind, scope, receive, send)
-            return
         by_deadline = False
         if deadline is not None:
             latest_start = deadline - self._service_time.get(kind, 0.0)
             if latest_start <= now:
-                await self._refuse("deadline", template, scope, send, now)
-                return
+                return "deadline"
             if latest_start < limit:
                 limit, by_deadline = latest_start, True
         if now > limit and (by_deadline or not self._starved(now)):
-            await self._refuse("deadline" if by_deadline else "queue_time", template, scope, send, now)
-            return
+            return "deadline" if by_deadline else "queue_time"
         if self.in_flight < self.max_in_flight and not self._waiters:
             self.in_flight += 1
         else:
             reason = await self._wait_for_slot(limit)
             if reason is not None:
-                await self._refuse("deadline" if by_deadline else reason, template, scope, send, time.perf_counter())
-                return
+                return "deadline" if by_deadline else reason
         self._gauge.inc()
-        started = time.perf_counter()
         if tracing.enabled:
-            tracing.record_admission(started - arrival, "admitted")
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self._gauge.dec()
-            previous = self._service_time.get(kind)
-            took = time.perf_counter() - started
-            self._service_time[kind] = took if previous is None else previous + _EWMA_WEIGHT * (took - previous)
-            self._window_work += took
-            self._release()
+            tracing.record_admission(time.perf_counter() - arrival, "admitted")
+        return None
+
+    def leave(self, kind: str, started: float) -> None:
+        """An admitted request of ``kind`` that started at ``started`` is done: its slot goes to the next."""
+        self._gauge.dec()
+        previous = self._service_time.get(kind)
+        took = time.perf_counter() - started
+        self._service_time[kind] = took if previous is None else previous + _EWMA_WEIGHT * (took - previous)
+        self._window_work += took
+        self._release()
+
+    def shed(self, reason: str, arrival: float, since: float) -> None:
+        """Count a refusal decided at ``since`` (and put it on the request's span)."""
+        self._shed[reason].inc()
+        if tracing.enabled:
+            tracing.record_admission(since - arrival, f"shed:{reason}")
 
     def _starved(self, now: float) -> bool:
         """Whether admitted work has had less than ``MIN_SERVING_SHARE`` of the time while shedding.
@@ -257,6 +262,55 @@ class AdmissionControl:
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
 
+
+class AdmissionControl:
+    """Pure ASGI middleware: the prediction routes go through ``Admission`` (its own, or the worker's shared one)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_in_flight: int,
+        max_queue_ms: float,
+        limits: Admission | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits or Admission(metrics, max_in_flight, max_queue_ms)
+        self._refusals = {reason: _Refusal(message) for reason, message in REFUSALS.items()}
+        # Shed answers are labelled by their route template in the HTTP metrics, like routed ones.
+        self._templates: dict[str, SimpleNamespace] = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Prediction requests holding a slot now (every protocol's)."""
+        return self.limits.in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        route = _route(scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        now = time.perf_counter()
+        arrival = arrival_time(now)
+        kind, template = route
+        try:
+            deadline = self._client_deadline(scope, arrival, now)
+        except ValidationFailed as exc:
+            await self._invalid(exc, kind, scope, receive, send)
+            return
+        reason = await self.limits.enter(kind, arrival, now, deadline)
+        if reason is not None:
+            await self._refuse(reason, template, scope, send, arrival)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.limits.leave(kind, started)
+
     def _client_deadline(self, scope: Scope, arrival: float, now: float) -> float | None:
         """The client's deadline on the ``perf_counter`` clock, from either header; None if neither is sent."""
         deadline: float | None = None
@@ -270,15 +324,14 @@ class AdmissionControl:
             deadline = at if deadline is None else min(deadline, at)
         return deadline
 
-    async def _refuse(self, reason: str, template: str, scope: Scope, send: Send, since: float) -> None:
-        self._shed[reason].inc()
-        if tracing.enabled:
-            tracing.record_admission(since - arrival_time(since), f"shed:{reason}")
+    async def _refuse(self, reason: str, template: str, scope: Scope, send: Send, arrival: float) -> None:
+        since = time.perf_counter()
+        self.limits.shed(reason, arrival, since)
         scope["route"] = self._template(template)
         refusal = self._refusals[reason]
         await send(refusal.start)
         await send(refusal.body)
-        self._shed_seconds.observe(time.perf_counter() - since)
+        self.limits.shed_seconds.observe(time.perf_counter() - since)
 
     async def _invalid(self, exc: ModelServeError, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self._template(_route(scope["path"])[1])  # type: ignore[index]

@@ -39,6 +39,7 @@ class GrpcServer:
             lambda: container.predictor,
             VERSION,
             s.max_error_details,
+            container.admission,
         )
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None

@@ -6,6 +6,26 @@ counted (``modelserve_grpc_requests_total{method,code}``) and timed; a
 ``ModelServeError`` becomes its status (``app.rpc.status``), anything else
 ``INTERNAL`` with the traceback in the log.
 
+Admission: ``ModelInfer`` goes through the worker's ``Admission`` (the one
+REST's prediction routes use: the same slots, queue time and counters)
+before anything of its message is read. The client's deadline is gRPC's own
+(``grpc-timeout``, ``context.time_remaining()``). Refused for queue time or
+no free slot: ``UNAVAILABLE`` with retry info, like every ``Unavailable``
+(the client did nothing wrong and a retry may succeed; ``RESOURCE_EXHAUSTED``
+is for quotas and is not retried by default retry policies). Refused because
+the deadline is past or cannot be met: ``DEADLINE_EXCEEDED`` (a retry with
+the same deadline would fail again). A call whose deadline passes after
+admission, while its features are fetched, is dropped before inference the
+same way. Every refusal counts in ``modelserve_requests_shed_total{reason}``.
+Health, readiness and metadata calls are never refused.
+
+Tracing: one server span per unary call, named ``service/method``
+(``inference.GRPCInferenceService/ModelInfer``) with the OpenTelemetry RPC
+attributes, the status code and, for ``ModelInfer``, the model version;
+an incoming W3C ``traceparent``/``tracestate`` (gRPC metadata) is its
+parent. The children (decode, features, inference) come from the V2 data
+plane and the predictor, as for REST.
+
 Readiness: ``ServerReady`` and ``ModelReady`` answer ``ready`` as
 ``/v2/health/ready`` would be 200; ``ModelReady`` of an unknown model or
 version is ``NOT_FOUND``. The health service answers SERVING for the
@@ -21,11 +41,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from app.api.admission import REFUSALS, RETRY_AFTER_SECONDS, Admission, arrival_time
 from app.errors import DeadlineExceeded, ModelServeError, NotFound, NotReady, Unavailable
 from app.health import Health
 from app.predictor import Predictor
@@ -33,21 +57,40 @@ from app.rpc import grpc_predict_v2_pb2 as pb
 from app.rpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.rpc.status import code_of, message_of, trailing_metadata
 from app.rpc.tensors import metadata_response, to_request, to_response
+from app.telemetry import tracing
 from app.telemetry.metrics import Metrics
 from app.v2 import MODEL_NAME, V2Service
 
 log = logging.getLogger("modelserve.grpc")
 
 SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+ADMISSION_KIND = "grpc"
+"""``ModelInfer``'s kind for ``Admission`` (its own recent service time)."""
+ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+"""Codes that mark a server span as an error (OpenTelemetry's RPC conventions); the others are the client's."""
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACE_KEYS = frozenset(_PROPAGATOR.fields)
 WATCH_POLL_SECONDS = 0.5
 """How often a health ``Watch`` looks at readiness (it answers only on changes)."""
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+Handler: TypeAlias = Callable[[Req, Context], Awaitable[Resp]]
 
 
 class Calls:
-    """What both services share: the parts they answer from, and one way to count and fail a call."""
+    """What both services share: the parts they answer from, and one way to admit, trace, count and fail a call."""
 
     def __init__(
         self,
@@ -57,6 +100,7 @@ class Calls:
         predictor: Callable[[], Predictor | None],
         version: str,
         max_details: int,
+        admission: Admission,
     ) -> None:
         self.v2 = v2
         self.health = health
@@ -65,44 +109,102 @@ class Calls:
         """The container's predictor, once built."""
         self.version = version
         self.max_details = max_details
+        self.admission = admission
 
     async def answer(
         self,
         method: str,
-        handler: Callable[[Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
+        handler: Handler[Req, Resp],
         request: Req,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
+        admit: bool = False,
+        service: str = SERVICE,
     ) -> Resp:
-        """``handler``'s response, or the call aborted with the status of what it raised; counted either way."""
+        """``handler``'s response, or the call aborted with the status of what it raised; counted either way.
+
+        ``admit``: the call takes a slot from ``Admission`` first (or is refused without running ``handler``).
+        """
+        if not tracing.enabled:
+            return await self._answer(method, handler, request, context, admit, tracing.NOOP)
+        token = otel_context.attach(_PROPAGATOR.extract(_trace_headers(context)))
+        try:
+            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+            with tracing.span(f"{service}/{method}", tracing.SERVER, attributes) as span:
+                return await self._answer(method, handler, request, context, admit, span)
+        finally:
+            otel_context.detach(token)
+
+    async def _answer(
+        self, method: str, handler: Handler[Req, Resp], request: Req, context: Context, admit: bool, span: Any
+    ) -> Resp:
         t0 = time.perf_counter()
         try:
-            response = await handler(request, context)
+            if admit:
+                response = await self._admitted(handler, request, context, t0)
+            else:
+                response = await handler(request, context)
         except ModelServeError as exc:
             code = code_of(exc)
             message = message_of(exc, self.max_details)
             metadata = trailing_metadata(exc, code, message)
         except asyncio.CancelledError:
-            self._count(method, grpc.StatusCode.CANCELLED, t0)
+            self._count(method, grpc.StatusCode.CANCELLED, t0, span)
             raise
         except Exception:
             log.exception("gRPC %s failed", method)
             code, message, metadata = grpc.StatusCode.INTERNAL, "internal error", ()
         else:
-            self._count(method, grpc.StatusCode.OK, t0)
+            self._count(method, grpc.StatusCode.OK, t0, span)
             return response
-        self._count(method, code, t0)
+        self._count(method, code, t0, span)
         await context.abort(code, message, metadata)
         raise AssertionError("abort returns by raising")  # pragma: no cover
 
-    def _count(self, method: str, code: grpc.StatusCode, t0: float) -> None:
+    async def _admitted(self, handler: Handler[Req, Resp], request: Req, context: Context, now: float) -> Resp:
+        """``handler`` run holding one of the worker's slots, or the refusal raised (counted, nothing run)."""
+        arrival = arrival_time(now)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else now + remaining
+        reason = await self.admission.enter(ADMISSION_KIND, arrival, now, deadline)
+        if reason is not None:
+            self.admission.shed(reason, arrival, time.perf_counter())
+            if reason == "deadline":
+                raise DeadlineExceeded(REFUSALS[reason])
+            raise Unavailable(REFUSALS[reason], retry_after=RETRY_AFTER_SECONDS)
+        started = time.perf_counter()
+        try:
+            return await handler(request, context)
+        finally:
+            self.admission.leave(ADMISSION_KIND, started)
+
+    def _count(self, method: str, code: grpc.StatusCode, t0: float, span: Any) -> None:
         self.metrics.grpc_requests.labels(method, code.name).inc()
-        self.metrics.grpc_duration.labels(method).observe(time.perf_counter() - t0)
+        if not tracing.enabled:
+            self.metrics.grpc_duration.labels(method).observe(time.perf_counter() - t0)
+            return
+        self.metrics.grpc_duration.labels(method).observe(time.perf_counter() - t0, tracing.exemplar())
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in ERROR_CODES:
+            span.set_status(Status(StatusCode.ERROR, code.name))
 
     def ready_predictor(self) -> Predictor:
         predictor = self.predictor()
         if predictor is None or not self.health.ready:
             raise NotReady("model not ready", retry_after=self.health.retry_after)
         return predictor
+
+    def expired(self, context: Context) -> None:
+        """Raise (and count) ``DeadlineExceeded`` once the call's deadline has passed: run just before inference."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            now = time.perf_counter()
+            self.admission.shed("deadline", arrival_time(now), now)
+            raise DeadlineExceeded("deadline exceeded before inference")
+
+
+def _trace_headers(context: Context) -> dict[str, str]:
+    """The call's W3C trace context headers (gRPC metadata keys are lower case)."""
+    return {k: v for k, v in context.invocation_metadata() or () if k in _TRACE_KEYS and isinstance(v, str)}
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -125,7 +227,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self.calls.answer("ModelMetadata", self._model_metadata, request, context)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await self.calls.answer("ModelInfer", self._infer, request, context)
+        return await self.calls.answer("ModelInfer", self._infer, request, context, admit=True)
 
     # --- handlers -------------------------------------------------------------------
     async def _live(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -149,22 +251,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return metadata_response(v2.metadata(v2.resolve(request.name, request.version or None)))
 
     async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        # Admission control (load shedding) belongs here, first, before any decoding work.
-        _check_deadline(context)
-        predictor = self.calls.ready_predictor()
-        v2 = self.calls.v2
+        calls = self.calls
+        predictor = calls.ready_predictor()
+        v2 = calls.v2
         target = v2.resolve(request.model_name, request.model_version or None)
         v2_request, tensors, offset = to_request(request)
         answer = await v2.infer_request(
-            predictor, target, v2_request, tensors, offset, before_inference=lambda: _check_deadline(context)
+            predictor, target, v2_request, tensors, offset, before_inference=lambda: calls.expired(context)
         )
+        if tracing.enabled:
+            tracing.current().set_attribute("modelserve.model_version", answer["model_version"])
         return to_response(answer, raw=offset is not None)
-
-
-def _check_deadline(context: Any) -> None:
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        raise DeadlineExceeded("deadline exceeded before inference")
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
@@ -181,7 +278,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> health_pb2.HealthCheckResponse:
-        return await self.calls.answer("Check", self._check, request, context)
+        return await self.calls.answer("Check", self._check, request, context, service=HEALTH_SERVICE)
 
     async def _check(self, request: health_pb2.HealthCheckRequest, context: Any) -> health_pb2.HealthCheckResponse:
         return health_pb2.HealthCheckResponse(status=self._status(request.service))

@@ -81,7 +81,8 @@ class Metrics:
         )
         self.requests_shed = Counter(
             "modelserve_requests_shed",
-            "Prediction requests refused (503) before inference, by reason (queue_time, overloaded, deadline).",
+            "Prediction requests refused before inference (HTTP 503; gRPC UNAVAILABLE or DEADLINE_EXCEEDED), "
+            "by reason (queue_time, overloaded, deadline).",
             ["reason"],
             registry=r,
         )

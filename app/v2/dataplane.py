@@ -57,6 +57,7 @@ from typing import Any
 from app.errors import ModelNotFound, NotReady, UnknownUser, clip
 from app.model.pool import LoadedModel, ModelPool
 from app.predictor import Predictor, new_request_id
+from app.telemetry import tracing
 from app.v2.codec import decode_rows, read_columns, user_row_loc
 from app.v2.types import (
     DATATYPES,
@@ -175,8 +176,9 @@ class V2Service:
         wanted = requested_outputs(request, tuple(types))
         request_id = request.get("id") or new_request_id()
         features, expected, nullable = self._expected_inputs(model)
-        columns, n = read_columns(request, body, header_length, features, expected, self.max_batch, nullable)
-        instances = decode_rows(model.decoder, columns, n, request_id, features)
+        with tracing.span("decode"):
+            columns, n = read_columns(request, body, header_length, features, expected, self.max_batch, nullable)
+            instances = decode_rows(model.decoder, columns, n, request_id, features)
         if before_inference is not None:
             before_inference()
         try:
