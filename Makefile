@@ -78,6 +78,7 @@ bench: install system-deps models/production
 	$(BIN)/python -m bench.rollout
 	$(BIN)/python -m bench.jobs
 	$(BIN)/python -m bench.v2
+	$(BIN)/python -m bench.batch
 	$(BIN)/python -m bench.overload $(if $(PYSPY),--profile)
 
 # A real server under sustained load while faults are injected (see RELIABILITY.md);

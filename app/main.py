@@ -71,6 +71,10 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         generate_unique_id_function=openapi.operation_id,
+        # The service traces and counts requests itself (TracingMiddleware, MetricsMiddleware). FastAPI's
+        # native telemetry would add its own spans once a tracer provider is set, and even while off it
+        # asks the global OpenTelemetry providers on every request (~20 µs, a refusal's whole budget).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.container = c
     install_error_handlers(app)

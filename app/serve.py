@@ -52,6 +52,11 @@ class FailFastServer(uvicorn.Server):
         self.failed = reason
         self.should_exit = True
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # The protocol's duplicates of the listening socket close with it, even with no connection open.
+        protocol.close_listeners(self.server_state)
+        await super().shutdown(sockets)
+
 
 class MetricsAwareSupervisor(Multiprocess):
     """uvicorn's supervisor, marking dead workers' metric files as dead, passing SIGTERM on at once.

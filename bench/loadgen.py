@@ -1,44 +1,44 @@
-"""A small HTTP/1.1 load generator that keeps answered and refused requests apart.
+"""Open- and closed-loop HTTP/1.1 load that keeps answered and refused requests apart.
 
-    python -m bench.loadgen URL --bodies FILE --rate 3000 --duration 10      # open loop
+    python -m bench.loadgen URL --bodies FILE --rate 9000 --duration 10      # open loop
     python -m bench.loadgen URL --bodies FILE --connections 512 --duration 10 --closed
 
 wrk is closed loop: each connection waits for its answer before it sends the
 next request, so a slow server is sent less and its queue never grows beyond
 the connections. An overloaded service meets an *open* loop (clients arrive
 whatever it does), and its figures of merit are per answer class: how many
-were answered 200 (goodput), how many refused, how fast each kind came back.
+were answered 2xx (goodput), how many refused (503), how fast each came back.
 
-Open loop: request ``i`` is due at ``start + i / rate``. It goes out on an
-idle keep-alive connection, or a new one (at most ``--connections``); when
-none is free it waits its turn, and its latency is still counted from when it
-was due, so a generator or server that falls behind shows up as latency
-instead of as a lower rate (no coordinated omission). Closed loop: each of
-``--connections`` connections sends its next request as soon as the last one
-is answered.
-
-Bounded: at most ``rate × duration`` requests (open loop), at most
-``--connections`` connections, and answers still outstanding ``--drain``
-seconds after the last request was due are counted as timed out and dropped.
-Loopback only. Prints one JSON object (``LoadResult``).
+The generator is ``bench/openloop.c`` (why C: see its header), compiled on
+first use with the machine's ``cc`` into ``build/bench/`` (git-ignored) and
+again whenever the source is newer. Open loop: request ``i`` is due at
+``start + i / rate`` and goes out on an idle keep-alive connection or a new
+one (at most ``--connections``), else waits its turn; its latency is counted
+from when it was due (no coordinated omission). Closed loop: each connection
+resends as soon as it is answered. Bounded in requests (``rate × duration``),
+connections, and time (``--timeout`` per request, ``--drain`` after the last
+one was due). Loopback only. Prints one JSON object (``LoadResult``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
+import os
+import shutil
+import subprocess
 import sys
-import time
-from collections import deque
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
 from urllib.parse import urlsplit
 
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "bench" / "openloop.c"
+BINARY = ROOT / "build" / "bench" / "openloop"
 MAX_CONNECTIONS = 4096
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1"}
 
 
 @dataclass
@@ -46,293 +46,111 @@ class LoadResult:
     mode: str
     target_rate: float
     duration_s: float
+    """From the start to the last answer (at least the run's duration): rates are counts over it."""
     sent: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     socket_errors: int = 0
+    """Connections refused, reset or closed mid-answer, and answers that could not be parsed."""
     timed_out: int = 0
+    """Sent and never answered (within ``--timeout``, or by the end of the drain)."""
+    unsent: int = 0
+    """Open loop: due, but no connection came free before the end of the drain."""
     late_sends: int = 0
     """Open loop: requests that went out more than 10 ms after they were due (no free connection)."""
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per answer class (``ok`` for 2xx, ``shed`` for 503, ``other``): p50, p90, p99, max."""
+    """Per answer class (``ok`` for 2xx, ``shed`` for 503, ``other``): p50, p90, p99, max, n."""
 
     def count(self, status_class: str) -> int:
-        return sum(n for s, n in self.statuses.items() if _klass(int(s)) == status_class)
+        return sum(n for s, n in self.statuses.items() if klass(int(s)) == status_class)
 
     def rate(self, status_class: str) -> float:
         return self.count(status_class) / self.duration_s if self.duration_s > 0 else 0.0
 
 
-def _klass(status: int) -> str:
+def klass(status: int) -> str:
     if 200 <= status < 300:
         return "ok"
     return "shed" if status == 503 else "other"
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    values.sort()
-    n = len(values)
-
-    def at(q: float) -> float:
-        return round(values[min(n - 1, int(q * n))] * 1000, 3)
-
-    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": round(values[-1] * 1000, 3), "n": n}
-
-
-def _content_length(head: bytes) -> int:
-    at = head.find(b"content-length:")
-    if at < 0:
-        return 0
-    eol = head.find(b"\r\n", at)
-    return int(head[at + 15 : eol if eol >= 0 else len(head)])
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection with at most one request outstanding."""
-
-    def __init__(self, gen: _Generator) -> None:
-        self.gen = gen
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.due = 0.0
-        self.busy = False
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio classes
-
-    def send(self, request: bytes, due: float) -> None:
-        assert self.transport is not None
-        self.busy, self.due = True, due
-        self.transport.write(request)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buffer[:end]).lower()
-            length = _content_length(head)
-            total = end + 4 + length
-            if len(self.buffer) < total:
-                return
-            status = int(head[9:12])
-            del self.buffer[:total]
-            self.busy = False
-            close = b"connection: close" in head
-            self.gen.answered(self, status, time.perf_counter() - self.due)
-            if close:
-                self._drop()
-                return
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.busy:
-            self.gen.failed()
-        self._drop()
-
-    def _drop(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.busy = False
-            if self.transport is not None:
-                self.transport.close()
-            self.gen.lost(self)
+def build() -> Path:
+    """The generator's binary, compiled from ``bench/openloop.c`` if missing or older than the source."""
+    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
+        return BINARY
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc) on PATH to build bench/openloop.c")
+    BINARY.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=BINARY.parent, prefix=".openloop-")
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, str(SOURCE)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"compiling {SOURCE} failed: {proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, BINARY)  # atomic: a concurrent build never runs a half-written binary
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return BINARY
 
 
-class _Generator:
-    def __init__(self, host: str, port: int, requests: list[bytes], connections: int) -> None:
-        self.host, self.port = host, port
-        self.requests = requests
-        self.max_connections = connections
-        self.idle: deque[_Connection] = deque()
-        self.open = 0
-        self.pending: deque[float] = deque()
-        self.latencies: dict[str, list[float]] = {"ok": [], "shed": [], "other": []}
-        self.statuses: dict[int, int] = {}
-        self.errors = 0
-        self.sent = 0
-        self.outstanding = 0
-        self.late = 0
-        self.closed_loop = False
-        self.stop_at = 0.0
-        self._next = 0
-        self.connecting: set[asyncio.Future[None]] = set()
-
-    def request(self) -> bytes:
-        self._next = (self._next + 1) % len(self.requests)
-        return self.requests[self._next]
-
-    async def connect(self) -> None:
-        self.open += 1
-        try:
-            loop = asyncio.get_running_loop()
-            _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
-        except OSError:
-            self.open -= 1
-            self.errors += 1
-            return
-        self.ready(conn)
-
-    def ready(self, conn: _Connection) -> None:
-        now = time.perf_counter()
-        if self.closed_loop:
-            if now < self.stop_at:
-                self.dispatch(conn, now, now)
-            else:
-                self.idle.append(conn)
-            return
-        if self.pending:
-            due = self.pending.popleft()
-            self.dispatch(conn, due, now)
-        else:
-            self.idle.append(conn)
-
-    def dispatch(self, conn: _Connection, due: float, now: float) -> None:
-        if now - due > 0.010:
-            self.late += 1
-        self.sent += 1
-        self.outstanding += 1
-        conn.send(self.request(), due)
-
-    def answered(self, conn: _Connection, status: int, seconds: float) -> None:
-        self.outstanding -= 1
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-        self.latencies[_klass(status)].append(seconds)
-        if not conn.closed:
-            self.ready(conn)
-
-    def failed(self) -> None:
-        self.outstanding -= 1
-        self.errors += 1
-
-    def lost(self, conn: _Connection) -> None:
-        self.open -= 1
-        with contextlib.suppress(ValueError):
-            self.idle.remove(conn)
-
-    def offer(self, due: float) -> None:
-        """A request is due: send it now if a connection is free, else queue it (and open one if allowed)."""
-        while self.idle:
-            conn = self.idle.popleft()
-            if not conn.closed:
-                self.dispatch(conn, due, time.perf_counter())
-                return
-        self.pending.append(due)
-        if self.open < self.max_connections:
-            task = asyncio.ensure_future(self.connect())
-            self.connecting.add(task)
-            task.add_done_callback(self.connecting.discard)
-
-
-async def _run(
-    url: str, bodies: Sequence[bytes], *, rate: float, duration: float, connections: int, closed: bool, drain: float
-) -> LoadResult:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    if host not in LOOPBACK:
-        raise SystemExit("loadgen: loopback targets only")
-    path = parts.path or "/"
-    requests = [
-        (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        + body
-        for body in bodies
-    ]
-    gen = _Generator(host, port, requests, connections)
-    warm = min(connections, 256)  # opening connections mid-run (SYN queue, retransmits) would be measured too
-    await asyncio.gather(*(gen.connect() for _ in range(warm)))
-    start = time.perf_counter()
-    if closed:
-        gen.closed_loop = True
-        gen.stop_at = start + duration
-        for conn in list(gen.idle):
-            gen.idle.remove(conn)
-            gen.ready(conn)
-        await asyncio.sleep(duration)
-    else:
-        total = int(rate * duration)
-        issued = 0
-        while issued < total:
-            now = time.perf_counter()
-            due_now = min(total, int((now - start) * rate) + 1)
-            while issued < due_now:
-                gen.offer(start + issued / rate)
-                issued += 1
-            await asyncio.sleep(max(0.0, min(0.001, start + issued / rate - time.perf_counter())))
-    last_due = time.perf_counter()
-    while (gen.outstanding > 0 or gen.pending) and time.perf_counter() - last_due < drain:
-        await asyncio.sleep(0.01)
-    elapsed = duration
-    result = LoadResult(
-        mode="closed" if closed else "open",
-        target_rate=0.0 if closed else rate,
-        duration_s=elapsed,
-        sent=gen.sent,
-        statuses={str(k): v for k, v in sorted(gen.statuses.items())},
-        socket_errors=gen.errors,
-        timed_out=gen.outstanding + len(gen.pending),
-        late_sends=gen.late,
-        latency_ms={k: _percentiles(v) for k, v in gen.latencies.items() if v},
-    )
-    for conn in list(gen.idle):
-        if conn.transport is not None:
-            conn.transport.close()
-    return result
-
-
-def run(
+def command(
     url: str,
-    bodies: Sequence[bytes],
+    bodies_file: Path,
     *,
     rate: float = 0.0,
     duration: float = 10.0,
     connections: int = 1024,
     closed: bool = False,
+    warm: int | None = None,
+    timeout: float = 5.0,
     drain: float = 5.0,
-) -> LoadResult:
-    """Load ``url`` with ``bodies`` (raw JSON bytes, in rotation); see the module docstring."""
-    if not bodies:
-        raise ValueError("at least one body")
+) -> list[str]:
+    """The generator's command line for these options (checked here, so mistakes read as Python errors)."""
+    parts = urlsplit(url)
+    host = LOOPBACK.get(parts.hostname or "")
+    if parts.scheme != "http" or host is None or parts.port is None:
+        raise ValueError(f"loopback http://127.0.0.1:PORT/... targets only, not {url!r}")
     if not 1 <= connections <= MAX_CONNECTIONS:
         raise ValueError(f"connections must be 1..{MAX_CONNECTIONS}")
     if not closed and rate <= 0:
-        raise ValueError("open loop needs --rate")
-    try:
-        import uvloop
+        raise ValueError("open loop needs a rate")
+    argv = [str(build()), "--host", host, "--port", str(parts.port), "--path", parts.path or "/"]
+    argv += ["--bodies", str(bodies_file), "--duration", str(duration), "--connections", str(connections)]
+    argv += ["--timeout", str(timeout), "--drain", str(drain)]
+    argv += ["--closed"] if closed else ["--rate", str(rate)]
+    if warm is not None:
+        argv += ["--warm", str(warm)]
+    return argv
 
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    coro = _run(url, bodies, rate=rate, duration=duration, connections=connections, closed=closed, drain=drain)
-    result: LoadResult = runner(coro)
-    return result
+
+def run(url: str, bodies_file: Path, *, prefix: Sequence[str] = (), **options: object) -> LoadResult:
+    """One run of the generator (``prefix``: e.g. ``taskset -c 1``); see the module docstring for ``options``."""
+    argv = [*prefix, *command(url, bodies_file, **options)]  # type: ignore[arg-type]
+    limit = float(options.get("duration", 10.0)) + float(options.get("drain", 5.0)) + 30  # type: ignore[arg-type]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"load generator failed (exit {proc.returncode}): {proc.stderr.strip()[-1000:]}")
+    return LoadResult(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
     parser.add_argument("url")
-    parser.add_argument("--bodies", required=True, help="file of JSON bodies, one a line")
+    parser.add_argument("--bodies", required=True, type=Path, help="file of JSON bodies, one a line")
     parser.add_argument("--rate", type=float, default=0.0, help="requests per second (open loop)")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=1024)
     parser.add_argument("--closed", action="store_true", help="closed loop over --connections")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds a request may stay unanswered")
     parser.add_argument("--drain", type=float, default=5.0)
     args = parser.parse_args(argv)
-    with open(args.bodies, "rb") as f:
-        bodies = [line.rstrip(b"\n") for line in f if line.strip()]
-    result = run(
-        args.url,
-        bodies,
-        rate=args.rate,
-        duration=args.duration,
-        connections=args.connections,
-        closed=args.closed,
-        drain=args.drain,
-    )
+    options = {k: v for k, v in vars(args).items() if k not in ("url", "bodies")}
+    try:
+        result = run(args.url, args.bodies, **options)
+    except (ValueError, RuntimeError) as exc:
+        print(f"loadgen: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(asdict(result)))
     return 0
 

@@ -4,7 +4,8 @@
     python -m bench.overload --duration 5 --profile
 
 One ``modelserve serve`` (default settings, so admission control as shipped)
-pinned to ``SERVER_CPU``; the load comes from ``bench.loadgen`` pinned to
+pinned to ``SERVER_CPU``; the load comes from ``bench.loadgen`` (a small C
+generator, ``bench/openloop.c``, compiled on first use) pinned to
 ``LOAD_CPU``. Steps:
 
 1. *capacity*: closed loop at a few connections; the best 2xx rate is the
@@ -40,7 +41,8 @@ from typing import Any
 
 import httpx
 
-from bench.loadgen import LoadResult
+from bench.loadgen import LoadResult, build
+from bench.loadgen import run as run_load
 from bench.machine import LOAD_CPU, ROOT, BenchError, require_tools
 from bench.profile import render as render_profile
 from bench.run import MANIFEST, predict_bodies, service_scenario
@@ -55,19 +57,11 @@ QUEUE_LIMIT_MS = 50.0
 
 
 def loadgen(url: str, bodies_file: Path, **options: Any) -> LoadResult:
-    """One ``bench.loadgen`` run in its own process on ``LOAD_CPU``."""
-    command = ["taskset", "-c", str(LOAD_CPU), sys.executable, "-m", "bench.loadgen", url, "--bodies", str(bodies_file)]
-    for key, value in options.items():
-        if value is True:
-            command.append(f"--{key}")
-        elif value is not False and value is not None:
-            command += [f"--{key}", str(value)]
-    timeout = float(options.get("duration", 10)) + float(options.get("drain", 5)) + 60
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
-    if proc.returncode != 0:
-        raise BenchError(f"loadgen failed (exit {proc.returncode}): {proc.stderr.strip()[-1000:]}")
-    raw = json.loads(proc.stdout.strip().splitlines()[-1])
-    return LoadResult(**raw)
+    """One run of the generator (``bench/openloop.c``) pinned to ``LOAD_CPU``."""
+    try:
+        return run_load(url, bodies_file, prefix=("taskset", "-c", str(LOAD_CPU)), **options)
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"loadgen: {exc}") from None
 
 
 def shed_seconds(base_url: str) -> tuple[float, float]:
@@ -97,8 +91,8 @@ def _row(label: str, r: LoadResult, capacity: float, shed: tuple[float, float], 
     return (
         f"| {label} | {r.sent:,} | {r.rate('ok'):,.0f} | {r.rate('ok') / capacity:.2f} | {shed_n / total:.1%} "
         f"| {ok_lat.get('p50', 0):.1f} / {ok_lat.get('p99', 0):.1f} | {shed_lat.get('p50', 0):.1f} / "
-        f"{shed_lat.get('p99', 0):.1f} | {server_us:.0f} | {other or '-'} / {r.socket_errors} / {r.timed_out} "
-        f"| {r.late_sends:,} | {rss[0] / 1e6:.0f} → {rss[1] / 1e6:.0f} |"
+        f"{shed_lat.get('p99', 0):.1f} | {server_us:.0f} | {other or '-'} / {r.socket_errors} / "
+        f"{r.timed_out} / {r.unsent} | {r.late_sends:,} | {rss[0] / 1e6:.0f} → {rss[1] / 1e6:.0f} |"
     )
 
 
@@ -138,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         require_tools()
+        try:
+            build()
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from None
         if not MANIFEST.is_file():
             raise BenchError(f"{MANIFEST} not found: run `make models` first")
         pyspy = os.environ.get("PYSPY") or shutil.which("py-spy")
@@ -175,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs: list[tuple[str, dict[str, Any]]] = [("closed loop, C=512", {"connections": 512, "closed": True})]
                 for factor in (float(f) for f in args.factors.split(",") if f):
                     rate = factor * capacity
-                    runs.append((f"open loop, {factor:g} × capacity ({rate:,.0f}/s)", {"rate": f"{rate:.1f}"}))
+                    runs.append((f"open loop, {factor:g} × capacity ({rate:,.0f}/s)", {"rate": round(rate, 1)}))
                 rows, raw_results = [], {}
                 for label, options in runs:
                     rss_before = server.rss_bytes()
@@ -202,12 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# Overload, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         f"`modelserve serve` with default settings (queue-time limit {QUEUE_LIMIT_MS:g} ms) on one pinned core; "
-        f"load from `bench.loadgen` on the other. Capacity (best closed-loop 2xx/s at C=4 or 16): "
+        f"load from `bench.loadgen` (`bench/openloop.c`) on the other. Capacity (best closed-loop 2xx/s at C=4 or 16): "
         f"**{capacity:,.0f} req/s**. {args.duration} s per run. Load average (1 min): {load_start:.2f} at the start, "
         f"{load_end:.2f} at the end. Bodies: {source}.",
         "",
         "| run | sent | goodput 2xx/s | ÷ capacity | shed | answered p50 / p99 ms | shed p50 / p99 ms "
-        "| server µs per refusal | other statuses / socket errors / timed out | late sends | RSS MB |",
+        "| server µs per refusal | other statuses / socket errors / timed out / unsent | late sends | RSS MB |",
         "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         *rows,
         "",

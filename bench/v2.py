@@ -18,11 +18,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, BenchError, Check, Plan, Results, publish, render_report, run_bench
-from bench.run import MANIFEST, predict_bodies, service_scenario
+from bench import paired
+from bench.harness import ROOT, Check, Results
+from bench.paired import Comparison
+from bench.run import MANIFEST, service_scenario
 
 V2_PATH = "/v2/models/modelserve/infer"
 DATATYPE = {"float": "FP32", "int": "INT64", "bool": "BOOL", "string": "BYTES"}
@@ -49,41 +50,18 @@ def checks(results: Results) -> list[Check]:
     return [Check("service-v2 ÷ service req/s at C=64", ratio, TARGET, True)]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.v2", description=__doc__)
-    parser.add_argument("--concurrency", default="1,8,64")
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    try:
-        if not MANIFEST.exists():
-            raise BenchError(f"{MANIFEST} not found: run `make models` first")
-        manifest = json.loads(MANIFEST.read_text())
-        bodies, source = predict_bodies()
-        plan = Plan(
-            concurrency=tuple(int(c) for c in args.concurrency.split(",")),
-            duration_s=args.duration,
-            rounds=args.rounds,
-            warmup_s=args.warmup,
-        )
-        scenarios = [
-            service_scenario("service", bodies),
-            service_scenario("service-v2", [v2_body(manifest, b) for b in bodies], path=V2_PATH),
-        ]
-        print(f"bodies: {source}")
-        results = run_bench(scenarios, plan, baseline="service")
-    except (BenchError, ValueError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
+def _compare(args: argparse.Namespace, bodies: list[Any], source: str) -> Comparison:
+    manifest = json.loads(MANIFEST.read_text())
+    scenarios = [
+        service_scenario("service", bodies),
+        service_scenario("service-v2", [v2_body(manifest, b) for b in bodies], path=V2_PATH),
+    ]
     notes = [f"Bodies: {source}; V2 sends the same rows, one per request, to `{V2_PATH}`."]
-    report = render_report(results, checks(results), notes)
-    publish(report, results, args.output)
-    return 0
+    return Comparison(scenarios, checks, notes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return paired.main(argv, prog="python -m bench.v2", description=__doc__, output=RESULTS, build=_compare)
 
 
 if __name__ == "__main__":

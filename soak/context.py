@@ -40,6 +40,8 @@ class Config:
     """Hostile-clients phase: requests with one 8 MiB header."""
     unread_clients: int
     """Hostile-clients phase: clients that POST an invalid ~1 MB batch and never read the 422."""
+    flood_rate: float
+    """Overload phase: requests per second the open-loop flood offers (several times what the server serves)."""
 
 
 HEADER_TIMEOUT_SECONDS = 2.0
@@ -55,6 +57,7 @@ SHORT = Config(
     half_open=200,
     huge_headers=2,
     unread_clients=2,
+    flood_rate=4000.0,
 )
 FULL = Config(
     short=False,
@@ -66,6 +69,7 @@ FULL = Config(
     half_open=400,
     huge_headers=4,
     unread_clients=4,
+    flood_rate=4000.0,
 )
 
 

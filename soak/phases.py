@@ -530,6 +530,117 @@ def _answered(sock: socket.socket, status: int, deadline: float) -> bool:
     return closed and hostile.status_of(data) == status
 
 
+# --- overload ---------------------------------------------------------------------
+FLOOD_CONNECTIONS = 512
+OVERLOAD_RSS_LIMIT_MB = 32.0
+SHED_SERVER_SECONDS_LIMIT = 0.001
+"""A refusal must cost the server at most this much of its own time (mean over the phase)."""
+
+
+async def overload(s: Soak) -> PhaseResult:
+    """An open-loop flood of valid /predict requests, several times what the server can serve, beside the load."""
+    cfg = s.cfg
+    r = PhaseResult(
+        "overload",
+        f"open-loop flood of {cfg.flood_rate:,.0f} valid /predict requests/s beside the load (admission control)",
+        allow_503=True,
+    )
+    try:
+        from bench import loadgen
+
+        await asyncio.to_thread(loadgen.build)
+    except (ImportError, RuntimeError) as exc:
+        r.skipped = f"no open-loop generator: {exc}"
+        return r
+    bodies = s.root / "flood.jsonl"
+    bodies.write_bytes(b"".join(orjson.dumps(s.load.factory.body(f"soak-flood-{i}")) + b"\n" for i in range(500)))
+    shed_before = s.metric_sum("modelserve_requests_shed_total")
+    seconds_before = s.metric_sum("modelserve_requests_shed_seconds_sum")
+    rss_before = s.rss_bytes()
+    probes: list[tuple[str, int]] = []
+    state: dict[str, Any] = {}
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        # Health and metrics, each on a fresh connection, while the flood is on: never refused.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=s.server.url, timeout=5, limits=fresh, trust_env=False) as client:
+            while not done.is_set():
+                for path in ("/health/live", "/health/ready", "/metrics"):
+                    try:
+                        probes.append((path, (await client.get(path)).status_code))
+                    except httpx.HTTPError:
+                        probes.append((path, 0))
+                await asyncio.sleep(0.2)
+
+    async def script() -> None:
+        watcher = asyncio.create_task(watch())
+        try:
+            state["flood"] = await asyncio.to_thread(
+                loadgen.run,
+                s.server.url + "/predict",
+                bodies,
+                rate=cfg.flood_rate,
+                duration=cfg.phase_seconds,
+                connections=FLOOD_CONNECTIONS,
+                timeout=10.0,
+                drain=10.0,
+            )
+        finally:
+            done.set()
+            await watcher
+        # Right after the flood, the service serves as before: a few requests in a row, all answered 200.
+        async with httpx.AsyncClient(base_url=s.server.url, timeout=5, trust_env=False) as client:
+            state["after"] = [
+                (await client.post("/predict", json=s.load.factory.body(f"soak-after-flood-{i}"))).status_code
+                for i in range(20)
+            ]
+        state["rss_after"] = s.rss_bytes()
+
+    await s.traffic(r, script)
+    r.assert_traffic()
+    flood = state["flood"]
+    ok, shed = flood.count("ok"), flood.count("shed")
+    others = {k: v for k, v in flood.statuses.items() if k not in ("200", "503")}
+    figures = (
+        f"{flood.sent:,} sent: {ok:,} answered 200 ({flood.rate('ok'):,.0f}/s), {shed:,} refused 503; "
+        f"answered p50/p99 {flood.latency_ms.get('ok', {}).get('p50', 0):.0f}/"
+        f"{flood.latency_ms.get('ok', {}).get('p99', 0):.0f} ms, refused "
+        f"{flood.latency_ms.get('shed', {}).get('p50', 0):.0f}/{flood.latency_ms.get('shed', {}).get('p99', 0):.0f} ms"
+    )
+    r.notes.append(f"overload flood: {figures}")
+    r.check("the flood was partly served and partly refused", ok > 0 and shed > 0, figures)
+    r.check(
+        "the flood got only 200 and 503, no socket error, nothing unanswered",
+        not others and flood.socket_errors == 0 and flood.timed_out == 0 and flood.unsent == 0,
+        f"other statuses {others or '-'}, socket errors {flood.socket_errors}, timed out {flood.timed_out}, "
+        f"unsent {flood.unsent}",
+    )
+    refused = s.metric_sum("modelserve_requests_shed_total") - shed_before
+    seen = shed + r.counts()["503"]
+    r.check("every 503 seen was counted as shed", refused >= seen, f"{refused:.0f} counted, {seen} seen")
+    per_refusal = (s.metric_sum("modelserve_requests_shed_seconds_sum") - seconds_before) / max(refused, 1)
+    r.check(
+        f"a refusal took at most {SHED_SERVER_SECONDS_LIMIT * 1000:g} ms of server time (mean)",
+        per_refusal <= SHED_SERVER_SECONDS_LIMIT,
+        f"{per_refusal * 1e6:.0f} µs",
+    )
+    failed = [p for p in probes if p[1] != 200]
+    r.check(
+        "health and metrics answered 200 throughout",
+        bool(probes) and not failed,
+        f"{len(probes)} probes, {len(failed)} failed {failed[:3]}",
+    )
+    r.check("served normally right after the flood", state["after"] == [200] * 20, str(state["after"]))
+    growth = (state["rss_after"] - rss_before) / 2**20
+    r.check(
+        f"RSS back near its level afterwards (<= +{OVERLOAD_RSS_LIMIT_MB:.0f} MiB)",
+        growth <= OVERLOAD_RSS_LIMIT_MB,
+        f"{rss_before / 2**20:.1f} -> {state['rss_after'] / 2**20:.1f} MiB",
+    )
+    return r
+
+
 # --- shutdown ---------------------------------------------------------------------
 async def shutdown(s: Soak) -> PhaseResult:
     """SIGTERM under load; then every 200 of the whole run must be in the prediction log."""

@@ -43,6 +43,7 @@ PHASES: list[Phase] = [
     phases.candidate_raise,
     phases.candidate_hang,
     phases.hostile_clients,
+    phases.overload,
 ]
 
 

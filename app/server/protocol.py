@@ -25,12 +25,25 @@ timer at a time:
 Refusals answer in the service's error shape with ``Connection: close``, then
 linger briefly, discarding input, so the client reads the answer instead of
 a reset. Counted in ``modelserve_http_connections_refused_total{reason}``.
+
+One more gap, in the event loop rather than uvicorn: libuv (under uvloop)
+accepts *one* connection per loop iteration. Under overload an iteration
+reads and answers hundreds of requests (20-30 ms), so new connections were
+accepted at ~40 a second and the rest waited unseen in the kernel's listen
+queue for seconds, never refused, never answered (measured with 512
+connections opened at once: 280 still queued after 3 s). So each accepted
+connection also takes up to ``ACCEPT_BURST`` more from the listen queue
+(through a duplicate of the listening socket, found once per process) and
+hands them to the loop as accepted sockets; at shutdown the duplicate is
+closed with the server's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +60,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelserve.server")
 
 LINGER_SECONDS = 1.0  # how long a refused connection is read (and discarded) so its answer is not lost to a reset
+ACCEPT_BURST = 128
+"""Connections taken from the listen queue each time the loop accepts one (asyncio's own loop takes 100)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,56 @@ def _waiting_first_request(state: ServerState) -> dict[GuardedHttpToolsProtocol,
     return waiting
 
 
+def _listeners(state: ServerState) -> dict[int, socket.socket | None]:
+    """Duplicates of the listening sockets by port, found once per server (shared per server)."""
+    found: dict[int, socket.socket | None] | None = getattr(state, "modelserve_listeners", None)
+    if found is None:
+        found = {}
+        state.modelserve_listeners = found  # type: ignore[attr-defined]
+    return found
+
+
+def _find_listener(port: int) -> socket.socket | None:
+    """A non-blocking duplicate of this process's listening TCP socket on ``port`` (Linux: via /proc/self/fd)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for name in names:
+        try:
+            fd = os.dup(int(name))
+        except (OSError, ValueError):
+            continue  # closed meanwhile
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)  # not a socket
+            continue
+        try:
+            if (
+                sock.family in (socket.AF_INET, socket.AF_INET6)
+                and sock.type == socket.SOCK_STREAM
+                and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                and sock.getsockname()[1] == port
+            ):
+                sock.setblocking(False)
+                return sock
+        except OSError:
+            pass
+        sock.close()
+    return None
+
+
+def close_listeners(state: ServerState) -> None:
+    """Close the duplicates and accept no more through them (at shutdown: new connections must be refused)."""
+    state.modelserve_closing = True  # type: ignore[attr-defined]
+    found = _listeners(state)
+    for port, sock in list(found.items()):
+        if sock is not None:
+            sock.close()
+        found[port] = None
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(
         self,
@@ -144,6 +209,50 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._waiting[self] = None
         self._arm(self.limits.header_timeout, self._header_timeout)
+        self._accept_queued()
+
+    def _accept_queued(self) -> None:
+        """Take up to ``ACCEPT_BURST`` connections waiting in the listen queue (see the module docstring)."""
+        sockname = self.transport.get_extra_info("sockname")
+        if not isinstance(sockname, tuple) or getattr(self.server_state, "modelserve_closing", False):
+            return
+        found = _listeners(self.server_state)
+        port = sockname[1]
+        if port not in found:
+            found[port] = _find_listener(port)
+        listener = found[port]
+        if listener is None:
+            return
+        # Never past the connection cap: there, the loop's own accept (one at a time) evicts or refuses.
+        state = self.server_state
+        adopting: int = getattr(state, "modelserve_adopting", 0)
+        room = self.limits.max_connections - len(self.connections) - adopting
+        for _ in range(min(ACCEPT_BURST, room)):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, or aborted: the loop's own accept will report it
+                log.debug("accepting a queued connection failed: %s", exc)
+                return
+            conn.setblocking(False)
+            state.modelserve_adopting = getattr(state, "modelserve_adopting", 0) + 1  # type: ignore[attr-defined]
+            self.loop.create_task(self._adopt(conn))
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        def protocol() -> GuardedHttpToolsProtocol:
+            return type(self)(self.config, self.server_state, self.app_state, self.loop)
+
+        try:
+            await self.loop.connect_accepted_socket(protocol, conn)
+        except OSError:
+            conn.close()  # reset before it was adopted
+        finally:
+            self.server_state.modelserve_adopting -= 1  # type: ignore[attr-defined]
+
+    def shutdown(self) -> None:
+        close_listeners(self.server_state)
+        super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

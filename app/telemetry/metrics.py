@@ -19,6 +19,23 @@ LATENCY_BUCKETS = (
 DIFF_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 
+def observe_many(histogram: Histogram, amount: float, n: int) -> None:
+    """``n`` observations of the same ``amount`` at the cost of one (a batch's rows share their latency).
+
+    What ``Histogram.observe`` does, with ``n`` for 1: the sum grows by
+    ``n × amount`` and the first bucket that holds ``amount`` by ``n``.
+    """
+    if n == 1:
+        histogram.observe(amount)
+        return
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(amount * n)
+    for i, bound in enumerate(histogram._upper_bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(n)
+            break
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
