@@ -51,7 +51,17 @@ def read_columns(
     offset = len(body) if header_length is None else header_length  # gRPC: 0, all of body is tensors
     for inp in request["inputs"]:
         name = inp["name"]
-        binary_size = inp.get("parameters", {}).get("binary_data_size")
+        parameters = inp.get("parameters")
+        binary_size = parameters.get("binary_data_size") if parameters else None
+        if binary_size is None and name not in columns:
+            # The common case first: JSON data of an accepted datatype, flat, of the shape given.
+            accepted = ("BYTES",) if name == USER_ID else features.get(name)
+            data = inp.get("data")
+            if accepted is not None and data is not None and inp["datatype"] in accepted and _flat(inp["shape"], data):
+                if name in nullable and inp["datatype"] in FLOATS:
+                    data = nan_as_missing(data)
+                columns[name] = data
+                continue
         raw = None
         if binary_size is not None:
             if header_length is None:
@@ -133,6 +143,14 @@ def column(inp: InferInput, accepted: tuple[str, ...], raw: bytes | None, errors
         errors.append(input_error(name, "data", f"data does not match shape {shape}", "shape"))
         return None
     return data
+
+
+def _flat(shape: list[int], data: list[Any]) -> bool:
+    """Whether ``data`` is flat and as long as a valid ``[N]`` or ``[N, 1]`` shape says (else ``column`` explains)."""
+    n = shape[0] if shape else 0
+    if n < 1 or len(data) != n or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        return False
+    return not any(isinstance(v, _CONTAINERS) for v in data)
 
 
 def nan_as_missing(values: list[Any]) -> list[Any]:
