@@ -16,6 +16,7 @@ from typing import Any
 
 from app.errors import UnknownUser
 from app.features.server import FeatureServer
+from app.model.answers import Answer
 from app.model.decoder import Decoded
 from app.model.pool import LoadedModel, ModelPool
 from app.telemetry import logs, tracing
@@ -131,34 +132,47 @@ class Predictor:
                 if tracing.enabled:
                     span.set_attributes(self.features.lookup_attributes(tier))
             row = {**store, **row}
-        probabilities = None
         with tracing.span("inference") as span:
-            if model.int_binary:  # the common case stays as lean as it always was
-                labels, probs = model.runtime.predict([row])
-                prediction: Any = int(labels[0])
-                probability: float | None = float(probs[0])
-            else:
-                ((prediction, probability, probabilities),) = model.answer([row])
+            answer = _answer_one(model, row)
             span.set_attribute("modelserve.model_version", model.version)
             span.set_attribute("modelserve.rows", 1)
-        latency = time.perf_counter() - t0
-        record = PredictionRecord(
-            request_id=request_id,
-            model_version=model.version,
-            prediction=prediction,
-            probability=probability,
-            user_id=decoded.user_id,
-            features=row,
-            request_features=decoded.features,
-            latency=latency,
-            tier=tier,
-            variant=variant,
-            probabilities=probabilities,
-            trace_id=logs.current_trace_id(),  # any active span: ours, or an outer instrumentation's
-        )
+        record = _record_one(decoded, request_id, model, variant, row, tier, answer, t0)
         if tracing.enabled:
             record.trace = tracing.annotate_prediction(model.version, variant)
-        self._observe(model.version, latency)
+        return self._done(record, model)
+
+    async def predict_instance(
+        self, inst: Decoded, pinned: LoadedModel | None = None, loc: tuple[str, ...] = ("instances",)
+    ) -> PredictionRecord:
+        """``predict_instances`` of one instance, answered as directly as ``predict`` answers a body.
+
+        The same routing, checks and errors as a one-instance batch (an unknown user is
+        ``[*loc, 0, "user_id"]``); no list, grouping or per-version bookkeeping around one row.
+        """
+        t0 = time.perf_counter()
+        primary = pinned or self.chooser.primary_model()
+        model, variant = (pinned, None) if pinned else self.chooser.choose(inst, primary)
+        if model.decoder is not primary.decoder:
+            model.decoder.validate_python({"user_id": inst.user_id, "features": inst.features}, (*loc, 0))
+        row = inst.features
+        tier = None
+        if model.needs_store:
+            try:
+                if not inst.user_id:
+                    raise UnknownUser("no user id")
+                store, tier = await self.features.get(inst.user_id)
+            except UnknownUser:
+                raise UnknownUser(  # as predict_instances names it
+                    "unknown user(s) in 1 instance(s)",
+                    [{"loc": [*loc, 0, "user_id"], "msg": "unknown user", "type": "unknown_user"}],
+                ) from None
+            row = {**store, **row}
+        answer = _answer_one(model, row)
+        request_id = inst.request_id or new_request_id()
+        return self._done(_record_one(inst, request_id, model, variant, row, tier, answer, t0), model)
+
+    def _done(self, record: PredictionRecord, model: LoadedModel) -> PredictionRecord:
+        self._observe(model.version, record.latency)
         for listener in self.listeners:
             listener(record, model)
         return record
@@ -255,3 +269,39 @@ class Predictor:
             for listener in self.listeners:
                 listener(rec, model)
         return out
+
+
+def _answer_one(model: LoadedModel, row: dict[str, Any]) -> Answer:
+    """``(prediction, probability, probabilities)`` of one row."""
+    if model.int_binary:  # the common case stays as lean as it always was
+        labels, probs = model.runtime.predict([row])
+        return int(labels[0]), float(probs[0]), None
+    answer: Answer = model.answer([row])[0]
+    return answer
+
+
+def _record_one(
+    decoded: Decoded,
+    request_id: str,
+    model: LoadedModel,
+    variant: str | None,
+    row: dict[str, Any],
+    tier: str | None,
+    answer: Answer,
+    t0: float,
+) -> PredictionRecord:
+    prediction, probability, probabilities = answer
+    return PredictionRecord(
+        request_id=request_id,
+        model_version=model.version,
+        prediction=prediction,
+        probability=probability,
+        user_id=decoded.user_id,
+        features=row,
+        request_features=decoded.features,
+        latency=time.perf_counter() - t0,
+        tier=tier,
+        variant=variant,
+        probabilities=probabilities,
+        trace_id=logs.current_trace_id(),  # any active span: ours, or an outer instrumentation's
+    )

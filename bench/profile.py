@@ -19,7 +19,19 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 IDLE = re.compile(r"\b(select|poll|epoll_wait|_run_once|run_forever)\b.*\((uvloop|selectors|asyncio)")
-IDLE_LEAVES = {"_worker (futures/thread.py)", "wait (threading.py)", "get (queue.py)"}
+IDLE_LEAVES = {
+    "_worker (futures/thread.py)",
+    "wait (threading.py)",
+    "get (queue.py)",
+    # newer py-spy names methods by class
+    "Condition.wait (threading.py)",
+    "Event.wait (threading.py)",
+    "Queue.get (queue.py)",
+    # uvloop polls in C: the loop's own frame is on top while it waits for sockets
+    "Runner.run (asyncio/runners.py)",
+    # the shadow worker's own lines are a loop around its callees; on top of the stack it is in time.sleep
+    "Shadow._worker (rollout/shadow.py)",
+}
 """Threads blocked waiting for work (the sampler cannot always tell they are idle)."""
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 

@@ -71,11 +71,15 @@ def service_scenario(
 
 def catalog(bodies: Sequence[Any]) -> dict[str, Scenario]:
     """Every scenario ``--baseline`` / ``--subject`` can name."""
+    from bench.v2 import V2_PATH, v2_bodies  # bench.v2 builds on this module
+
     return {
         "floor": floor_scenario("floor", bodies),
         "service": service_scenario("service", bodies),
         "service-log": service_scenario("service-log", bodies, {"MODELSERVE_LOG_DIR": "{scratch}/log"}),
         "service-no-shadow": service_scenario("service-no-shadow", bodies, {"MODELSERVE_SHADOW_ENABLED": "false"}),
+        # The same rows as one-row V2 infer requests (JSON tensors), shadow on, no log.
+        "service-v2": service_scenario("service-v2", v2_bodies(bodies), path=V2_PATH),
         # Traced: export to an OTLP/HTTP receiver at BENCH_OTLP_ENDPOINT (start `python -m bench.otlp_sink` first).
         "service-traced": service_scenario("service-traced", bodies, traced("1.0")),
         "service-traced-1pct": service_scenario("service-traced-1pct", bodies, traced("0.01")),

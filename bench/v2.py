@@ -44,6 +44,14 @@ def v2_body(manifest: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     return {"inputs": inputs}
 
 
+def v2_bodies(bodies: Sequence[Any]) -> list[dict[str, Any]]:
+    """``bodies`` as one-row V2 requests (none without a model: the list is only named then)."""
+    if not bodies or not MANIFEST.exists():
+        return []
+    manifest = json.loads(MANIFEST.read_text())
+    return [v2_body(manifest, b) for b in bodies]
+
+
 def checks(results: Results) -> list[Check]:
     summary = results.summary("service-v2", 64)
     ratio = summary.rps_ratio if summary else None

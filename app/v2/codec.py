@@ -51,7 +51,17 @@ def read_columns(
     offset = len(body) if header_length is None else header_length  # gRPC: 0, all of body is tensors
     for inp in request["inputs"]:
         name = inp["name"]
-        binary_size = inp.get("parameters", {}).get("binary_data_size")
+        parameters = inp.get("parameters")
+        binary_size = parameters.get("binary_data_size") if parameters else None
+        if binary_size is None and name not in columns:
+            # The common case first: JSON data of an accepted datatype, flat, of the shape given.
+            accepted = ("BYTES",) if name == USER_ID else features.get(name)
+            data = inp.get("data")
+            if accepted is not None and data is not None and inp["datatype"] in accepted and _flat(inp["shape"], data):
+                if name in nullable and inp["datatype"] in FLOATS:
+                    data = nan_as_missing(data)
+                columns[name] = data
+                continue
         raw = None
         if binary_size is not None:
             if header_length is None:
@@ -82,9 +92,10 @@ def read_columns(
         errors.append(
             {"loc": ["body"], "msg": f"{len(body) - offset} bytes of binary data unclaimed", "type": "binary_size"}
         )
-    for name in expected:
-        if name not in columns and not any(e["loc"][2:3] == [name] for e in errors):
-            errors.append(input_error(name, None, "missing input", "missing_input"))
+    if len(columns) != len(expected):  # columns only ever holds expected names
+        for name in expected:
+            if name not in columns and not any(e["loc"][2:3] == [name] for e in errors):
+                errors.append(input_error(name, None, "missing input", "missing_input"))
     sizes = {name: len(col) for name, col in columns.items()}
     if len(set(sizes.values())) > 1:
         errors.append(
@@ -133,6 +144,16 @@ def column(inp: InferInput, accepted: tuple[str, ...], raw: bytes | None, errors
         errors.append(input_error(name, "data", f"data does not match shape {shape}", "shape"))
         return None
     return data
+
+
+def _flat(shape: list[int], data: list[Any]) -> bool:
+    """Whether ``data`` is flat and as long as a valid ``[N]`` or ``[N, 1]`` shape says (else ``column`` explains)."""
+    n = shape[0] if shape else 0
+    if n < 1 or len(data) != n or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        return False
+    if n == 1:
+        return not isinstance(data[0], _CONTAINERS)
+    return not any(isinstance(v, _CONTAINERS) for v in data)
 
 
 def nan_as_missing(values: list[Any]) -> list[Any]:
@@ -189,6 +210,14 @@ def decode_rows(
 ) -> list[Decoded]:
     """One decoded instance per row (request id ``id:i`` for row ``i`` of a batch), or every row's errors."""
     users = columns.get(USER_ID)
+    if n == 1:  # one row: no per-row loop and naming
+        one: dict[str, Any] = {"features": {name: columns[name][0] for name in features}, "request_id": request_id}
+        if users is not None:
+            one["user_id"] = users[0]
+        try:
+            return [decoder.validate_python(one)]
+        except ValidationFailed as exc:
+            raise failed([{**d, "loc": row_loc(d["loc"], 0)} for d in exc.detail]) from None
     feature_columns = [(name, columns[name]) for name in features]
     instances: list[Decoded] = []
     errors: Errors = []

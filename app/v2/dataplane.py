@@ -98,6 +98,7 @@ class V2Service:
         self.max_batch = max_batch
         self.aliases = aliases or (lambda: self.pool.by_alias)
         self._inputs: dict[str, tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]] = {}
+        self._types: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {}
 
     # --- names --------------------------------------------------------------
     def resolve(self, name: str, version: str | None) -> Target:
@@ -172,8 +173,8 @@ class V2Service:
         runs once the rows are decoded, just before the model does (a deadline check).
         """
         model = target.model
-        types = _outputs(model)
-        wanted = requested_outputs(request, tuple(types))
+        types, available = self._output_types(model)
+        wanted = requested_outputs(request, available) if "outputs" in request else available
         request_id = request.get("id") or new_request_id()
         features, expected, nullable = self._expected_inputs(model)
         with tracing.span("decode"):
@@ -181,8 +182,12 @@ class V2Service:
             instances = decode_rows(model.decoder, columns, n, request_id, features)
         if before_inference is not None:
             before_inference()
+        pinned = model if target.pinned else None
         try:
-            records = await predictor.predict_instances(instances, model if target.pinned else None)
+            if n == 1:  # the common request: one row, answered as directly as /predict answers it
+                records = [await predictor.predict_instance(instances[0], pinned)]
+            else:
+                records = await predictor.predict_instances(instances, pinned)
         except UnknownUser as exc:
             raise UnknownUser(exc.message, [user_row_loc(d) for d in exc.detail]) from None
         n = len(records)
@@ -201,10 +206,20 @@ class V2Service:
             outputs.append(out)
         return {
             "model_name": target.name,
-            "model_version": ",".join(sorted({r.model_version for r in records})),
+            "model_version": records[0].model_version
+            if n == 1
+            else ",".join(sorted({r.model_version for r in records})),
             "id": request_id,
             "outputs": outputs,
         }
+
+    def _output_types(self, model: LoadedModel) -> tuple[dict[str, str], tuple[str, ...]]:
+        """(datatype per output, the output names in answer order), once per version."""
+        known = self._types.get(model.version)
+        if known is None:
+            types = _outputs(model)
+            known = self._types[model.version] = types, tuple(types)
+        return known
 
     def _expected_inputs(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]:
         """(accepted datatypes per request feature, input names, nullable features), once per version."""
