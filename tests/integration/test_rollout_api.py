@@ -223,6 +223,8 @@ class TestShadow:
                 assert [{k: a[k] for k in ("model_version", "prediction", "probability")} for a in answers] == baseline
                 assert elapsed < 5  # 30 requests never waited for 30 timeouts of a hung/slow candidate
                 if isinstance(candidate, HangingCandidate):
+                    # Hung means past the timeout: the watchdog writes the running batches off first.
+                    wait_for(lambda: shadow.counts["timeout"] >= 1)
                     candidate.release.set()
                 wait_for(lambda: sum(shadow.counts.values()) == 30)
                 text = c.get("/metrics").text
@@ -232,7 +234,8 @@ class TestShadow:
                 }
                 assert counted == shadow.counts
                 if kind == "raises":
-                    assert counted["error"] == 30
+                    # The queue holds 4 and workers linger for a batch, so one may overflow: dropped, still counted once.
+                    assert counted["error"] >= 1 and counted["error"] + counted["dropped"] == 30
                 else:
                     assert counted["timeout"] >= 1 and counted["error"] == 0
                 if kind == "hangs":
