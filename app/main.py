@@ -71,6 +71,9 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         generate_unique_id_function=openapi.operation_id,
+        # FastAPI's own OpenTelemetry instrumentation stays off: TracingMiddleware makes the server spans,
+        # and its per-request check of the global providers costs a few percent of the request path.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.container = c
     install_error_handlers(app)
