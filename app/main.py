@@ -72,9 +72,9 @@ def create_app(
         redoc_url=None,
         generate_unique_id_function=openapi.operation_id,
         # The service traces and counts requests itself (TracingMiddleware, MetricsMiddleware). FastAPI's
-        # native telemetry would add its own spans once a tracer provider is set, and even while off it
-        # asks the global OpenTelemetry providers on every request (~20 µs, a refusal's whole budget).
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # native telemetry would add its own spans once a tracer provider is set (or auto-configure one), and
+        # even while off it asks the global OpenTelemetry providers on every request (~20 µs, a refusal's budget).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.container = c
     install_error_handlers(app)
