@@ -93,6 +93,10 @@ SERVING_WINDOW = 0.5
 """Seconds over which the progress floor (``AdmissionControl._starved``) measures served work."""
 MIN_SERVING_SHARE = 0.5
 """Least share of the time admitted requests get while old requests are being refused."""
+EARLY_WINDOW = 0.5
+"""Seconds after a refusal for queue time during which the server may refuse on its own estimate (``refuse_early``)."""
+QUEUED = "modelserve.queued"
+"""Scope key the server sets on a prediction request it counted in ``Admission.pending``."""
 
 
 class StampedTask(asyncio.Task[Any]):
@@ -121,7 +125,7 @@ def arrival_time(default: float) -> float:
     return task.arrival if isinstance(task, StampedTask) else default
 
 
-def _route(path: str) -> tuple[str, str] | None:
+def route_of(path: str) -> tuple[str, str] | None:
     """The guarded route's kind and template for ``path``, or None when it is not a prediction route."""
     if path == "/predict":
         return "predict", "/predict"
@@ -134,13 +138,15 @@ def _route(path: str) -> tuple[str, str] | None:
     return None
 
 
-class _Refusal:
+class Refusal:
     """A prebuilt 503 answer: two ASGI messages, no per-request work."""
 
     def __init__(self, message: str) -> None:
         response = error_response(Unavailable(message, retry_after=RETRY_AFTER_SECONDS))
-        self.start = {"type": "http.response.start", "status": 503, "headers": response.raw_headers}
-        self.body = {"type": "http.response.body", "body": response.body}
+        self.headers: list[tuple[bytes, bytes]] = response.raw_headers
+        self.payload = bytes(response.body)
+        self.start = {"type": "http.response.start", "status": 503, "headers": self.headers}
+        self.body = {"type": "http.response.body", "body": self.payload}
 
 
 class Admission:
@@ -167,6 +173,40 @@ class Admission:
         self._window_work = 0.0
         """Time admitted requests took in the current window (``SERVING_WINDOW`` seconds)."""
         self._window_shed = 0
+        self.pending = 0
+        """Prediction requests the server has read and handed to a task that has not started yet."""
+        self._cost = 0.0
+        """Recent time (EWMA, seconds) an admitted prediction request took, whatever its kind."""
+        self._last_late = -EARLY_WINDOW
+        """When a request was last refused for queue time (or for want of a slot)."""
+
+    def refuse_early(self, now: float) -> bool:
+        """Whether a prediction request read at ``now`` would wait longer than the queue-time limit to start.
+
+        The server asks this before it builds the request, to refuse it for
+        a fraction of what a refusal costs here. The estimate is the requests
+        read and not started yet (``pending``), each taking the recent
+        service time; it is trusted only while the limit is actually being
+        hit (a request refused for queue time within ``EARLY_WINDOW``), so
+        a burst at normal load is never refused on a guess. The progress
+        floor holds here too: while admitted work has had less than its share
+        of the time, nothing is refused early (admission control decides).
+        """
+        return (
+            now - self._last_late < EARLY_WINDOW
+            and self.pending * self._cost > self.max_queue
+            and self._window_work >= MIN_SERVING_SHARE * max(now - self._window_start, 0.01)
+        )
+
+    def refused_early(self, now: float) -> None:
+        """Count a refusal the server made on ``refuse_early``'s word (reason ``queue_time``)."""
+        self._shed["queue_time"].inc()
+        self._last_late = now
+
+    def started(self) -> None:
+        """A request counted in ``pending`` has started."""
+        if self.pending > 0:
+            self.pending -= 1
 
     async def enter(self, kind: str, arrival: float, now: float, deadline: float | None) -> str | None:
         """None once a slot is held (the caller must ``leave()``), else the reason to refuse (not yet counted).
@@ -200,12 +240,15 @@ class Admission:
         previous = self._service_time.get(kind)
         took = time.perf_counter() - started
         self._service_time[kind] = took if previous is None else previous + _EWMA_WEIGHT * (took - previous)
+        self._cost += _EWMA_WEIGHT * (took - self._cost)
         self._window_work += took
         self._release()
 
     def shed(self, reason: str, arrival: float, since: float) -> None:
         """Count a refusal decided at ``since`` (and put it on the request's span)."""
         self._shed[reason].inc()
+        if reason != "deadline":
+            self._last_late = since
         if tracing.enabled:
             tracing.record_admission(since - arrival, f"shed:{reason}")
 
@@ -276,7 +319,7 @@ class AdmissionControl:
     ) -> None:
         self.app = app
         self.limits = limits or Admission(metrics, max_in_flight, max_queue_ms)
-        self._refusals = {reason: _Refusal(message) for reason, message in REFUSALS.items()}
+        self._refusals = {reason: Refusal(message) for reason, message in REFUSALS.items()}
         # Shed answers are labelled by their route template in the HTTP metrics, like routed ones.
         self._templates: dict[str, SimpleNamespace] = {}
 
@@ -289,10 +332,12 @@ class AdmissionControl:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        route = _route(scope["path"])
+        route = route_of(scope["path"])
         if route is None:
             await self.app(scope, receive, send)
             return
+        if QUEUED in scope:
+            self.limits.started()
         now = time.perf_counter()
         arrival = arrival_time(now)
         kind, template = route
@@ -334,7 +379,7 @@ class AdmissionControl:
         self.limits.shed_seconds.observe(time.perf_counter() - since)
 
     async def _invalid(self, exc: ModelServeError, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = self._template(_route(scope["path"])[1])  # type: ignore[index]
+        scope["route"] = self._template(route_of(scope["path"])[1])  # type: ignore[index]
         response = error_response(exc, 400 if kind == "v2" else None)  # V2 answers bad input with 400
         await response(scope, receive, send)
 
