@@ -31,8 +31,11 @@ every one of them older than the limit before the first runs).
 
 What this cannot see: bytes waiting in the kernel's socket buffer until the
 loop next polls. That wait is at most one loop iteration, and shedding keeps
-iterations short (a refusal costs a few tens of microseconds, no decoding and
-no inference).
+iterations short (a refusal costs a few tens of microseconds here, no
+decoding and no inference, but about three times that with the server's own
+work for the request; so under a flood the server's protocol refuses before
+building the request whenever ``Admission.refuse_early`` says the request
+would wait too long: see ``app.server.protocol.EarlyRefusal``).
 
 A refused request is answered ``503`` with ``Retry-After`` in the service's
 one error shape, before its body is read; one that outlives its queue time
@@ -175,8 +178,10 @@ class Admission:
         self._window_shed = 0
         self.pending = 0
         """Prediction requests the server has read and handed to a task that has not started yet."""
-        self._cost = 0.0
-        """Recent time (EWMA, seconds) an admitted prediction request took, whatever its kind."""
+        self._drain = 0.0
+        """Recent time (EWMA, seconds) between two pending requests starting, while a backlog lasts."""
+        self._last_start = 0.0
+        self._backlog = False
         self._last_late = -EARLY_WINDOW
         """When a request was last refused for queue time (or for want of a slot)."""
 
@@ -185,28 +190,29 @@ class Admission:
 
         The server asks this before it builds the request, to refuse it for
         a fraction of what a refusal costs here. The estimate is the requests
-        read and not started yet (``pending``), each taking the recent
-        service time; it is trusted only while the limit is actually being
-        hit (a request refused for queue time within ``EARLY_WINDOW``), so
-        a burst at normal load is never refused on a guess. The progress
-        floor holds here too: while admitted work has had less than its share
-        of the time, nothing is refused early (admission control decides).
+        read and not started yet (``pending``) times the recent time between
+        two of them starting while more were waiting (how fast the backlog
+        drains, whatever else the worker does meanwhile). It is trusted only
+        while the limit is actually being hit (a request refused for queue
+        time within ``EARLY_WINDOW``), so a burst at normal load is never
+        refused on a guess. It cannot starve the worker: it refuses only with
+        a queue-time limit's worth of requests read ahead, which run.
         """
-        return (
-            now - self._last_late < EARLY_WINDOW
-            and self.pending * self._cost > self.max_queue
-            and self._window_work >= MIN_SERVING_SHARE * max(now - self._window_start, 0.01)
-        )
+        return now - self._last_late < EARLY_WINDOW and self.pending * self._drain > self.max_queue
 
     def refused_early(self, now: float) -> None:
         """Count a refusal the server made on ``refuse_early``'s word (reason ``queue_time``)."""
         self._shed["queue_time"].inc()
         self._last_late = now
 
-    def started(self) -> None:
-        """A request counted in ``pending`` has started."""
+    def started(self, now: float) -> None:
+        """A request counted in ``pending`` started at ``now``."""
         if self.pending > 0:
             self.pending -= 1
+        if self._backlog:  # it was waiting when the previous one started: the interval is one request's drain
+            self._drain += _EWMA_WEIGHT * (now - self._last_start - self._drain)
+        self._last_start = now
+        self._backlog = self.pending > 0
 
     async def enter(self, kind: str, arrival: float, now: float, deadline: float | None) -> str | None:
         """None once a slot is held (the caller must ``leave()``), else the reason to refuse (not yet counted).
@@ -240,7 +246,6 @@ class Admission:
         previous = self._service_time.get(kind)
         took = time.perf_counter() - started
         self._service_time[kind] = took if previous is None else previous + _EWMA_WEIGHT * (took - previous)
-        self._cost += _EWMA_WEIGHT * (took - self._cost)
         self._window_work += took
         self._release()
 
@@ -336,9 +341,9 @@ class AdmissionControl:
         if route is None:
             await self.app(scope, receive, send)
             return
-        if QUEUED in scope:
-            self.limits.started()
         now = time.perf_counter()
+        if QUEUED in scope:
+            self.limits.started(now)
         arrival = arrival_time(now)
         kind, template = route
         try:
