@@ -232,6 +232,8 @@ class Predictor:
         When nothing splits them (no flag takes any of them, or ``pinned``),
         the rows go through as one group without a per-row routing pass.
         """
+        if not instances:
+            return []
         t0 = time.perf_counter()
         trace_id = logs.current_trace_id()
         primary = pinned or self.chooser.primary_model()
