@@ -91,7 +91,7 @@ class Container:
         # 4. The prediction and label logs, before anything writes to them.
         if self.prediction_log is not None:
             self.prediction_log.start()
-            predictor.listeners.append(self.prediction_log.listener)
+            predictor.add_listener(self.prediction_log.listener, self.prediction_log.listener_many)
         if self.label_log is not None:
             self.label_log.start()
         # 5. The rollout: flags, other versions, shadow workers, polling.

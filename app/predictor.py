@@ -2,7 +2,9 @@
 
 Knows nothing of HTTP. After a prediction it hands a ``PredictionRecord`` to
 each registered listener (shadow, prediction log); listeners must only
-enqueue, never block, so nothing slow sits on the request path.
+enqueue, never block, so nothing slow sits on the request path. A listener
+registered with a batch form (``add_listener(one, many)``) gets a batch's
+records of one version in one call instead of one call per row.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +70,15 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
+def new_request_ids(n: int) -> list[str]:
+    """``n`` of ``new_request_id``, from one read of the random source (a batch's rows)."""
+    h = os.urandom(16 * n).hex()
+    return [h[i : i + 32] for i in range(0, 32 * n, 32)]
+
+
 Listener = Callable[[PredictionRecord, LoadedModel], None]
+BatchListener = Callable[[list[PredictionRecord], LoadedModel], None]
+"""A listener's form for many records answered by one version (a batch), called once for all of them."""
 
 
 class Chooser:
@@ -84,6 +94,12 @@ class Chooser:
     def choose(self, decoded: Decoded, default: LoadedModel) -> tuple[LoadedModel, str | None]:
         return default, None
 
+    def choose_many(
+        self, instances: list[Decoded], default: LoadedModel
+    ) -> list[tuple[LoadedModel, str | None]] | None:
+        """``choose`` of each instance, or None when every one gets ``(default, None)``."""
+        return None
+
 
 OFF_LOOP_BYTES = 256 * 1024
 """Batch bodies larger than this are decoded in a thread (a few ms of work at this size)."""
@@ -95,7 +111,14 @@ class Predictor:
         self.features = features
         self.metrics = metrics
         self.listeners: list[Listener] = []
+        self._many: dict[Listener, BatchListener] = {}
         self._by_version: dict[str, tuple[Any, Any]] = {}
+
+    def add_listener(self, listener: Listener, many: BatchListener | None = None) -> None:
+        """Call ``listener`` after each prediction; ``many`` instead, once, for a batch's records of one version."""
+        self.listeners.append(listener)
+        if many is not None:
+            self._many[listener] = many
 
     def _observe(self, version: str, seconds: float, n: int = 1) -> None:
         # Cache the labelled children: .labels() costs a lock and a dict build per call.
@@ -206,69 +229,109 @@ class Predictor:
 
         Instances are grouped by the version chosen for them so each group is
         one inference run. Unknown users are named as ``[*loc, i, "user_id"]``.
+        When nothing splits them (no flag takes any of them, or ``pinned``),
+        the rows go through as one group without a per-row routing pass.
         """
+        if not instances:
+            return []
         t0 = time.perf_counter()
         trace_id = logs.current_trace_id()
         primary = pinned or self.chooser.primary_model()
-        chosen: list[tuple[LoadedModel, str | None]] = []
-        for i, inst in enumerate(instances):
-            model, variant = (pinned, None) if pinned else self.chooser.choose(inst, primary)
-            if model.decoder is not primary.decoder:
-                model.decoder.validate_python({"user_id": inst.user_id, "features": inst.features}, (*loc, i))
-            chosen.append((model, variant))
-        stores: dict[str, tuple[dict[str, Any], str]] = {}
-        users = [inst.user_id for inst, (m, _) in zip(instances, chosen, strict=True) if m.needs_store and inst.user_id]
-        if users:
-            with tracing.span("features") as span:
-                stores = await self.features.get_many(users)
-                if tracing.enabled:
-                    span.set_attributes(self._lookup_attributes(stores, len(users)))
-        missing = [i for i, inst in enumerate(instances) if chosen[i][0].needs_store and inst.user_id not in stores]
-        if missing:
-            raise UnknownUser(
-                f"unknown user(s) in {len(missing)} instance(s)",
-                [{"loc": [*loc, i, "user_id"], "msg": "unknown user", "type": "unknown_user"} for i in missing],
-            )
-        groups: dict[tuple[str, str | None], list[int]] = {}
-        for i, (model, variant) in enumerate(chosen):
-            groups.setdefault((model.version, variant), []).append(i)
+        chosen = None if pinned else self.chooser.choose_many(instances, primary)
+        groups: dict[tuple[str, str | None], tuple[LoadedModel, str | None, list[int]]] = {}
+        if chosen is None:
+            groups[(primary.version, None)] = (primary, None, list(range(len(instances))))
+        else:
+            for i, (model, variant) in enumerate(chosen):
+                if model.decoder is not primary.decoder:
+                    inst = instances[i]
+                    model.decoder.validate_python({"user_id": inst.user_id, "features": inst.features}, (*loc, i))
+                group = groups.get((model.version, variant))
+                if group is None:
+                    group = groups[(model.version, variant)] = (model, variant, [])
+                group[2].append(i)
+        stores = await self._stores(instances, groups.values(), loc)
         records: list[PredictionRecord | None] = [None] * len(instances)
-        for idx in groups.values():
-            model, variant = chosen[idx[0]]
-            rows = []
-            for i in idx:
-                inst = instances[i]
-                store = stores[inst.user_id][0] if model.needs_store and inst.user_id else None
-                rows.append({**store, **inst.features} if store else inst.features)
+        fresh = new_request_ids(len(instances))
+        now = time.time()
+        for model, variant, idx in groups.values():
+            members = [instances[i] for i in idx]
+            if model.needs_store:
+                found = [stores[inst.user_id] for inst in members]  # type: ignore[index]  # all found (_stores)
+                rows = [
+                    {**store, **inst.features} if store else inst.features
+                    for inst, (store, _) in zip(members, found, strict=True)
+                ]
+                tiers: list[str | None] = [tier for _, tier in found]
+            else:
+                rows = [inst.features for inst in members]
+                tiers = [None] * len(members)
             with tracing.span("inference") as span:
                 answers = model.answer(rows)
                 span.set_attribute("modelserve.model_version", model.version)
                 span.set_attribute("modelserve.rows", len(rows))
             latency = time.perf_counter() - t0
-            for j, i in enumerate(idx):
-                inst = instances[i]
-                tier = stores[inst.user_id][1] if model.needs_store and inst.user_id else None
-                prediction, probability, probabilities = answers[j]
+            version = model.version
+            for i, inst, row, tier, (prediction, probability, probabilities) in zip(
+                idx, members, rows, tiers, answers, strict=True
+            ):
                 records[i] = PredictionRecord(
-                    request_id=inst.request_id or new_request_id(),
-                    model_version=model.version,
+                    request_id=inst.request_id or fresh[i],
+                    model_version=version,
                     prediction=prediction,
                     probability=probability,
                     probabilities=probabilities,
                     user_id=inst.user_id,
-                    features=rows[j],
+                    features=row,
                     request_features=inst.features,
                     latency=latency,
                     tier=tier,
                     variant=variant,
                     trace_id=trace_id,
+                    timestamp=now,
                 )
-            self._observe(model.version, latency, len(idx))
-        out = [r for r in records if r is not None]
-        for rec, (model, _) in zip(out, chosen, strict=True):
+            self._observe(version, latency, len(idx))
+        out: list[PredictionRecord] = records  # type: ignore[assignment]  # every index is in one group
+        if len(groups) == 1:
+            ((model, _, _),) = groups.values()
             for listener in self.listeners:
-                listener(rec, model)
+                many = self._many.get(listener)
+                if many is not None:
+                    many(out, model)
+                else:
+                    for rec in out:
+                        listener(rec, model)
+        else:  # in instance order, as each was answered
+            models = [chosen[i][0] for i in range(len(out))] if chosen is not None else [primary] * len(out)
+            for rec, model in zip(out, models, strict=True):
+                for listener in self.listeners:
+                    listener(rec, model)
         return out
+
+    async def _stores(
+        self,
+        instances: list[Decoded],
+        groups: Iterable[tuple[LoadedModel, str | None, list[int]]],
+        loc: tuple[str, ...],
+    ) -> dict[str, tuple[dict[str, Any], str]]:
+        """Store features of every user whose version needs them; ``UnknownUser`` naming each row without."""
+        wanted = [i for model, _, idx in groups if model.needs_store for i in idx]
+        if not wanted:
+            return {}
+        users = [u for i in wanted if (u := instances[i].user_id)]
+        stores: dict[str, tuple[dict[str, Any], str]] = {}
+        if users:
+            with tracing.span("features") as span:
+                stores = await self.features.get_many(users)
+                if tracing.enabled:
+                    span.set_attributes(self._lookup_attributes(stores, len(users)))
+        missing = sorted(i for i in wanted if instances[i].user_id not in stores)
+        if missing:
+            raise UnknownUser(
+                f"unknown user(s) in {len(missing)} instance(s)",
+                [{"loc": [*loc, i, "user_id"], "msg": "unknown user", "type": "unknown_user"} for i in missing],
+            )
+        return stores
 
 
 def _answer_one(model: LoadedModel, row: dict[str, Any]) -> Answer:

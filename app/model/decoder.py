@@ -27,8 +27,7 @@ counted).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, NamedTuple, NotRequired
 
 import orjson
 from pydantic import (
@@ -125,9 +124,8 @@ def _typed_dict(name: str, fields: dict[str, Any], config: ConfigDict = _STRICT)
     return td
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """One validated instance."""
+class Decoded(NamedTuple):
+    """One validated instance (a named tuple: a batch builds one per row, at half a dataclass's cost)."""
 
     user_id: str | None
     features: dict[str, Any]
@@ -194,9 +192,18 @@ class Decoder:
         except ValidationError as exc:
             raise self._refused(body, exc, batch=True) from None
         instances = obj["instances"]
-        if len(obj) != 1 or any(self._has_extra(i) for i in instances):
+        features = [i["features"] for i in instances]
+        # ``_has_extra`` of every instance at once: each holds every feature, so any extra one shows in the total.
+        if (
+            len(obj) != 1
+            or sum(map(len, features)) != len(self._feature_names) * len(features)
+            or not set().union(*instances) <= _INSTANCE_KEYS
+        ):
             raise self._refused(body, None, batch=True)
-        return [Decoded(i.get("user_id"), i["features"], i.get("request_id"), i.get("attributes")) for i in instances]
+        return [
+            Decoded(i.get("user_id"), f, i.get("request_id"), i.get("attributes"))
+            for i, f in zip(instances, features, strict=True)
+        ]
 
     def _has_extra(self, instance: dict[str, Any]) -> bool:
         # Every feature is required, so more keys than features means an unknown one.

@@ -33,3 +33,13 @@ class FlagChooser(Chooser):
                 if model is not None:
                     return model, flag.name
         return default, None
+
+    def choose_many(
+        self, instances: list[Decoded], default: LoadedModel
+    ) -> list[tuple[LoadedModel, str | None]] | None:
+        if not self.flags:
+            return None
+        chosen = [self.choose(inst, default) for inst in instances]
+        if all(model is default and variant is None for model, variant in chosen):
+            return None
+        return chosen

@@ -68,7 +68,7 @@ class Rollout:
             await asyncio.to_thread(self.watcher.load_initial)
         await self.refresh()
         await self.shadow.start()
-        predictor.listeners.append(self.shadow.offer)
+        predictor.add_listener(self.shadow.offer, self.shadow.offer_many)
         s = self.settings
         if s.alias_poll_seconds > 0:
             self._tasks.append(asyncio.create_task(self._every(s.alias_poll_seconds, self.refresh), name="alias-poll"))

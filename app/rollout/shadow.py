@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -65,8 +66,8 @@ from app.model.answers import REGRESSION, Answer
 from app.model.pool import LoadedModel
 from app.predictor import PredictionRecord
 from app.telemetry import tracing
-from app.telemetry.log_lines import shadow_drops_line, shadow_line
-from app.telemetry.metrics import Metrics
+from app.telemetry.log_lines import shadow_difference, shadow_drops_line, shadow_line
+from app.telemetry.metrics import Metrics, observe_values
 
 log = logging.getLogger("modelserve.rollout")
 record_log = logging.getLogger("modelserve.shadow")
@@ -214,6 +215,29 @@ class Shadow:
             return
         queue.append((record, candidate))
         if not self._wake.is_set():  # one wake-up per batch, not per record
+            self._wake.set()
+
+    def offer_many(self, records: list[PredictionRecord], model: LoadedModel) -> None:
+        """``offer`` of records one version (``model``) answered, at the cost of one: a batch's rows.
+
+        Queued in order while there is room; the rest are dropped and counted, as ``offer`` would.
+        """
+        candidate = self._candidate
+        if not records or candidate is None or not self._running or candidate.version == model.version:
+            return
+        compatible = self._verdicts.get(model.version)
+        if compatible is None:
+            compatible = self._judge(candidate, model)
+        if not compatible:
+            self._count("incompatible", len(records))
+            return
+        queue = self._queue
+        room = self.queue_size - len(queue)
+        if room < len(records):
+            self._count("dropped", len(records) - max(room, 0), unreported=True)
+            records = records[: max(room, 0)]
+        queue.extend(zip(records, itertools.repeat(candidate)))
+        if records and not self._wake.is_set():
             self._wake.set()
 
     def _judge(self, candidate: Candidate, model: LoadedModel) -> bool:
@@ -391,16 +415,24 @@ class Shadow:
     def _record(self, batch: _Batch, outcome: str, answers: list[Answer], elapsed: float) -> None:
         records, candidate = batch.records, batch.candidate
         self._count(outcome, len(records))
+        # Lines nobody reads (the default sink with DEBUG off) are not built; the metrics are kept all the same.
+        lines = self.sink is not log_sink or record_log.isEnabledFor(logging.DEBUG)
         now = time.time()
         task = candidate.task
+        version = candidate.version
+        if outcome != "ok":
+            if lines:
+                for rec in records:
+                    self._emit(shadow_line(rec, timestamp=now, shadow_version=version, outcome=outcome, task=task))
+            return
         disagreements = 0
-        for i, rec in enumerate(records):
-            if outcome == "ok":
-                prediction, probability, probabilities = answers[i]
+        diffs: list[float] = []
+        for rec, (prediction, probability, probabilities) in zip(records, answers, strict=True):
+            if lines:
                 out = shadow_line(
                     rec,
                     timestamp=now,
-                    shadow_version=candidate.version,
+                    shadow_version=version,
                     outcome=outcome,
                     task=task,
                     shadow_prediction=prediction,
@@ -408,13 +440,15 @@ class Shadow:
                     shadow_probabilities=probabilities,
                     shadow_latency=elapsed,
                 )
-                if out["abs_diff"] is not None:
-                    self.metrics.shadow_abs_diff.observe(out["abs_diff"])
-                if task != REGRESSION and prediction != rec.prediction:
-                    disagreements += 1
+                diff = out["abs_diff"]
+                self._emit(out)
             else:
-                out = shadow_line(rec, timestamp=now, shadow_version=candidate.version, outcome=outcome, task=task)
-            self._emit(out)
+                diff = shadow_difference(rec, task, prediction, probability, probabilities)
+            if diff is not None:
+                diffs.append(diff)
+            if task != REGRESSION and prediction != rec.prediction:
+                disagreements += 1
+        observe_values(self.metrics.shadow_abs_diff, diffs)
         if disagreements:
             self.metrics.shadow_label_disagreements.inc(disagreements)
 

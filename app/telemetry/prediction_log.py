@@ -155,6 +155,20 @@ class PredictionLog:
         """Predictor listener: enqueue the ``PredictionRecord`` as is."""
         self._enqueue(record)
 
+    def listener_many(self, records: list[Any], model: Any = None) -> None:
+        """Predictor batch listener: enqueue the records as ``listener`` would each, at once."""
+        queue = self._queue
+        if self._closed:
+            self._drop_closed.inc(len(records))
+            return
+        room = self.queue_size - len(queue)
+        if room < len(records):
+            self._drop_queue_full.inc(len(records) - max(room, 0))
+            records = records[: max(room, 0)]
+        queue.extend(records)
+        if len(queue) >= self.batch_size:
+            self._wake.set()
+
     def submit(self, record: dict[str, Any]) -> None:
         """Enqueue an already-built record (e.g. ``{"kind": "shadow", ...}``); never blocks."""
         self._enqueue(record)

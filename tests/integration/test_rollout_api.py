@@ -143,6 +143,38 @@ class TestFlags:
             # Only the versions named by aliases and flags are loaded.
             assert c.app.state.container.rollout.describe()["loaded_versions"] == ["v1", "v2", "v3"]
 
+    def test_batch_rows_are_routed_each_and_each_logged_and_shadowed(self, workspace):
+        """In a batch, a flag takes only the rows it serves; every row is answered, logged and shadowed once."""
+        path = self.flags(workspace, [{"name": "de-v1", "version": "v1", "percent": 100, "match": {"country": "DE"}}])
+        body = sample(workspace)["request"]
+        countries = ["DE", "US", "US", "DE", "FR", "US"]
+        instances = [{**body, "request_id": f"b-{i}", "attributes": {"country": c}} for i, c in enumerate(countries)]
+        app = create_app(workspace.settings(flags_file=path))
+        log = FakeLog()
+        app.state.container.rollout.shadow.sink = log.submit
+        with serving(app) as c:
+            logged: list[str] = []
+            c.app.state.container.predictor.listeners.append(lambda rec, model: logged.append(rec.request_id))
+            shadow = c.app.state.container.rollout.shadow
+            for batch in (instances, [{**i, "attributes": {"country": "US"}} for i in instances]):
+                logged.clear()
+                r = c.post("/predict/batch", json={"instances": batch})
+                assert r.status_code == 200, r.text
+                assert sorted(logged) == sorted(i["request_id"] for i in batch)
+                answers = r.json()["predictions"]
+                assert [a["request_id"] for a in answers] == [i["request_id"] for i in batch]
+                for inst, answer in zip(batch, answers, strict=True):
+                    one = c.post("/predict", json=inst).json()
+                    assert {k: answer.get(k) for k in one if k != "request_id"} == {
+                        k: v for k, v in one.items() if k != "request_id"
+                    }
+                    de = inst["attributes"]["country"] == "DE"
+                    assert (answer["model_version"], answer.get("variant")) == (("v1", "de-v1") if de else ("v2", None))
+            wait_for(lambda: sum(shadow.counts.values()) == 4 * len(instances))  # both batches and each /predict
+            assert r.headers["x-model-version"] == "v2"
+        shadowed = [rec["request_id"] for rec in log.records if rec["kind"] == "shadow"]
+        assert sorted(set(shadowed)) == sorted(i["request_id"] for i in instances)
+
     def test_percentage_is_sticky_per_user(self, workspace):
         """The same user always lands on the same version; about the rollout share of users move."""
         path = self.flags(workspace, [{"name": "half", "version": "v1", "percent": 50}])

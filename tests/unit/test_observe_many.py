@@ -1,11 +1,11 @@
-"""``observe_many``: n observations of one amount, exactly as n calls of ``observe`` would leave the histogram."""
+"""``observe_many`` and ``observe_values``: batched observations leave the histogram as one ``observe`` each would."""
 
 from __future__ import annotations
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from app.telemetry.metrics import observe_many
+from app.telemetry.metrics import observe_many, observe_values
 
 
 def samples(histogram: Histogram) -> dict[str, float]:
@@ -20,4 +20,17 @@ def test_same_buckets_sum_and_count_as_n_observations(amount: float, n: int) -> 
     for _ in range(n):
         one_by_one.observe(amount)
     observe_many(at_once, amount, n)
+    assert samples(at_once) == pytest.approx(samples(one_by_one))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [0.3], [0.0, 0.0004, 0.0004, 0.003, 0.25, 99.0, 2.5, 0.005, float("inf")], [0.001 * i for i in range(200)]],
+)
+def test_values_leave_the_histogram_as_one_observe_each(values: list[float]) -> None:
+    one_by_one = Histogram("h", "h", registry=CollectorRegistry())
+    at_once = Histogram("h", "h", registry=CollectorRegistry())
+    for value in values:
+        one_by_one.observe(value)
+    observe_values(at_once, values)
     assert samples(at_once) == pytest.approx(samples(one_by_one))

@@ -177,6 +177,19 @@ class TestDrops:
         assert len(lines(tmp_path)) == 10
         assert metrics.log_records._value.get() == 10
 
+    def test_batch_listener_queues_in_order_and_drops_what_does_not_fit(self, tmp_path: Path) -> None:
+        """``listener_many`` keeps a batch's records in order up to queue_size, as ``listener`` per record would."""
+        metrics = Metrics()
+        plog = PredictionLog(tmp_path, metrics, queue_size=10, batch_size=1000)
+        plog.listener(record(0), None)
+        plog.listener_many([record(i) for i in range(1, 15)], None)
+        assert plog.pending == 10
+        assert metrics.log_dropped.labels("queue_full")._value.get() == 5
+        plog.close_sync()
+        assert [line["request_id"] for line in lines(tmp_path)] == [f"r-{i}" for i in range(10)]
+        plog.listener_many([record(20), record(21)], None)
+        assert metrics.log_dropped.labels("closed")._value.get() == 2
+
     def test_submit_after_close_is_dropped(self, tmp_path: Path) -> None:
         """Records arriving after close are counted as dropped, not lost silently."""
         metrics = Metrics()

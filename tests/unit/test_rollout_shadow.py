@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -50,6 +51,15 @@ class HangingCandidate(FakeCandidate):
         self.entered += 1
         self.release.wait(30)
         return super().answer(rows)
+
+
+class FakeModel:
+    """The version that answered, as ``offer_many`` is told it (task and inputs for the compatibility check)."""
+
+    def __init__(self, version: str, task: str = "binary_classification") -> None:
+        self.version = version
+        self.task = task
+        self.manifest = SimpleNamespace(input_signature=lambda: ())
 
 
 def record(i: int, version: str = "v2", probability: float = 0.75) -> PredictionRecord:
@@ -203,6 +213,32 @@ class TestIsolation:
             {"kind": "shadow_drops", "timestamp": drops[0]["timestamp"], "shadow_version": "v3", "dropped": 7}
         ]
         assert count(metrics, "ok") == 4
+
+    async def test_batch_offer_queues_each_record_and_drops_what_does_not_fit(self):
+        """``offer_many`` queues a batch's records as ``offer`` would: in order, the overflow dropped and counted."""
+        hanging = HangingCandidate()
+        shadow, records, metrics = make(hanging, queue_size=5, concurrency=1, batch_size=1, timeout=5)
+        model = FakeModel("v2")
+        await shadow.start()
+        try:
+            shadow.offer(record(0), None)
+            await asyncio.sleep(0.05)  # the worker holds record 0 in the hung call
+            shadow.offer_many([record(i) for i in range(1, 9)], model)
+            assert count(metrics, "dropped") == 3
+            shadow.offer_many([record(9, version="v3")], FakeModel("v3"))  # the candidate's own version: not shadowed
+        finally:
+            hanging.release.set()
+        assert await shadow.idle()
+        await shadow.stop()
+        assert [r["request_id"] for r in records if r["kind"] == "shadow"] == [f"req-{i}" for i in range(6)]
+        assert count(metrics, "ok") == 6 and count(metrics, "dropped") == 3
+
+    async def test_batch_offer_of_an_incompatible_version_is_counted_per_record(self):
+        shadow, records, metrics = make(FakeCandidate())
+        await shadow.start()
+        shadow.offer_many([record(i) for i in range(4)], FakeModel("v2", task="regression"))
+        await shadow.stop()
+        assert count(metrics, "incompatible") == 4 and records == []
 
     async def test_sink_failure_is_contained(self):
         """A sink that raises loses its record but never stops the shadow."""
