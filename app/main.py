@@ -109,10 +109,25 @@ def _install_drain_handler(c: Container) -> None:
     wraps them, so every worker drains the same way. During the delay requests
     are still answered, which lets a load balancer notice the 503 and stop
     routing here; a second signal skips the wait.
+
+    A signal handler runs in the main thread between two bytecodes of whatever
+    it was doing, perhaps inside prometheus_client's lock (not re-entrant; one
+    for every metric under ``--workers``) while a request is being counted:
+    setting a metric there would wait for itself forever. So the handler only
+    flips flags (the server's own handler does no more) and leaves the metric
+    and the log line to the event loop.
     """
     if threading.current_thread() is not threading.main_thread():
         return  # in-process test clients run the lifespan in a thread: no signals there
     loop = asyncio.get_running_loop()
+
+    def drain(signum: int, frame: FrameType | None, previous: Callable[..., Any]) -> None:
+        """On the loop: the gauge, then the server's handler once the drain delay has passed."""
+        c.metrics.ready.set(0)
+        delay = c.settings.shutdown_drain_seconds
+        log.info("draining for %.1fs before shutdown", delay)
+        loop.call_later(delay, previous, signum, frame)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
         if not callable(previous):
@@ -121,13 +136,12 @@ def _install_drain_handler(c: Container) -> None:
         def handler(signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous) -> None:
             first = not c.health.draining
             c.health.start_draining()
-            c.metrics.ready.set(0)
-            delay = c.settings.shutdown_drain_seconds
-            if first and delay > 0:
-                log.info("draining for %.1fs before shutdown", delay)
-                loop.call_soon_threadsafe(loop.call_later, delay, previous, signum, frame)
-            else:
-                previous(signum, frame)
+            if first and c.settings.shutdown_drain_seconds > 0:
+                loop.call_soon_threadsafe(drain, signum, frame, previous)
+                return
+            if first:
+                loop.call_soon_threadsafe(c.metrics.ready.set, 0)
+            previous(signum, frame)
 
         signal.signal(sig, handler)
 
