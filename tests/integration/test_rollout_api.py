@@ -266,7 +266,8 @@ class TestShadow:
                 }
                 assert counted == shadow.counts
                 if kind == "raises":
-                    # The queue holds 4 and workers linger for a batch, so one may overflow: dropped, still counted once.
+                    # The queue holds 4 and workers linger for a batch, so one may overflow:
+                    # dropped, still counted once.
                     assert counted["error"] >= 1 and counted["error"] + counted["dropped"] == 30
                 else:
                     assert counted["timeout"] >= 1 and counted["error"] == 0
