@@ -35,7 +35,10 @@ EXAMPLES = 50
 @pytest.fixture(scope="module")
 def live(trained: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root: Path = tmp_path_factory.mktemp("fuzz")
-    env = trained.env(MODELSERVE_ADMIN_TOKEN=TOKEN, MODELSERVE_LOG_DIR=str(root / "log"))
+    # Shedding is tested elsewhere: on a loaded machine a 50 ms queue limit would refuse valid cases (503).
+    env = trained.env(
+        MODELSERVE_ADMIN_TOKEN=TOKEN, MODELSERVE_LOG_DIR=str(root / "log"), MODELSERVE_MAX_QUEUE_MS="10000"
+    )
     with ServerProcess(env, root / "server.log") as srv:
         srv.wait_ready()
         yield srv
