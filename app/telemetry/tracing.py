@@ -25,8 +25,9 @@ processor) and their OTLP encoding in the processor's thread, on the same core
 as the event loop. A request the sampler drops costs one context-variable read
 per instrumentation point, and its server span's decision:
 
-- An HTTP request without ``traceparent``, under the SDK's trace-id-ratio
-  sampler (``traceidratio``, ``parentbased_traceidratio``) or
+- An HTTP request without ``traceparent`` (and a root span of ``span()``:
+  the shadow run, a batch job), under the SDK's trace-id-ratio sampler
+  (``traceidratio``, ``parentbased_traceidratio``) or
   ``(parentbased_)always_off``: ``TracingMiddleware`` draws the trace id from
   the provider's id generator and applies the sampler's own rule (the id's low
   64 bits below the ratio's bound). Dropped, the SDK is not called at all: no
@@ -286,15 +287,49 @@ def span(
     be either (every sampler offered is parent-based or decides by trace id),
     so at 1 % sampling the other 99 % of requests pay for one span, not six.
     The context stays the parent's, so outgoing ``traceparent`` still carries
-    the not-sampled decision.
+    the not-sampled decision. A root span (the shadow run, a batch job) under a
+    trace-id-ratio sampler is decided here as ``TracingMiddleware`` decides a
+    request's, and a dropped one is a ``_Dropped`` block: no SDK span.
     """
     if not enabled or _unsampled.get():
         return NOOP
     ctx = _get_current()
     parent = trace.get_current_span(ctx).get_span_context()
-    if parent.is_valid and not parent.trace_flags.sampled:  # (a sampled parent may have ended: batch POSTs)
-        return NOOP
+    if parent.is_valid:
+        if not parent.trace_flags.sampled:  # (a sampled parent may have ended: batch POSTs)
+            return NOOP
+    elif _root_bound is not None:
+        trace_id = _new_trace_id()
+        if trace_id & _LOW_64 >= _root_bound:  # TraceIdRatioBased.should_sample's rule: dropped
+            return _Dropped(trace_id)
+        return _Current(_start_root(trace_id, name, ctx, kind, attributes, links), ctx)
     return _Current(_tracer.start_span(name, ctx, kind, attributes, links), ctx)
+
+
+def _start_root(trace_id: int, name: str, ctx: Any, kind: SpanKind, attributes: Any = None, links: Any = None) -> Any:
+    """The SDK's root span ``name`` with ``trace_id``, its sampling already decided to keep it."""
+    pending = _pending_trace_id.set(trace_id)  # the id generator hands it to the span
+    try:
+        return _tracer.start_span(name, ctx, kind, attributes, links)
+    finally:
+        _pending_trace_id.reset(pending)
+
+
+class _Dropped(_NoopSpan):
+    """``with``: a root the sampler dropped before the SDK made it; its trace id is the request's inside the block."""
+
+    __slots__ = ("_token", "_trace_id")
+
+    def __init__(self, trace_id: int) -> None:
+        self._trace_id = trace_id
+        self._token: Any = None
+
+    def __enter__(self) -> _Dropped:
+        self._token = _unsampled.set(self._trace_id)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _unsampled.reset(self._token)
 
 
 def current() -> Any:
@@ -389,11 +424,7 @@ class TracingMiddleware:
                 finally:
                     _unsampled.reset(flag)
                 return
-            pending = _pending_trace_id.set(trace_id)  # sampled: the SDK's root span takes this id
-            try:
-                server = _tracer.start_span(f"{method} unmatched", _ROOT, SERVER)
-            finally:
-                _pending_trace_id.reset(pending)
+            server = _start_root(trace_id, f"{method} unmatched", _ROOT, SERVER)
         else:
             parent = _propagator.extract(headers, getter=_GETTER)
             server = _tracer.start_span(f"{method} unmatched", parent, SERVER)

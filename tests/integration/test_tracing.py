@@ -422,7 +422,8 @@ class TestRatioSampling:
     ) -> None:
         """parentbased_traceidratio 0.5, no incoming traceparent: a request is exported iff its trace id's low 64
         bits are below the ratio's bound (the SDK's rule). A dropped one exports nothing, yet its prediction record
-        carries its trace id and the upstream sees that trace id, not sampled; a kept one the upstream sees sampled."""
+        carries its trace id and the upstream sees that trace id, not sampled; a kept one the upstream sees sampled.
+        The shadow runs (root spans of their own) are decided by the same rule."""
         monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
         monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
         bound = round(0.5 * (1 << 64))
@@ -469,6 +470,7 @@ class TestRatioSampling:
         kept = [t for t in traces if int(t, 16) & ((1 << 64) - 1) < bound]
         assert 0 < len(kept) < n  # 2**-40 each way
         assert {s.trace_id for s in otel_env.server_spans()} == set(kept)
+        assert all(int(s.trace_id, 16) & ((1 << 64) - 1) < bound for s in otel_env.spans)  # shadow runs too
         request_spans = [s for s in otel_env.spans if s.name != "shadow"]  # the shadow run is a trace of its own
         assert {s.trace_id for s in request_spans} == set(kept)  # a dropped request has no child spans either
         assert len(seen) == n
