@@ -127,8 +127,8 @@ class Predictor:
             pair = (self.metrics.predictions.labels(version), self.metrics.prediction_latency.labels(version))
             self._by_version[version] = pair
         pair[0].inc(n)
-        if tracing.enabled:  # one latency sample per prediction, so counts agree with predictions_total
-            exemplar = tracing.exemplar()
+        exemplar = tracing.exemplar() if tracing.enabled else None
+        if exemplar is not None:  # one latency sample per prediction, so counts agree with predictions_total
             for _ in range(n):
                 pair[1].observe(seconds, exemplar)
         else:
@@ -152,7 +152,7 @@ class Predictor:
             assert decoded.user_id is not None  # the decoder requires it when store features exist
             with tracing.span("features") as span:
                 store, tier = await self.features.get(decoded.user_id)
-                if tracing.enabled:
+                if span is not tracing.NOOP:  # off, or a request the sampler dropped: no attributes to build
                     span.set_attributes(self.features.lookup_attributes(tier))
             row = {**store, **row}
         with tracing.span("inference") as span:
@@ -323,7 +323,7 @@ class Predictor:
         if users:
             with tracing.span("features") as span:
                 stores = await self.features.get_many(users)
-                if tracing.enabled:
+                if span is not tracing.NOOP:
                     span.set_attributes(self._lookup_attributes(stores, len(users)))
         missing = sorted(i for i in wanted if instances[i].user_id not in stores)
         if missing:

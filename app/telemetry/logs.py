@@ -5,7 +5,8 @@ JSON object a line: ``time`` (ISO 8601 UTC), ``level``, ``logger``,
 ``message``, and where known ``request_id`` and ``model_version`` (context
 variables the predictor sets for the request it serves), ``trace_id`` and
 ``span_id`` (the current OpenTelemetry span, when a tracer provider is
-configured) and ``exc_info`` (the formatted traceback, one string).
+configured; a request the sampler dropped before making a span has its
+``trace_id`` and no ``span_id``) and ``exc_info`` (the formatted traceback, one string).
 
 The formatter is written here with orjson (already a dependency) rather than
 taken from python-json-logger: it is a few lines, and one dependency fewer to
@@ -28,6 +29,8 @@ import orjson
 
 try:
     from opentelemetry import trace as _otel_trace
+
+    from app.telemetry.tracing import dropped_trace_id as _dropped_trace_id
 except ImportError:  # tracing is optional; without it no line carries trace ids
     _otel_trace = None  # type: ignore[assignment]
 
@@ -41,9 +44,15 @@ model_version: contextvars.ContextVar[str | None] = contextvars.ContextVar("mode
 
 
 def current_trace_ids() -> tuple[str | None, str | None]:
-    """The current span's (trace id, span id) as lowercase hex, or (None, None) when tracing is off."""
+    """The current span's (trace id, span id) as lowercase hex, or (None, None) when tracing is off.
+
+    A request the sampler dropped before any span was made has a trace id and no span id: (trace id, None).
+    """
     if _otel_trace is None:
         return None, None
+    dropped = _dropped_trace_id()
+    if dropped:
+        return format(dropped, "032x"), None
     ctx = _otel_trace.get_current_span().get_span_context()
     if not ctx.is_valid:
         return None, None
@@ -54,6 +63,9 @@ def current_trace_id() -> str | None:
     """The current trace id as lowercase hex, or None when tracing is off (one call per record built)."""
     if _otel_trace is None:
         return None
+    dropped = _dropped_trace_id()
+    if dropped:
+        return format(dropped, "032x")
     ctx = _otel_trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
@@ -77,7 +89,8 @@ class JsonFormatter(logging.Formatter):
         trace_id, span_id = current_trace_ids()
         if trace_id is not None:
             out["trace_id"] = trace_id
-            out["span_id"] = span_id
+            if span_id is not None:
+                out["span_id"] = span_id
         if record.exc_info:
             out["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:

@@ -19,11 +19,28 @@ the rest:
 
 Off, tracing costs one module-attribute check per instrumentation point:
 ``span()`` hands back one shared no-op context manager (no span object, no
-context attach) and the HTTP middleware passes straight through. On, a request
-the sampler drops costs its server span's sampling decision and one
-context-variable read per instrumentation point; a sampled one costs the SDK's
-spans (a live ``Span`` each, ended into the batch processor) and their OTLP
-encoding in the processor's thread, on the same core as the event loop.
+context attach) and the HTTP middleware passes straight through. On, a sampled
+request costs the SDK's spans (a live ``Span`` each, ended into the batch
+processor) and their OTLP encoding in the processor's thread, on the same core
+as the event loop. A request the sampler drops costs one context-variable read
+per instrumentation point, and its server span's decision:
+
+- An HTTP request without ``traceparent`` (and a root span of ``span()``:
+  the shadow run, a batch job), under the SDK's trace-id-ratio sampler
+  (``traceidratio``, ``parentbased_traceidratio``) or
+  ``(parentbased_)always_off``: ``TracingMiddleware`` draws the trace id from
+  the provider's id generator and applies the sampler's own rule (the id's low
+  64 bits below the ratio's bound). Dropped, the SDK is not called at all: no
+  span object, no context attached; the request's trace id is kept in a
+  context variable, so outgoing calls still send ``traceparent`` (that id, a
+  fresh span id, and the flags the SDK would set: not sampled), and the
+  prediction log record and JSON log lines carry the trace id (no
+  ``span_id``: there is no span). Kept, the SDK starts the server span with
+  that very trace id (the id generator hands it over) and reaches the same
+  decision.
+- Otherwise (an incoming ``traceparent``, any other sampler, gRPC): the SDK
+  decides and a dropped request's non-recording span is current, as the SDK
+  would have it.
 
 Spans are made on this module's own provider, never the process-global one
 (which can be set only once per process; tests build several apps). Readers
@@ -120,11 +137,58 @@ class _Current:
         span.end()
 
 
-_unsampled: ContextVar[bool] = ContextVar("modelserve_trace_unsampled", default=False)
-"""True inside a request whose server span was not sampled: every instrumentation point is then a no-op
+_unsampled: ContextVar[int] = ContextVar("modelserve_trace_unsampled", default=0)
+"""Non-zero inside a request whose server span was not sampled: every instrumentation point is then a no-op
 after one context-variable read, instead of looking the current span up (an ABC ``isinstance`` and two
-context reads each, ten times a request)."""
+context reads each, ten times a request). ``-1``: the SDK dropped it and its non-recording span is current.
+Else the trace id of a request dropped without the SDK (nothing current; see ``TracingMiddleware``)."""
 
+_pending_trace_id: ContextVar[int] = ContextVar("modelserve_pending_trace_id", default=0)
+"""The trace id the next root span takes (set around ``start_span`` by ``TracingMiddleware``)."""
+
+_LOW_64 = (1 << 64) - 1
+_root_bound: int | None = None
+"""Set when a root span's decision is the SDK trace-id-ratio rule: sampled iff ``trace_id & _LOW_64 < bound``."""
+_ids: Any = None  # the provider's id generator (wrapped)
+_new_trace_id: Any = None  # its own generate_trace_id
+_dropped_flags = "00"  # W3C trace-flags of a dropped root: "02" (random trace id) when the generator says so
+
+
+def _handing_over(inner: Any) -> Any:
+    """The provider's id generator ``inner``, handing a root span the trace id its sampling was decided on."""
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    class HandingOverIds(IdGenerator):
+        def generate_trace_id(self) -> int:
+            return _pending_trace_id.get() or inner.generate_trace_id()
+
+        def generate_span_id(self) -> int:
+            return int(inner.generate_span_id())
+
+        def is_trace_id_random(self) -> bool:
+            return bool(getattr(inner, "is_trace_id_random", lambda: False)())
+
+    return HandingOverIds()
+
+
+def _ratio_bound(sampler: Any) -> int | None:
+    """The bound of a root span's decision when ``sampler`` is (parent-based) trace-id-ratio or always-off.
+
+    None for any other sampler, always-on included (nothing to skip): those go through the SDK.
+    """
+    from opentelemetry.sdk.trace import sampling
+
+    if type(sampler) in (sampling.ParentBased, sampling.ParentBasedTraceIdRatio):
+        sampler = getattr(sampler, "_root", None)
+    if type(sampler) is sampling.TraceIdRatioBased:
+        bound = int(sampler.bound)
+        return bound if bound <= _LOW_64 else None
+    if sampler is sampling.ALWAYS_OFF:
+        return 0
+    return None
+
+
+_ROOT = otel_context.Context()  # no parent: what extracting from headers without traceparent gives
 _attach = otel_context.attach
 _detach = otel_context.detach
 _get_current = otel_context.get_current
@@ -132,7 +196,7 @@ _get_current = otel_context.get_current
 
 def setup(env: Mapping[str, str] | None = None) -> bool:
     """Turn tracing on from the standard OTEL_* variables; False (and off) when they don't ask for it."""
-    global enabled, _provider, _tracer
+    global enabled, _provider, _tracer, _root_bound, _ids, _new_trace_id, _dropped_flags
     env = os.environ if env is None else env
     if enabled:
         return True
@@ -163,6 +227,10 @@ def setup(env: Mapping[str, str] | None = None) -> bool:
     resource = _hashed(Resource.create(defaults))  # merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over these
     provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER, parent-based by default
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    _new_trace_id = provider.id_generator.generate_trace_id
+    _ids = provider.id_generator = _handing_over(provider.id_generator)  # before get_tracer: tracers copy it
+    _root_bound = _ratio_bound(provider.sampler)
+    _dropped_flags = "02" if _ids.is_trace_id_random() else "00"  # as the SDK sets a root's flags
     _provider = provider
     _tracer = provider.get_tracer("modelserve")
     enabled = True
@@ -195,9 +263,9 @@ def _hashed(resource: Any) -> Any:
 
 def shutdown() -> None:
     """Export what is queued and turn tracing off."""
-    global enabled, _provider, _tracer
+    global enabled, _provider, _tracer, _root_bound, _ids, _new_trace_id
     provider = _provider
-    enabled, _provider, _tracer = False, None, None
+    enabled, _provider, _tracer, _root_bound, _ids, _new_trace_id = False, None, None, None, None, None
     if provider is not None:
         provider.shutdown()
 
@@ -219,15 +287,49 @@ def span(
     be either (every sampler offered is parent-based or decides by trace id),
     so at 1 % sampling the other 99 % of requests pay for one span, not six.
     The context stays the parent's, so outgoing ``traceparent`` still carries
-    the not-sampled decision.
+    the not-sampled decision. A root span (the shadow run, a batch job) under a
+    trace-id-ratio sampler is decided here as ``TracingMiddleware`` decides a
+    request's, and a dropped one is a ``_Dropped`` block: no SDK span.
     """
     if not enabled or _unsampled.get():
         return NOOP
     ctx = _get_current()
     parent = trace.get_current_span(ctx).get_span_context()
-    if parent.is_valid and not parent.trace_flags.sampled:  # (a sampled parent may have ended: batch POSTs)
-        return NOOP
+    if parent.is_valid:
+        if not parent.trace_flags.sampled:  # (a sampled parent may have ended: batch POSTs)
+            return NOOP
+    elif _root_bound is not None:
+        trace_id = _new_trace_id()
+        if trace_id & _LOW_64 >= _root_bound:  # TraceIdRatioBased.should_sample's rule: dropped
+            return _Dropped(trace_id)
+        return _Current(_start_root(trace_id, name, ctx, kind, attributes, links), ctx)
     return _Current(_tracer.start_span(name, ctx, kind, attributes, links), ctx)
+
+
+def _start_root(trace_id: int, name: str, ctx: Any, kind: SpanKind, attributes: Any = None, links: Any = None) -> Any:
+    """The SDK's root span ``name`` with ``trace_id``, its sampling already decided to keep it."""
+    pending = _pending_trace_id.set(trace_id)  # the id generator hands it to the span
+    try:
+        return _tracer.start_span(name, ctx, kind, attributes, links)
+    finally:
+        _pending_trace_id.reset(pending)
+
+
+class _Dropped(_NoopSpan):
+    """``with``: a root the sampler dropped before the SDK made it; its trace id is the request's inside the block."""
+
+    __slots__ = ("_token", "_trace_id")
+
+    def __init__(self, trace_id: int) -> None:
+        self._trace_id = trace_id
+        self._token: Any = None
+
+    def __enter__(self) -> _Dropped:
+        self._token = _unsampled.set(self._trace_id)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _unsampled.reset(self._token)
 
 
 def current() -> Any:
@@ -256,8 +358,17 @@ def link(ctx: SpanContext | None) -> list[Link] | None:
 def inject(headers: dict[str, str]) -> dict[str, str]:
     """Add the current context's ``traceparent`` (and ``tracestate``) to outgoing ``headers``."""
     if enabled:
-        _propagator.inject(headers)
+        dropped = _unsampled.get()
+        if dropped > 0:  # dropped without the SDK: no span is current, the trace id is here
+            headers["traceparent"] = f"00-{dropped:032x}-{_ids.generate_span_id():016x}-{_dropped_flags}"
+        else:
+            _propagator.inject(headers)
     return headers
+
+
+def dropped_trace_id() -> int:
+    """The trace id of the request being served when it was dropped without the SDK (see the module), else 0."""
+    return max(_unsampled.get(), 0)
 
 
 def record_admission(seconds: float, outcome: str) -> None:
@@ -289,6 +400,9 @@ class TracingMiddleware:
     Named ``METHOD /route/template`` once routing has happened (``unmatched``
     otherwise); carries the status and, when a route sets them, the model
     version and variant (``annotate_prediction``). A pass-through while off.
+    A request without ``traceparent`` under a trace-id-ratio sampler is decided
+    here, by the sampler's rule, and a dropped one never reaches the SDK (see
+    the module).
     """
 
     def __init__(self, app: Any) -> None:
@@ -298,13 +412,26 @@ class TracingMiddleware:
         if not enabled or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        parent = _propagator.extract(scope.get("headers") or [], getter=_GETTER)
+        headers = scope.get("headers") or ()
         method = scope["method"]
-        server = _tracer.start_span(f"{method} unmatched", parent, SERVER)
+        bound = _root_bound
+        if bound is not None and not any(k == b"traceparent" for k, _ in headers):
+            trace_id = _new_trace_id()
+            if trace_id & _LOW_64 >= bound:  # TraceIdRatioBased.should_sample's rule: dropped
+                flag = _unsampled.set(trace_id)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    _unsampled.reset(flag)
+                return
+            server = _start_root(trace_id, f"{method} unmatched", _ROOT, SERVER)
+        else:
+            parent = _propagator.extract(headers, getter=_GETTER)
+            server = _tracer.start_span(f"{method} unmatched", parent, SERVER)
         if not server.is_recording():
             # Not sampled: only its context matters (outgoing traceparent, children skipped).
             token = _attach(trace.set_span_in_context(server))
-            flag = _unsampled.set(True)
+            flag = _unsampled.set(-1)
             try:
                 await self.app(scope, receive, send)
             finally:

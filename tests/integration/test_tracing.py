@@ -414,3 +414,67 @@ class TestBatch:
         assert len(posts) == 6 == len(seen)
         assert {p.parent for p in posts} == {c.span_id for c in chunks}
         assert sorted(h.split("-")[2] for h in seen) == sorted(p.span_id for p in posts)
+
+
+class TestRatioSampling:
+    def test_dropped_requests_skip_the_sdk_and_keep_their_trace_id(
+        self, trained: Workspace, otel_env: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    ) -> None:
+        """parentbased_traceidratio 0.5, no incoming traceparent: a request is exported iff its trace id's low 64
+        bits are below the ratio's bound (the SDK's rule). A dropped one exports nothing, yet its prediction record
+        carries its trace id and the upstream sees that trace id, not sampled; a kept one the upstream sees sampled.
+        The shadow runs (root spans of their own) are decided by the same rule."""
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+        bound = round(0.5 * (1 << 64))
+        m = manifest(trained, "production")
+        body = m["sample"]["request"]
+        store = {f["name"] for f in m["features"] if f["source"] == "store"}
+        features = {k: v for k, v in m["sample"]["row"].items() if k in store}
+        seen: list[str] = []
+
+        def handler(request: Request) -> Response:
+            seen.append(request.headers.get("traceparent", ""))
+            payload = {"user_id": body["user_id"], "features": features}
+            return Response(json.dumps(payload), status=200, content_type="application/json")
+
+        upstream = HTTPServer(threaded=True)
+        upstream.start()
+        n = 40
+        try:
+            upstream.expect_request(f"/users/{body['user_id']}/features").respond_with_handler(handler)
+            settings = trained.settings(
+                upstream_url=upstream.url_for("/"),
+                feature_budget_ms=5000.0,
+                upstream_timeout_ms=5000.0,
+                memory_max_age_seconds=0.0,
+                log_dir=tmp_path / "log",
+            )
+            app = create_app(settings)
+            with serving(app) as client:
+                for i in range(n):
+                    r = client.post("/predict", json={**body, "request_id": f"ratio-{i}"})
+                    assert r.status_code == 200, r.text
+                app.state.container.prediction_log.close_sync()
+                tracing.force_flush()
+        finally:
+            upstream.clear()
+            upstream.stop()
+        records = [
+            json.loads(line)
+            for p in sorted((tmp_path / "log").glob("predictions-*.jsonl"))
+            for line in p.read_text().splitlines()
+        ]
+        traces = [r["trace_id"] for r in records if r["kind"] == "prediction"]
+        assert len(traces) == n and len(set(traces)) == n
+        kept = [t for t in traces if int(t, 16) & ((1 << 64) - 1) < bound]
+        assert 0 < len(kept) < n  # 2**-40 each way
+        assert {s.trace_id for s in otel_env.server_spans()} == set(kept)
+        assert all(int(s.trace_id, 16) & ((1 << 64) - 1) < bound for s in otel_env.spans)  # shadow runs too
+        request_spans = [s for s in otel_env.spans if s.name != "shadow"]  # the shadow run is a trace of its own
+        assert {s.trace_id for s in request_spans} == set(kept)  # a dropped request has no child spans either
+        assert len(seen) == n
+        for header, trace_id in zip(seen, traces, strict=True):
+            version, tid, span_id, flags = header.split("-")
+            assert (version, tid, len(span_id)) == ("00", trace_id, 16)
+            assert (int(flags, 16) & 1) == (trace_id in kept)  # the sampled bit (0x02 says the id is random)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import orjson
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from app.telemetry import logs
+from app.telemetry import logs, tracing
 
 
 def formatted(record: logging.LogRecord) -> dict[str, Any]:
@@ -75,6 +76,31 @@ class TestJsonFormatter:
         assert line["span_id"] == format(ctx.span_id, "016x") and len(line["span_id"]) == 16
         assert line["request_id"] == "req-42"
         assert logs.current_trace_ids() == (None, None) and logs.current_trace_id() is None
+
+    def test_a_request_dropped_before_any_span_has_its_trace_id_and_no_span_id(
+        self, request_scope: None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Under always_off the middleware drops a request without the SDK: a line logged while serving it carries
+        the request's trace id (the one its outgoing traceparent names, not sampled) and no span_id."""
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # nothing is ever exported
+        seen: dict[str, Any] = {}
+
+        async def inner(scope: Any, receive: Any, send: Any) -> None:
+            seen["line"] = formatted(make_record())
+            seen["headers"] = tracing.inject({})
+            seen["span"] = tracing.current()
+
+        assert tracing.setup()
+        try:
+            asyncio.run(tracing.TracingMiddleware(inner)({"type": "http", "method": "GET", "headers": []}, None, None))
+        finally:
+            tracing.shutdown()
+        version, trace_id, span_id, flags = seen["headers"]["traceparent"].split("-")
+        assert version == "00" and len(span_id) == 16 and int(flags, 16) & 1 == 0
+        assert seen["line"]["trace_id"] == trace_id and "span_id" not in seen["line"]
+        assert not seen["span"].get_span_context().is_valid  # the SDK made no span, not even a non-recording one
+        assert logs.current_trace_id() is None  # outside the request
 
     def test_an_exception_is_one_string_field(self) -> None:
         """exc_info is the formatted traceback as one string field, so the line stays one line."""
