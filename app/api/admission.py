@@ -31,11 +31,8 @@ every one of them older than the limit before the first runs).
 
 What this cannot see: bytes waiting in the kernel's socket buffer until the
 loop next polls. That wait is at most one loop iteration, and shedding keeps
-iterations short (a refusal costs a few tens of microseconds here, no
-decoding and no inference, but about three times that with the server's own
-work for the request; so under a flood the server's protocol refuses before
-building the request whenever ``Admission.refuse_early`` says the request
-would wait too long: see ``app.server.protocol.EarlyRefusal``).
+iterations short (a refusal costs a few tens of microseconds, no decoding and
+no inference).
 
 A refused request is answered ``503`` with ``Retry-After`` in the service's
 one error shape, before its body is read; one that outlives its queue time
@@ -96,10 +93,6 @@ SERVING_WINDOW = 0.5
 """Seconds over which the progress floor (``AdmissionControl._starved``) measures served work."""
 MIN_SERVING_SHARE = 0.5
 """Least share of the time admitted requests get while old requests are being refused."""
-EARLY_WINDOW = 0.5
-"""Seconds after a refusal for queue time during which the server may refuse on its own estimate (``refuse_early``)."""
-QUEUED = "modelserve.queued"
-"""Scope key the server sets on a prediction request it counted in ``Admission.pending``."""
 
 
 class StampedTask(asyncio.Task[Any]):
@@ -128,7 +121,7 @@ def arrival_time(default: float) -> float:
     return task.arrival if isinstance(task, StampedTask) else default
 
 
-def route_of(path: str) -> tuple[str, str] | None:
+def _route(path: str) -> tuple[str, str] | None:
     """The guarded route's kind and template for ``path``, or None when it is not a prediction route."""
     if path == "/predict":
         return "predict", "/predict"
@@ -141,15 +134,13 @@ def route_of(path: str) -> tuple[str, str] | None:
     return None
 
 
-class Refusal:
+class _Refusal:
     """A prebuilt 503 answer: two ASGI messages, no per-request work."""
 
     def __init__(self, message: str) -> None:
         response = error_response(Unavailable(message, retry_after=RETRY_AFTER_SECONDS))
-        self.headers: list[tuple[bytes, bytes]] = response.raw_headers
-        self.payload = bytes(response.body)
-        self.start = {"type": "http.response.start", "status": 503, "headers": self.headers}
-        self.body = {"type": "http.response.body", "body": self.payload}
+        self.start = {"type": "http.response.start", "status": 503, "headers": response.raw_headers}
+        self.body = {"type": "http.response.body", "body": response.body}
 
 
 class Admission:
@@ -176,43 +167,6 @@ class Admission:
         self._window_work = 0.0
         """Time admitted requests took in the current window (``SERVING_WINDOW`` seconds)."""
         self._window_shed = 0
-        self.pending = 0
-        """Prediction requests the server has read and handed to a task that has not started yet."""
-        self._drain = 0.0
-        """Recent time (EWMA, seconds) between two pending requests starting, while a backlog lasts."""
-        self._last_start = 0.0
-        self._backlog = False
-        self._last_late = -EARLY_WINDOW
-        """When a request was last refused for queue time (or for want of a slot)."""
-
-    def refuse_early(self, now: float) -> bool:
-        """Whether a prediction request read at ``now`` would wait longer than the queue-time limit to start.
-
-        The server asks this before it builds the request, to refuse it for
-        a fraction of what a refusal costs here. The estimate is the requests
-        read and not started yet (``pending``) times the recent time between
-        two of them starting while more were waiting (how fast the backlog
-        drains, whatever else the worker does meanwhile). It is trusted only
-        while the limit is actually being hit (a request refused for queue
-        time within ``EARLY_WINDOW``), so a burst at normal load is never
-        refused on a guess. It cannot starve the worker: it refuses only with
-        a queue-time limit's worth of requests read ahead, which run.
-        """
-        return now - self._last_late < EARLY_WINDOW and self.pending * self._drain > self.max_queue
-
-    def refused_early(self, now: float) -> None:
-        """Count a refusal the server made on ``refuse_early``'s word (reason ``queue_time``)."""
-        self._shed["queue_time"].inc()
-        self._last_late = now
-
-    def started(self, now: float) -> None:
-        """A request counted in ``pending`` started at ``now``."""
-        if self.pending > 0:
-            self.pending -= 1
-        if self._backlog:  # it was waiting when the previous one started: the interval is one request's drain
-            self._drain += _EWMA_WEIGHT * (now - self._last_start - self._drain)
-        self._last_start = now
-        self._backlog = self.pending > 0
 
     async def enter(self, kind: str, arrival: float, now: float, deadline: float | None) -> str | None:
         """None once a slot is held (the caller must ``leave()``), else the reason to refuse (not yet counted).
@@ -252,8 +206,6 @@ class Admission:
     def shed(self, reason: str, arrival: float, since: float) -> None:
         """Count a refusal decided at ``since`` (and put it on the request's span)."""
         self._shed[reason].inc()
-        if reason != "deadline":
-            self._last_late = since
         if tracing.enabled:
             tracing.record_admission(since - arrival, f"shed:{reason}")
 
@@ -324,7 +276,7 @@ class AdmissionControl:
     ) -> None:
         self.app = app
         self.limits = limits or Admission(metrics, max_in_flight, max_queue_ms)
-        self._refusals = {reason: Refusal(message) for reason, message in REFUSALS.items()}
+        self._refusals = {reason: _Refusal(message) for reason, message in REFUSALS.items()}
         # Shed answers are labelled by their route template in the HTTP metrics, like routed ones.
         self._templates: dict[str, SimpleNamespace] = {}
 
@@ -337,13 +289,11 @@ class AdmissionControl:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        route = route_of(scope["path"])
+        route = _route(scope["path"])
         if route is None:
             await self.app(scope, receive, send)
             return
         now = time.perf_counter()
-        if QUEUED in scope:
-            self.limits.started(now)
         arrival = arrival_time(now)
         kind, template = route
         try:
@@ -384,7 +334,7 @@ class AdmissionControl:
         self.limits.shed_seconds.observe(time.perf_counter() - since)
 
     async def _invalid(self, exc: ModelServeError, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = self._template(route_of(scope["path"])[1])  # type: ignore[index]
+        scope["route"] = self._template(_route(scope["path"])[1])  # type: ignore[index]
         response = error_response(exc, 400 if kind == "v2" else None)  # V2 answers bad input with 400
         await response(scope, receive, send)
 

@@ -44,18 +44,14 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httptools
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
-
-from app.api.admission import DEADLINE_HEADER, ENVOY_TIMEOUT_HEADER, QUEUED, REFUSALS, Admission, Refusal, route_of
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -98,63 +94,17 @@ def _not_counted(reason: str) -> None:
 
 
 _count: Callable[[str], None] = _not_counted
-_DEADLINE_HEADERS = (ENVOY_TIMEOUT_HEADER.encode(), DEADLINE_HEADER.encode())
-_early: EarlyRefusal | None = None
 
 
-def report_to(metrics: Metrics, admission: Admission | None = None) -> None:
-    """Count this process's refusals in ``metrics``, and refuse prediction requests early for ``admission``.
+def report_to(metrics: Metrics) -> None:
+    """Count this process's refusals in ``metrics``.
 
     uvicorn builds the protocol itself, one per connection, and passes it
-    only its config; the app's metrics and admission limits reach it through
-    this one hook per process (each worker sets it when it builds its app).
+    only its config; the app's metrics reach it through this one hook per
+    process (each worker sets it when it builds its app).
     """
-    global _count, _early
+    global _count
     _count = lambda reason: metrics.http_connections_refused.labels(reason).inc()  # noqa: E731
-    _early = None if admission is None else EarlyRefusal(admission, metrics)
-
-
-class EarlyRefusal:
-    """Prediction requests refused by the protocol, before uvicorn builds them (see ``refuse_early``).
-
-    Admission control refuses a request for a few tens of microseconds once
-    its task runs, but uvicorn's request, scope and task and the middlewares
-    around it cost about three times that: under a flood the worker could
-    not even read and refuse what arrived. So when ``Admission.refuse_early``
-    says a request just read would wait past the queue-time limit anyway,
-    the protocol answers it at once with admission's own ``queue_time``
-    refusal (the same status, headers and body, ``Retry-After`` included),
-    counted in the same metrics, and never creates its task. Its body is
-    read and dropped, and the connection stays open unless the client asked
-    to close it or sent ``Expect: 100-continue`` (then no body may follow,
-    so the connection is closed after the answer rather than guessed at).
-    """
-
-    def __init__(self, admission: Admission, metrics: Metrics) -> None:
-        self.admission = admission
-        refusal = Refusal(REFUSALS["queue_time"])
-        self._headers = b"".join(b"%s: %s\r\n" % pair for pair in refusal.headers)
-        self._body = refusal.payload
-        self._routes: dict[str, Callable[[], None]] = {}
-        self._metrics = metrics
-        self._defaults: list[tuple[bytes, bytes]] | None = None
-        self._head = b""
-
-    def answer(self, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
-        """The 503's bytes, with the server's current default headers (date, server) as uvicorn would send."""
-        if default_headers is not self._defaults:  # uvicorn replaces the list when the date changes
-            self._defaults = default_headers
-            self._head = b"".join([STATUS_LINE[503], *(b"%s: %s\r\n" % pair for pair in default_headers)])
-        close = b"" if keep_alive else b"connection: close\r\n"
-        return b"".join([self._head, self._headers, close, b"\r\n", self._body])
-
-    def count(self, template: str, now: float) -> None:
-        """Count a refusal on ``template`` as admission's middleware would (shed, and an HTTP 5xx on the route)."""
-        self.admission.refused_early(now)
-        counted = self._routes.get(template)
-        if counted is None:
-            counted = self._routes[template] = self._metrics.http_requests.labels(template, "POST", "5xx").inc
-        counted()
 
 
 def _answer(status: int, message: str, retry_after: int | None = None) -> bytes:
@@ -245,8 +195,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False
         self._header_bytes = 0
         self._refused = False
-        self._discarding: bool | None = None
-        """While a request refused early is still sending its body: whether the connection stays open after it."""
 
     # --- connection -----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -346,62 +294,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._in_body = True
         self._header_bytes = 0
-        early = _early
-        if early is not None and early.admission.refuse_early(time.perf_counter()) and self._refuse_early(early):
-            return
         super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        if self._discarding is None:
-            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._in_body = False
         self._disarm()
-        keep_alive = self._discarding
-        if keep_alive is None:
-            super().on_message_complete()
-            return
-        self._discarding = None  # the refused request's body is all read: the connection is between requests
-        if not keep_alive:
-            self.transport.close()
-        elif not self.transport.is_closing():
-            idle = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
-            self.timeout_keep_alive_task = idle
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        scope = cycle.scope
-        if _early is not None and app is self.app and scope["method"] == "POST" and route_of(scope["path"]):
-            scope[QUEUED] = True  # type: ignore[literal-required]
-            _early.admission.pending += 1  # until admission control sees it start
-        super()._start_asgi_task(cycle, app)
-
-    # --- early refusal of prediction requests -------------------------------------------
-    def _refuse_early(self, early: EarlyRefusal) -> bool:
-        """Answer the request whose headers were just read with admission's 503, if it is one admission guards.
-
-        Not refused here (admission control decides, as usual): anything but
-        ``POST`` to a prediction route, a request with a deadline header
-        (its refusal has its own reason), and one pipelined behind a request
-        still being answered (answers must keep their order).
-        """
-        parser = self.parser
-        if parser.get_method() != b"POST" or (self.cycle is not None and not self.cycle.response_complete):
-            return False
-        try:
-            path = self.root_path + httptools.parse_url(self.url).path.decode("ascii")
-        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
-            return False  # uvicorn answers it
-        route = route_of(path) if "%" not in path else None
-        if route is None or any(name in _DEADLINE_HEADERS for name, _ in self.headers):
-            return False
-        since = time.perf_counter()
-        keep_alive = parser.get_http_version() == "1.1" and parser.should_keep_alive() and not self.expect_100_continue
-        early.count(route[1], since)
-        self.transport.write(early.answer(self.server_state.default_headers, keep_alive))
-        self._discarding = keep_alive
-        early.admission.shed_seconds.observe(time.perf_counter() - since)
-        return True
+        super().on_message_complete()
 
     # --- deadlines and refusals -----------------------------------------------------
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
@@ -424,10 +322,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_timeout(self) -> None:
         self._deadline = None
-        if self._discarding is not None:  # refused early, and its body never came: nothing more to answer
-            _count("body_timeout")
-            self.transport.close()
-            return
         if not self._in_body or self._refused or self.transport.is_closing():
             return
         cycle = self.cycle

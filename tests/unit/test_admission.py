@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.api.admission import EARLY_WINDOW, Admission, AdmissionControl, StampedTask, install_arrival_stamps
+from app.api.admission import AdmissionControl, StampedTask, install_arrival_stamps
 from app.telemetry.metrics import Metrics
 
 
@@ -215,34 +215,3 @@ def test_progress_floor_serves_some_when_every_request_is_late():
         assert shed(metrics, "queue_time") == statuses.count(503)
 
     asyncio.run(scenario())
-
-
-def test_early_refusal_only_while_the_limit_is_hit_and_the_backlog_exceeds_it():
-    """``refuse_early`` says yes only after a queue-time refusal, and only when the requests read and not started,
-    times how fast a backlog has been draining, exceed the limit; started requests leave the backlog."""
-    limits = Admission(Metrics(), max_in_flight=64, max_queue_ms=50)
-    now = 100.0
-    limits.pending = 20
-    for i in range(10):  # a backlog draining at 10 ms a request (pending stays > 0 throughout)
-        limits.started(now + i * 0.010)
-    now += 0.1
-    assert limits.pending == 10
-    assert not limits.refuse_early(now)  # 10 x ~10 ms is over 50 ms, but no request has been refused for queue time
-    limits.shed("queue_time", now, now)
-    assert limits.refuse_early(now)
-    assert not limits.refuse_early(now + EARLY_WINDOW + 0.01)  # the limit has not been hit lately
-    limits.pending = 2  # 2 x ~10 ms fits in 50 ms
-    assert not limits.refuse_early(now)
-    limits.shed("deadline", now, now)  # a client's short deadline says nothing about the queue
-    assert not limits.refuse_early(now + EARLY_WINDOW + 0.01)
-
-
-def test_requests_started_alone_do_not_count_as_draining():
-    """Intervals between requests that found no backlog (idle time between them) never enter the estimate."""
-    limits = Admission(Metrics(), max_in_flight=64, max_queue_ms=50)
-    for i in range(20):
-        limits.pending += 1
-        limits.started(100.0 + i)  # one a second, each alone
-    limits.pending = 1000
-    limits.shed("queue_time", 200.0, 200.0)
-    assert not limits.refuse_early(200.0)
