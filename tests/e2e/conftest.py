@@ -12,8 +12,4 @@ from tests.integration.test_tracing import Receiver
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     """An OTLP/HTTP trace receiver (the REST tracing tests' own) for a module's server to export to."""
-    r = Receiver()
-    r.thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    yield from Receiver.running()

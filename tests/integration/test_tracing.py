@@ -94,6 +94,15 @@ class Receiver:
                             )
                         )
 
+    @classmethod
+    def running(cls) -> Iterator[Receiver]:
+        """A started receiver, shut down after the ``yield`` (the body of the fixtures that share it)."""
+        r = cls()
+        r.thread.start()
+        yield r
+        r.server.shutdown()
+        r.server.server_close()
+
     def trace(self, trace_id: str) -> list[Span]:
         with self.lock:
             return [s for s in self.spans if s.trace_id == trace_id]
@@ -129,11 +138,7 @@ def children(spans: list[Span], parent: Span) -> list[Span]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    yield from Receiver.running()
 
 
 @pytest.fixture
