@@ -183,14 +183,20 @@ class Predictor:
             try:
                 if not inst.user_id:
                     raise UnknownUser("no user id")
-                store, tier = await self.features.get(inst.user_id)
+                with tracing.span("features") as span:
+                    store, tier = await self.features.get(inst.user_id)
+                    if span is not tracing.NOOP:
+                        span.set_attributes(self.features.lookup_attributes(tier))
             except UnknownUser:
                 raise UnknownUser(  # as predict_instances names it
                     "unknown user(s) in 1 instance(s)",
                     [{"loc": [*loc, 0, "user_id"], "msg": "unknown user", "type": "unknown_user"}],
                 ) from None
             row = {**store, **row}
-        answer = _answer_one(model, row)
+        with tracing.span("inference") as span:  # the same children as predict and predict_instances
+            answer = _answer_one(model, row)
+            span.set_attribute("modelserve.model_version", model.version)
+            span.set_attribute("modelserve.rows", 1)
         request_id = inst.request_id or new_request_id()
         return self._done(_record_one(inst, request_id, model, variant, row, tier, answer, t0), model)
 

@@ -26,6 +26,7 @@ from werkzeug import Request, Response
 
 from app.main import create_app
 from app.telemetry import tracing
+from tests.integration.test_v2 import v2_inputs
 from tests.support.redis_server import RedisServer
 from tests.support.workspace import Workspace, manifest, sample, serving
 
@@ -326,6 +327,20 @@ class TestSpanTrees:
         assert server.parent == ""
         assert server.trace_id != INCOMING_TRACE
         assert any(s.name == "GET unmatched" for s in otel_env.spans)
+
+    def test_one_row_v2_infer_has_the_predict_children(self, trained: Workspace, otel_env: Receiver) -> None:
+        """A one-row V2 infer (answered on its own short path) has decode, features and inference children."""
+        m = manifest(trained, "production")
+        body = {"inputs": v2_inputs(m, [sample(trained, "production")["request"]])}
+        with serving(create_app(trained.settings())) as client:
+            r = client.post("/v2/models/modelserve/infer", json=body, headers={"traceparent": INCOMING})
+            assert r.status_code == 200, r.text
+            spans = flushed(otel_env, INCOMING_TRACE, "POST /v2/models/{name}/infer")
+        server = one(spans, "POST /v2/models/{name}/infer")
+        assert [s.name for s in children(spans, server)] == ["decode", "features", "inference"]
+        inference = one(spans, "inference")
+        assert inference.attributes["modelserve.rows"] == 1
+        assert inference.attributes["modelserve.model_version"] == r.json()["model_version"]
 
     def test_unsampled_caller_means_no_spans(self, trained: Workspace, otel_env: Receiver) -> None:
         """Parent-based sampling: a traceparent with the sampled flag off exports nothing of that trace."""
