@@ -11,10 +11,15 @@ what Triton's clients send: no Content-Type at all, and
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope
 
 from app.errors import PayloadTooLarge, UnsupportedMediaType
 
 OCTET_STREAM = "application/octet-stream"
+_CONTENT_TYPE = b"content-type"
+_CONTENT_LENGTH = b"content-length"
+_JSON = b"application/json"
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -22,6 +27,16 @@ def _too_large(limit: int) -> PayloadTooLarge:
         f"request body larger than {limit} bytes",
         [{"loc": ["body"], "msg": f"body exceeds {limit} bytes", "type": "body_too_large"}],
     )
+
+
+def _check_declared(length: str | bytes, limit: int) -> None:
+    """413 when the declared Content-Length is over ``limit`` (or not a number: it cannot be trusted)."""
+    try:
+        declared = int(length)
+    except ValueError:
+        declared = limit + 1
+    if declared > limit:
+        raise _too_large(limit)
 
 
 def is_json_media_type(content_type: str) -> bool:
@@ -35,7 +50,11 @@ def is_json_media_type(content_type: str) -> bool:
 
 def check_content_type(request: Request, *, missing_ok: bool = False, binary: bool = False) -> None:
     """415 unless the body is declared as JSON (or binary, or undeclared, where the route allows it)."""
-    ctype = request.headers.get("content-type")
+    check_media_type(request.headers.get("content-type"), missing_ok=missing_ok, binary=binary)
+
+
+def check_media_type(ctype: str | None, *, missing_ok: bool = False, binary: bool = False) -> None:
+    """``check_content_type`` of a Content-Type value (None: the header is absent)."""
     if ctype is None:
         if missing_ok:
             return
@@ -57,12 +76,7 @@ async def read_json_body(request: Request, limit: int, *, missing_ok: bool = Fal
     check_content_type(request, missing_ok=missing_ok, binary=binary)
     length = request.headers.get("content-length")
     if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            declared = limit + 1
-        if declared > limit:
-            raise _too_large(limit)
+        _check_declared(length, limit)
         return await request.body()
     # Chunked: stream and stop as soon as the limit is passed.
     chunks = []
@@ -73,3 +87,50 @@ async def read_json_body(request: Request, limit: int, *, missing_ok: bool = Fal
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def receive_json_body(
+    scope: Scope,
+    receive: Receive,
+    limit: int,
+    ctype: bytes | None,
+    length: bytes | None,
+    *,
+    missing_ok: bool = False,
+    binary: bool = False,
+) -> bytes:
+    """``read_json_body`` straight from ASGI: the same checks, errors and order, without a ``Request``.
+
+    ``ctype`` and ``length`` are the request's first Content-Type and
+    Content-Length values (None when absent), which the caller has read in its
+    one pass over the headers. The body is read from ``receive`` as
+    ``Request.stream`` reads it (``ClientDisconnect`` when the client has gone).
+    """
+    if ctype != _JSON:  # the common case needs no decoding
+        check_media_type(None if ctype is None else ctype.decode("latin-1"), missing_ok=missing_ok, binary=binary)
+    if length is not None:
+        _check_declared(length, limit)
+    message = await receive()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if not message.get("more_body", False):
+                if not chunks:  # one message: the whole body, no join
+                    if len(chunk) > limit:
+                        raise _too_large(limit)
+                    return chunk
+                chunks.append(chunk)
+                break
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        message = await receive()
+    body = b"".join(chunks)
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body

@@ -22,10 +22,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.body import read_json_body
+from app.api.body import receive_json_body
 from app.api.errors import error_response
 from app.container import Container
 from app.errors import ModelServeError, NotReady
@@ -40,6 +39,9 @@ _V2_PREFIX = "/v2/models/"
 _INFER = "/infer"
 _VERSIONS = "/versions/"
 _JSON = b"application/json"
+_CONTENT_TYPE = b"content-type"
+_CONTENT_LENGTH = b"content-length"
+_BINARY_HEADER = BINARY_HEADER.encode()
 
 
 class PredictionRoutes:
@@ -82,7 +84,8 @@ class PredictionRoutes:
     async def _predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             predictor = self._predictor()
-            body = await read_json_body(Request(scope, receive), self.c.settings.max_body_bytes)
+            ctype, length, _ = _headers(scope)
+            body = await receive_json_body(scope, receive, self.c.settings.max_body_bytes, ctype, length)
             record = await predictor.predict(body)
         except ModelServeError as exc:
             await self._error(exc, None, scope, receive, send)
@@ -92,7 +95,8 @@ class PredictionRoutes:
     async def _batch(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             predictor = self._predictor()
-            body = await read_json_body(Request(scope, receive), self.c.settings.batch_max_body_bytes)
+            ctype, length, _ = _headers(scope)
+            body = await receive_json_body(scope, receive, self.c.settings.batch_max_body_bytes, ctype, length)
             records = await predictor.predict_batch(body)
         except ModelServeError as exc:
             await self._error(exc, None, scope, receive, send)
@@ -104,11 +108,12 @@ class PredictionRoutes:
         try:
             predictor = self._predictor()
             target = self.c.v2.resolve(name, version)
-            header = _header(scope, BINARY_HEADER.encode())
-            request = Request(scope, receive)
+            ctype, length, header = _headers(scope)
             limit = self.c.settings.batch_max_body_bytes
-            body = await read_json_body(request, limit, missing_ok=True, binary=header is not None)
-            header_length = binary_header_length(header)
+            body = await receive_json_body(
+                scope, receive, limit, ctype, length, missing_ok=True, binary=header is not None
+            )
+            header_length = None if header is None else binary_header_length(header.decode("latin-1"))
             response = await self.c.v2.infer(predictor, target, body, header_length)
         except ModelServeError as exc:
             await self._error(exc, 400 if exc.status_code == 422 else None, scope, receive, send)
@@ -134,11 +139,19 @@ def _v2_target(path: str) -> tuple[str, str | None] | None:
     return name, version
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The first Content-Type, Content-Length and Inference-Header-Content-Length values, in one pass."""
+    ctype = length = binary = None
     for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+        if key == _CONTENT_TYPE:
+            if ctype is None:
+                ctype = value
+        elif key == _CONTENT_LENGTH:
+            if length is None:
+                length = value
+        elif key == _BINARY_HEADER and binary is None:
+            binary = value
+    return ctype, length, binary
 
 
 async def _send_json(send: Send, body: bytes, model_version: str) -> None:
