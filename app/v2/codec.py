@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from app.errors import COLLECT_LIMIT, ValidationFailed, clip
 from app.model.decoder import Decoded, Decoder
@@ -111,6 +112,88 @@ def read_columns(
     if errors:
         raise failed(errors)
     return columns, n
+
+
+_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
+_OUTPUT_KEYS = frozenset({"name", "parameters"})
+MAX_ID = 100
+_SHAPE_1 = [1]
+_BYTES = ("BYTES",)
+_BIG = 2.0**63
+"""orjson reads an integer beyond 64 bits as a float, pydantic as an int: such values take the general path."""
+"""Longest request ``id`` (``InferRequest``): with ``:row`` appended it still fits a request id."""
+
+
+def one_row_json(
+    body: bytes, features: Mapping[str, tuple[str, ...]], needs_user: bool
+) -> tuple[InferRequest, dict[str, list[Any]]] | None:
+    """(the request, one column per input) of a plain one-row JSON request, else None.
+
+    The common request read in one pass: a JSON object of ``id``,
+    ``parameters``, ``inputs`` and ``outputs`` only, every input exactly
+    ``name``, ``shape`` (``[1]`` or ``[1, 1]``), an accepted ``datatype`` and
+    one flat value of ``data``, each input the model takes given once.
+    Whatever ``parse_request`` and ``read_columns`` would accept and read the
+    same way; anything else (another shape, input ``parameters``, binary data,
+    a number orjson reads differently, a problem to name) is None, and those
+    two decide, so answers and errors stay theirs. JSON has no NaN, so there
+    is nothing for ``nan_as_missing``.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict or not doc.keys() <= _REQUEST_KEYS:
+        return None
+    inputs = doc.get("inputs")
+    if type(inputs) is not list or not inputs or len(inputs) != len(features) + needs_user:
+        return None
+    if "id" in doc:
+        rid = doc["id"]
+        if type(rid) is not str or not 0 < len(rid) <= MAX_ID:
+            return None
+    if "parameters" in doc and type(doc["parameters"]) is not dict:
+        return None
+    if "outputs" in doc and not _plain_outputs(doc["outputs"]):
+        return None
+    columns: dict[str, list[Any]] = {}
+    for inp in inputs:
+        if type(inp) is not dict or inp.keys() != _INPUT_KEYS:
+            return None
+        name, data = inp["name"], inp["data"]
+        if type(name) is not str or name in columns or type(data) is not list or len(data) != 1:
+            return None
+        accepted = _BYTES if name == USER_ID and needs_user else features.get(name)
+        if accepted is None or inp["datatype"] not in accepted:
+            return None
+        shape = inp["shape"]
+        if (shape != _SHAPE_1 or type(shape[0]) is not int) and not _one(shape):
+            return None
+        value = data[0]
+        if isinstance(value, _CONTAINERS) or (type(value) is float and not -_BIG < value < _BIG):
+            return None
+        columns[name] = data
+    return doc, columns  # type: ignore[return-value]  # checked above as parse_request would
+
+
+def _one(shape: Any) -> bool:
+    """Whether ``shape`` is ``[1]`` or ``[1, 1]`` (JSON ints: ``true`` equals 1 but is no int)."""
+    if type(shape) is not list or not 0 < len(shape) < 3:
+        return False
+    return all(type(d) is int and d == 1 for d in shape)
+
+
+def _plain_outputs(outputs: Any) -> bool:
+    """Whether ``outputs`` is a list of ``{"name": str, "parameters"?: object}`` (as ``InferOutput``)."""
+    if type(outputs) is not list:
+        return False
+    for out in outputs:
+        if type(out) is not dict or "name" not in out or not out.keys() <= _OUTPUT_KEYS:
+            return False
+        if type(out["name"]) is not str or ("parameters" in out and type(out["parameters"]) is not dict):
+            return False
+    return True
 
 
 def column(inp: InferInput, accepted: tuple[str, ...], raw: bytes | None, errors: Errors) -> list[Any] | None:

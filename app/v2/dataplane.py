@@ -51,14 +51,14 @@ Errors are ``ValidationFailed`` (the route answers 400, the protocol's status),
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.errors import ModelNotFound, NotReady, UnknownUser, clip
+from app.model.decoder import Decoded
 from app.model.pool import LoadedModel, ModelPool
 from app.predictor import Predictor, new_request_id
 from app.telemetry import tracing
-from app.v2.codec import decode_rows, read_columns, user_row_loc
+from app.v2.codec import decode_rows, one_row_json, read_columns, user_row_loc
 from app.v2.types import (
     DATATYPES,
     MODEL_NAME,
@@ -71,9 +71,8 @@ from app.v2.types import (
 )
 
 
-@dataclass(frozen=True)
-class Target:
-    """What a ``/v2/models/{name}[/versions/{v}]`` path names."""
+class Target(NamedTuple):
+    """What a ``/v2/models/{name}[/versions/{v}]`` path names (a named tuple: one is built per request)."""
 
     name: str
     model: LoadedModel
@@ -156,6 +155,17 @@ class V2Service:
         self, predictor: Predictor, target: Target, body: bytes, header_length: int | None = None
     ) -> dict[str, Any]:
         """The V2 response for a request body (JSON, or JSON + binary tensors)."""
+        if header_length is None:  # the common request first: one row of JSON tensors, read in one pass
+            model = target.model
+            features, expected, _ = self._expected_inputs(model)
+            plain = one_row_json(body, features, len(expected) > len(features))
+            if plain is not None:
+                request, columns = plain
+                types, wanted = self._outputs_asked(request, model)
+                request_id = request.get("id") or new_request_id()
+                with tracing.span("decode"):
+                    instances = decode_rows(model.decoder, columns, 1, request_id, features)
+                return await self._answer(predictor, target, instances, request_id, types, wanted)
         return await self.infer_request(predictor, target, parse_request(body, header_length), body, header_length)
 
     async def infer_request(
@@ -173,8 +183,7 @@ class V2Service:
         runs once the rows are decoded, just before the model does (a deadline check).
         """
         model = target.model
-        types, available = self._output_types(model)
-        wanted = requested_outputs(request, available) if "outputs" in request else available
+        types, wanted = self._outputs_asked(request, model)
         request_id = request.get("id") or new_request_id()
         features, expected, nullable = self._expected_inputs(model)
         with tracing.span("decode"):
@@ -182,6 +191,25 @@ class V2Service:
             instances = decode_rows(model.decoder, columns, n, request_id, features)
         if before_inference is not None:
             before_inference()
+        return await self._answer(predictor, target, instances, request_id, types, wanted)
+
+    def _outputs_asked(self, request: InferRequest, model: LoadedModel) -> tuple[dict[str, str], tuple[str, ...]]:
+        """(datatype per output, the outputs to answer in order): those the request names, else all."""
+        types, available = self._output_types(model)
+        return types, requested_outputs(request, available) if "outputs" in request else available
+
+    async def _answer(
+        self,
+        predictor: Predictor,
+        target: Target,
+        instances: list[Decoded],
+        request_id: str,
+        types: dict[str, str],
+        wanted: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """Infer the decoded rows and answer the outputs ``wanted``."""
+        model = target.model
+        n = len(instances)
         pinned = model if target.pinned else None
         try:
             if n == 1:  # the common request: one row, answered as directly as /predict answers it

@@ -13,7 +13,16 @@ import pytest
 from app.errors import ValidationFailed
 from app.model.decoder import Decoder
 from app.model.manifest import Manifest
-from app.v2.codec import column, decode_rows, failed, from_binary, read_columns, row_loc, user_row_loc
+from app.v2.codec import (
+    column,
+    decode_rows,
+    failed,
+    from_binary,
+    one_row_json,
+    read_columns,
+    row_loc,
+    user_row_loc,
+)
 from app.v2.types import DATATYPES, parse_request, requested_outputs
 
 FEATURES = {"amount": ("FP32", "FP64"), "visits": DATATYPES["int"], "device": ("BYTES",), "new": ("BOOL",)}
@@ -256,6 +265,114 @@ class TestReadColumns:
         assert problems(lambda: read(self.inputs(3), max_batch=2)) == [
             {"loc": ["body", "inputs"], "msg": "batch of 3 over 2", "type": "batch_size"}
         ]
+
+
+def one_row() -> dict[str, Any]:
+    return {
+        "inputs": [
+            tensor("user_id", "BYTES", ["u1"]),
+            tensor("amount", "FP32", [1.5]),
+            tensor("visits", "INT64", [3]),
+            tensor("device", "BYTES", ["ios"]),
+            tensor("new", "BOOL", [None]),
+        ]
+    }
+
+
+def variant(change: Any) -> bytes:
+    doc = one_row()
+    change(doc)
+    return orjson.dumps(doc)
+
+
+def set_input(i: int, **fields: Any) -> Any:
+    return lambda doc: doc["inputs"][i].update(fields)
+
+
+class TestOneRowJson:
+    """The one-pass reader of the common request agrees with ``parse_request`` + ``read_columns`` or stands aside."""
+
+    def general(self, body: bytes) -> tuple[Any, Any]:
+        """What the general path makes of ``body``: (request, columns), or the errors it answers."""
+        try:
+            request = parse_request(body, None)
+            return request, read_columns(request, body, None, FEATURES, EXPECTED, 100)[0]
+        except ValidationFailed as exc:
+            return None, exc.detail
+
+    def test_plain_request_read_as_the_general_path_reads_it(self):
+        """A plain one-row request gives the same request and columns, values of every datatype as sent."""
+        body = variant(lambda doc: doc.update(id="r-1", parameters={"x": 1}, outputs=[{"name": "label"}]))
+        got = one_row_json(body, FEATURES, True)
+        assert got is not None
+        assert got == self.general(body)
+        assert got[1] == {"user_id": ["u1"], "amount": [1.5], "visits": [3], "device": ["ios"], "new": [None]}
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            set_input(1, shape=[1, 1]),  # [N, 1] with flat data
+            set_input(2, datatype="UINT8"),  # any accepted integer datatype
+            set_input(1, data=[3]),  # an int for a float
+            lambda doc: doc["inputs"].reverse(),  # any input order
+        ],
+    )
+    def test_other_plain_forms_agree(self, change):
+        """Other forms the reader takes: the same request and columns as the general path."""
+        body = variant(change)
+        got = one_row_json(body, FEATURES, True)
+        assert got is not None
+        assert got == self.general(body)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            variant(set_input(1, shape=[True])),  # true equals 1 but is no int
+            variant(set_input(1, shape=[1.0])),
+            variant(set_input(1, shape=[2], data=[1.0, 2.0])),
+            variant(set_input(1, shape=[1, 1], data=[[1.5]])),  # nested: the general path unwraps it
+            variant(set_input(1, data=[[1.5]])),
+            variant(set_input(1, data=[])),
+            variant(set_input(1, datatype="INT64")),
+            variant(set_input(1, parameters={"binary_data_size": 4})),
+            variant(set_input(1, parameters={})),
+            variant(set_input(1, name="amount2")),
+            variant(set_input(1, name="visits")),  # duplicate
+            variant(set_input(0, datatype="FP32")),
+            variant(lambda doc: doc["inputs"].pop()),  # missing
+            variant(lambda doc: doc["inputs"].append(tensor("extra", "FP32", [1.0]))),
+            variant(lambda doc: doc.update(id="")),
+            variant(lambda doc: doc.update(id="x" * 101)),
+            variant(lambda doc: doc.update(id=None)),
+            variant(lambda doc: doc.update(id=7)),
+            variant(lambda doc: doc.update(parameters=[])),
+            variant(lambda doc: doc.update(outputs=[{"name": 1}])),
+            variant(lambda doc: doc.update(outputs=[{"name": "label", "extra": 1}])),
+            variant(lambda doc: doc.update(outputs={})),
+            variant(lambda doc: doc.update(other=1)),
+            variant(lambda doc: doc.update(inputs=[])),
+            variant(lambda doc: doc["inputs"][0].pop("shape")),
+            # beyond 64 bits: orjson reads a float where pydantic reads an int
+            variant(set_input(1, data=["<>"])).replace(b'"<>"', b"18446744073709551616"),
+            variant(set_input(1, shape=["<>"])).replace(b'"<>"', b"18446744073709551616"),
+            variant(set_input(1, data=["<>"])).replace(b'"<>"', b"1e400"),  # orjson refuses, pydantic reads inf
+            variant(set_input(1, data=["<>"])).replace(b'"<>"', b"NaN"),
+            b"[]",
+            b"",
+            b"{",
+        ],
+    )
+    def test_anything_else_left_to_the_general_path(self, body):
+        """Every other form, valid or not, is None: the general path reads it or names what is wrong."""
+        assert one_row_json(body, FEATURES, True) is None
+
+    def test_user_id_only_where_the_model_takes_it(self):
+        """Without store features a ``user_id`` input is not the common request."""
+        doc = one_row()
+        assert one_row_json(orjson.dumps(doc), FEATURES, False) is None
+        doc["inputs"].pop(0)
+        got = one_row_json(orjson.dumps(doc), FEATURES, False)
+        assert got == (doc, {i["name"]: i["data"] for i in doc["inputs"]})
 
 
 class TestRows:
