@@ -153,6 +153,18 @@ class TestSkew:
         rows = [{**table[b["user_id"]], **b["features"]} for b in bodies]
         assert feed_matches_frame(runtime, rows, model_frame(rows)) == []
 
+    @pytest.mark.parametrize("version", VERSIONS)
+    def test_one_row_feed_matches_batch_feed(self, trained, table, bodies, version):
+        """A single row's tensors (built on their own short path) equal that row's in a batch's tensors."""
+        manifest = Repository(trained.models_dir).verify(version)
+        runtime = OnnxModel.from_manifest(trained.models_dir / version / "model.onnx", manifest)
+        rows = [{**table[b["user_id"]], **b["features"]} for b in bodies]
+        batch = runtime.feeds(rows)
+        for i, row in enumerate(rows):
+            for col, one in runtime.feeds([row]).items():
+                assert one.shape == (1, 1) and one.dtype == batch[col].dtype, col
+                assert np.array_equal(one[0], batch[col][i], equal_nan=one.dtype != object), (i, col)
+
     def test_sample_row_resolves_from_request(self, trained, table):
         """The manifest sample's request resolves, through the feature table, to its recorded row."""
         sample = manifest(trained)["sample"]
