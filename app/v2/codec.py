@@ -114,67 +114,84 @@ def read_columns(
     return columns, n
 
 
-_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
-_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
+_ENVELOPE_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _OUTPUT_KEYS = frozenset({"name", "parameters"})
 MAX_ID = 100
+"""Longest request ``id`` (``InferRequest``): with ``:row`` appended it still fits a request id."""
 _SHAPE_1 = [1]
 _BYTES = ("BYTES",)
 _BIG = 2.0**63
+NO_USER: Any = object()
+"""The request has no ``user_id`` input (not the same as one whose value is null)."""
 """orjson reads an integer beyond 64 bits as a float, pydantic as an int: such values take the general path."""
-"""Longest request ``id`` (``InferRequest``): with ``:row`` appended it still fits a request id."""
 
 
 def one_row_json(
     body: bytes, features: Mapping[str, tuple[str, ...]], needs_user: bool
-) -> tuple[InferRequest, dict[str, list[Any]]] | None:
-    """(the request, one column per input) of a plain one-row JSON request, else None.
+) -> tuple[InferRequest, dict[str, Any], Any] | None:
+    """(the request, each feature's value, the ``user_id`` value) of a plain one-row JSON request, else None.
 
     The common request read in one pass: a JSON object of ``id``,
     ``parameters``, ``inputs`` and ``outputs`` only, every input exactly
     ``name``, ``shape`` (``[1]`` or ``[1, 1]``), an accepted ``datatype`` and
-    one flat value of ``data``, each input the model takes given once.
-    Whatever ``parse_request`` and ``read_columns`` would accept and read the
-    same way; anything else (another shape, input ``parameters``, binary data,
-    a number orjson reads differently, a problem to name) is None, and those
-    two decide, so answers and errors stay theirs. JSON has no NaN, so there
-    is nothing for ``nan_as_missing``.
+    one flat value of ``data``, each input the model takes given once (the
+    user id only when it takes one; ``NO_USER`` for it otherwise). Whatever
+    ``parse_request`` and ``read_columns`` would accept and read the same way;
+    anything else (another shape, input ``parameters``, binary data, a number
+    orjson reads differently, a problem to name) is None, and those two
+    decide, so answers and errors stay theirs. JSON has no NaN, so there is
+    nothing for ``nan_as_missing``.
     """
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if type(doc) is not dict or not doc.keys() <= _REQUEST_KEYS:
+    if type(doc) is not dict:
         return None
     inputs = doc.get("inputs")
     if type(inputs) is not list or not inputs or len(inputs) != len(features) + needs_user:
         return None
-    if "id" in doc:
-        rid = doc["id"]
-        if type(rid) is not str or not 0 < len(rid) <= MAX_ID:
-            return None
-    if "parameters" in doc and type(doc["parameters"]) is not dict:
+    if len(doc) > 1 and not _plain_envelope(doc):
         return None
-    if "outputs" in doc and not _plain_outputs(doc["outputs"]):
-        return None
-    columns: dict[str, list[Any]] = {}
+    values: dict[str, Any] = {}
+    user: Any = NO_USER
     for inp in inputs:
-        if type(inp) is not dict or inp.keys() != _INPUT_KEYS:
+        if type(inp) is not dict or len(inp) != 4:
             return None
-        name, data = inp["name"], inp["data"]
-        if type(name) is not str or name in columns or type(data) is not list or len(data) != 1:
+        try:  # four keys, these four: nothing else (``parameters``) is there
+            name, datatype, shape, data = inp["name"], inp["datatype"], inp["shape"], inp["data"]
+        except KeyError:
             return None
-        accepted = _BYTES if name == USER_ID and needs_user else features.get(name)
-        if accepted is None or inp["datatype"] not in accepted:
+        if type(name) is not str or type(data) is not list or len(data) != 1:
             return None
-        shape = inp["shape"]
         if (shape != _SHAPE_1 or type(shape[0]) is not int) and not _one(shape):
             return None
         value = data[0]
         if isinstance(value, _CONTAINERS) or (type(value) is float and not -_BIG < value < _BIG):
             return None
-        columns[name] = data
-    return doc, columns  # type: ignore[return-value]  # checked above as parse_request would
+        if name == USER_ID and needs_user:
+            if user is not NO_USER or datatype not in _BYTES:
+                return None
+            user = value
+            continue
+        accepted = features.get(name)
+        if accepted is None or datatype not in accepted or name in values:
+            return None
+        values[name] = value
+    return doc, values, user  # type: ignore[return-value]  # checked above as parse_request would
+
+
+def _plain_envelope(doc: dict[str, Any]) -> bool:
+    """Whether the request's other members are as ``InferRequest`` has them (``inputs`` is checked apart)."""
+    if not doc.keys() <= _ENVELOPE_KEYS:
+        return False
+    if "id" in doc:
+        rid = doc["id"]
+        if type(rid) is not str or not 0 < len(rid) <= MAX_ID:
+            return False
+    if "parameters" in doc and type(doc["parameters"]) is not dict:
+        return False
+    return "outputs" not in doc or _plain_outputs(doc["outputs"])
 
 
 def _one(shape: Any) -> bool:
@@ -294,13 +311,8 @@ def decode_rows(
     """One decoded instance per row (request id ``id:i`` for row ``i`` of a batch), or every row's errors."""
     users = columns.get(USER_ID)
     if n == 1:  # one row: no per-row loop and naming
-        one: dict[str, Any] = {"features": {name: columns[name][0] for name in features}, "request_id": request_id}
-        if users is not None:
-            one["user_id"] = users[0]
-        try:
-            return [decoder.validate_python(one)]
-        except ValidationFailed as exc:
-            raise failed([{**d, "loc": row_loc(d["loc"], 0)} for d in exc.detail]) from None
+        values = {name: columns[name][0] for name in features}
+        return [decode_one(decoder, values, request_id, NO_USER if users is None else users[0])]
     feature_columns = [(name, columns[name]) for name in features]
     instances: list[Decoded] = []
     errors: Errors = []
@@ -318,6 +330,20 @@ def decode_rows(
     if errors:
         raise failed(errors)
     return instances
+
+
+def decode_one(decoder: Decoder, features: dict[str, Any], request_id: str, user: Any = NO_USER) -> Decoded:
+    """The one row of a request (feature values by name, the ``user_id`` input's value if any), or its errors.
+
+    The decoder answers its features in the manifest's order, whatever order they come in.
+    """
+    one: dict[str, Any] = {"features": features, "request_id": request_id}
+    if user is not NO_USER:
+        one["user_id"] = user
+    try:
+        return decoder.validate_python(one)
+    except ValidationFailed as exc:
+        raise failed([{**d, "loc": row_loc(d["loc"], 0)} for d in exc.detail]) from None
 
 
 def input_error(name: str, part: str | None, msg: str, kind: str) -> dict[str, Any]:

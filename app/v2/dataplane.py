@@ -50,15 +50,15 @@ Errors are ``ValidationFailed`` (the route answers 400, the protocol's status),
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from app.errors import ModelNotFound, NotReady, UnknownUser, clip
 from app.model.decoder import Decoded
 from app.model.pool import LoadedModel, ModelPool
-from app.predictor import Predictor, new_request_id
+from app.predictor import PredictionRecord, Predictor, new_request_id
 from app.telemetry import tracing
-from app.v2.codec import decode_rows, one_row_json, read_columns, user_row_loc
+from app.v2.codec import decode_one, decode_rows, one_row_json, read_columns, user_row_loc
 from app.v2.types import (
     DATATYPES,
     MODEL_NAME,
@@ -79,7 +79,6 @@ class Target(NamedTuple):
     """The model answering metadata (the primary when routed)."""
     pinned: bool
     """False: route per instance like /predict; True: always ``model``."""
-    versions: list[str]
 
 
 class V2Service:
@@ -98,17 +97,22 @@ class V2Service:
         self.aliases = aliases or (lambda: self.pool.by_alias)
         self._inputs: dict[str, tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]] = {}
         self._types: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {}
+        self._routed: Target | None = None
+        """The last ``modelserve`` target without a version: the same until the primary model changes."""
 
     # --- names --------------------------------------------------------------
     def resolve(self, name: str, version: str | None) -> Target:
         if name == MODEL_NAME:
             model = self.pool.get(self.primary_alias)  # NotReady while starting
             if version is None:
-                return Target(name, model, False, sorted(self.pool.by_version))
+                routed = self._routed
+                if routed is None or routed.model is not model:
+                    routed = self._routed = Target(name, model, False)
+                return routed
             pinned = self.pool.by_version.get(version)
             if pinned is None:
                 raise ModelNotFound(f"model {name!r} has no loaded version {clip(version)!r}", _loc("version", version))
-            return Target(name, pinned, True, sorted(self.pool.by_version))
+            return Target(name, pinned, True)
         loaded = self.aliases()
         aliased = loaded.get(name)
         if aliased is None:
@@ -122,7 +126,7 @@ class V2Service:
             raise ModelNotFound(
                 f"model {name!r} serves version {aliased.version!r}, not {clip(version)!r}", _loc("version", version)
             )
-        return Target(name, aliased, True, [aliased.version])
+        return Target(name, aliased, True)
 
     def metadata(self, target: Target) -> dict[str, Any]:
         manifest = target.model.manifest
@@ -133,7 +137,8 @@ class V2Service:
         ]
         return {
             "name": target.name,
-            "versions": target.versions,
+            # Under ``modelserve`` every loaded version, under an alias the one it points at.
+            "versions": sorted(self.pool.by_version) if target.name == MODEL_NAME else [target.model.version],
             "platform": PLATFORM,
             "inputs": inputs,
             "outputs": [
@@ -160,12 +165,16 @@ class V2Service:
             features, expected, _ = self._expected_inputs(model)
             plain = one_row_json(body, features, len(expected) > len(features))
             if plain is not None:
-                request, columns = plain
+                request, values, user = plain
                 types, wanted = self._outputs_asked(request, model)
                 request_id = request.get("id") or new_request_id()
                 with tracing.span("decode"):
-                    instances = decode_rows(model.decoder, columns, 1, request_id, features)
-                return await self._answer(predictor, target, instances, request_id, types, wanted)
+                    instance = decode_one(model.decoder, values, request_id, user)
+                try:
+                    record = await predictor.predict_instance(instance, model if target.pinned else None)
+                except UnknownUser as exc:
+                    raise _unknown_users(exc) from None
+                return _one_answer(target.name, model, record, request_id, types, wanted)
         return await self.infer_request(predictor, target, parse_request(body, header_length), body, header_length)
 
     async def infer_request(
@@ -217,7 +226,9 @@ class V2Service:
             else:
                 records = await predictor.predict_instances(instances, pinned)
         except UnknownUser as exc:
-            raise UnknownUser(exc.message, [user_row_loc(d) for d in exc.detail]) from None
+            raise _unknown_users(exc) from None
+        if len(records) == 1:
+            return _one_answer(target.name, model, records[0], request_id, types, wanted)
         n = len(records)
         outputs = []
         for name in wanted:
@@ -259,6 +270,42 @@ class V2Service:
             known = features, [*([USER_ID] if model.needs_store else []), *features], nullable
             self._inputs[model.version] = known
         return known
+
+
+def _unknown_users(exc: UnknownUser) -> UnknownUser:
+    """The predictor's unknown-user error with each row named as the ``user_id`` input's."""
+    return UnknownUser(exc.message, [user_row_loc(d) for d in exc.detail])
+
+
+def _one_answer(
+    name: str,
+    model: LoadedModel,
+    record: PredictionRecord,
+    request_id: str,
+    types: dict[str, str],
+    wanted: Sequence[str],
+) -> dict[str, Any]:
+    """``_answer``'s response for one row: the same outputs, without a pass over a list of records per output."""
+    outputs = []
+    for output in wanted:
+        if output == "probability":
+            data: list[Any] = [record.probability]
+        elif output == "probabilities":
+            probabilities = list((record.probabilities or {}).values())
+            outputs.append(
+                {
+                    "name": output,
+                    "datatype": types[output],
+                    "shape": [1, len(model.answers.keys)],
+                    "data": probabilities,
+                    "parameters": {"classes": model.answers.classes},
+                }
+            )
+            continue
+        else:  # label, prediction
+            data = [record.prediction]
+        outputs.append({"name": output, "datatype": types[output], "shape": [1], "data": data})
+    return {"model_name": name, "model_version": record.model_version, "id": request_id, "outputs": outputs}
 
 
 def _outputs(model: LoadedModel) -> dict[str, str]:
