@@ -81,6 +81,20 @@ class Target(NamedTuple):
     """False: route per instance like /predict; True: always ``model``."""
 
 
+class _Plan(NamedTuple):
+    """A version's V2 inputs and outputs."""
+
+    features: dict[str, tuple[str, ...]]
+    """Accepted datatypes per request feature."""
+    inputs: list[str]
+    """Every input the model takes (``user_id`` first when it needs one)."""
+    nullable: frozenset[str]
+    types: dict[str, str]
+    """Datatype per output."""
+    outputs: tuple[str, ...]
+    """The output names in answer order."""
+
+
 class V2Service:
     def __init__(
         self,
@@ -95,8 +109,7 @@ class V2Service:
         self.primary_alias = primary_alias
         self.max_batch = max_batch
         self.aliases = aliases or (lambda: self.pool.by_alias)
-        self._inputs: dict[str, tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]] = {}
-        self._types: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {}
+        self._plans: dict[str, _Plan] = {}
         self._routed: Target | None = None
         """The last ``modelserve`` target without a version: the same until the primary model changes."""
 
@@ -162,11 +175,11 @@ class V2Service:
         """The V2 response for a request body (JSON, or JSON + binary tensors)."""
         if header_length is None:  # the common request first: one row of JSON tensors, read in one pass
             model = target.model
-            features, expected, _ = self._expected_inputs(model)
-            plain = one_row_json(body, features, len(expected) > len(features))
+            plan = self._plans.get(model.version) or self._plan(model)
+            plain = one_row_json(body, plan.features, model.needs_store)
             if plain is not None:
                 request, values, user = plain
-                types, wanted = self._outputs_asked(request, model)
+                wanted = requested_outputs(request, plan.outputs) if "outputs" in request else plan.outputs
                 request_id = request.get("id") or new_request_id()
                 with tracing.span("decode"):
                     instance = decode_one(model.decoder, values, request_id, user)
@@ -174,7 +187,7 @@ class V2Service:
                     record = await predictor.predict_instance(instance, model if target.pinned else None)
                 except UnknownUser as exc:
                     raise _unknown_users(exc) from None
-                return _one_answer(target.name, model, record, request_id, types, wanted)
+                return _one_answer(target.name, model, record, request_id, plan.types, wanted)
         return await self.infer_request(predictor, target, parse_request(body, header_length), body, header_length)
 
     async def infer_request(
@@ -192,20 +205,18 @@ class V2Service:
         runs once the rows are decoded, just before the model does (a deadline check).
         """
         model = target.model
-        types, wanted = self._outputs_asked(request, model)
+        plan = self._plans.get(model.version) or self._plan(model)
+        wanted = requested_outputs(request, plan.outputs) if "outputs" in request else plan.outputs
         request_id = request.get("id") or new_request_id()
-        features, expected, nullable = self._expected_inputs(model)
+        features = plan.features
         with tracing.span("decode"):
-            columns, n = read_columns(request, body, header_length, features, expected, self.max_batch, nullable)
+            columns, n = read_columns(
+                request, body, header_length, features, plan.inputs, self.max_batch, plan.nullable
+            )
             instances = decode_rows(model.decoder, columns, n, request_id, features)
         if before_inference is not None:
             before_inference()
-        return await self._answer(predictor, target, instances, request_id, types, wanted)
-
-    def _outputs_asked(self, request: InferRequest, model: LoadedModel) -> tuple[dict[str, str], tuple[str, ...]]:
-        """(datatype per output, the outputs to answer in order): those the request names, else all."""
-        types, available = self._output_types(model)
-        return types, requested_outputs(request, available) if "outputs" in request else available
+        return await self._answer(predictor, target, instances, request_id, plan.types, wanted)
 
     async def _answer(
         self,
@@ -252,24 +263,20 @@ class V2Service:
             "outputs": outputs,
         }
 
-    def _output_types(self, model: LoadedModel) -> tuple[dict[str, str], tuple[str, ...]]:
-        """(datatype per output, the output names in answer order), once per version."""
-        known = self._types.get(model.version)
-        if known is None:
-            types = _outputs(model)
-            known = self._types[model.version] = types, tuple(types)
-        return known
-
-    def _expected_inputs(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]:
-        """(accepted datatypes per request feature, input names, nullable features), once per version."""
-        known = self._inputs.get(model.version)
-        if known is None:
-            request = model.manifest.request_features
-            features = {f.name: DATATYPES[f.dtype] for f in request}
-            nullable = frozenset(f.name for f in request if f.nullable)
-            known = features, [*([USER_ID] if model.needs_store else []), *features], nullable
-            self._inputs[model.version] = known
-        return known
+    def _plan(self, model: LoadedModel) -> _Plan:
+        """What a version's requests and answers look like, worked out once per version."""
+        request = model.manifest.request_features
+        features = {f.name: DATATYPES[f.dtype] for f in request}
+        types = _outputs(model)
+        plan = _Plan(
+            features,
+            [*([USER_ID] if model.needs_store else []), *features],
+            frozenset(f.name for f in request if f.nullable),
+            types,
+            tuple(types),
+        )
+        self._plans[model.version] = plan
+        return plan
 
 
 def _unknown_users(exc: UnknownUser) -> UnknownUser:
