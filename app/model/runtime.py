@@ -25,7 +25,8 @@ from app.model.manifest import Feature, Manifest, Outputs
 
 NUMERIC = frozenset({"float", "int", "bool"})
 _ONE_FLOAT = np.zeros((1, 1), dtype=np.float32)
-"""Never written: each one-row feed is a copy of it."""
+_ONE_OBJECT = np.empty((1, 1), dtype=object)
+"""Never written, like ``_ONE_FLOAT``: each one-row feed is a copy of one of them."""
 _NAN = float("nan")
 
 
@@ -77,6 +78,8 @@ class OnnxModel:
         self.columns = [(f.name, f.dtype in NUMERIC) for f in features]
         if self.input_names != [name for name, _ in self.columns]:
             raise ArtifactError(f"{version}: model inputs {self.input_names} do not match the features")
+        self._binding = getattr(self.session, "_sess", None)
+        """The compiled session under onnxruntime's Python wrapper (see ``_session_run``)."""
         outs = [o.name for o in self.session.get_outputs()]
         self.task = task
         self._positive: int | None = None
@@ -123,15 +126,16 @@ class OnnxModel:
         if n == 1:  # the /predict case: skip the per-column list and reshape
             row = rows[0]
             for name, numeric in self.columns:
+                # A copy of a 1-by-1 array, then the value set in: a third less than np.array([[v]]), and the
+                # same tensor (float32; None, a nullable feature's missing value, is NaN either way).
+                value = row[name]
                 if numeric:
-                    # A copy of a 1-by-1 array, then the value cast in: half the cost of np.array([[v]]), same
-                    # float32 (None, a nullable feature's missing value, is NaN either way).
                     cell = _ONE_FLOAT.copy()
-                    value = row[name]
                     cell[0, 0] = _NAN if value is None else value
-                    out[name] = cell
                 else:
-                    out[name] = np.array([[row[name]]], dtype=object)
+                    cell = _ONE_OBJECT.copy()
+                    cell[0, 0] = value
+                out[name] = cell
             return out
         for name, numeric in self.columns:
             col = [row[name] for row in rows]
@@ -152,19 +156,32 @@ class OnnxModel:
                 out[name] = np.asarray(col, dtype=object).reshape(-1, 1)
         return out
 
+    def _session_run(self, feeds: dict[str, np.ndarray]) -> Any:
+        """The session's outputs for ``feeds``, straight from its binding when there is one.
+
+        ``InferenceSession.run`` checks the feed's names, OrtValue ownership and
+        graph capture on every call before it calls the binding: ~2 µs, a
+        twentieth of a one-row request. The feeds built here hold exactly the
+        model's inputs as numpy arrays (the constructor checked the names), and
+        the binding still refuses a missing or unknown input itself.
+        """
+        if self._binding is not None:
+            return self._binding.run(self._outputs, feeds, None)
+        return self.session.run(self._outputs, feeds)
+
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(labels [N], positive-class probabilities [N]); binary models only."""
         if self._positive is None:
             raise ArtifactError(f"{self.version}: a {self.task} model has no positive class; use scores()")
-        labels, probs = self.session.run(self._outputs, feeds)
+        labels, probs = self._session_run(feeds)
         return labels, probs[:, self._positive]
 
     def scores(self, feeds: dict[str, np.ndarray]) -> Scores:
         """Labels and the full probability matrix, or regression values, for any task."""
         if self.task == "regression":
-            (values,) = self.session.run(self._outputs, feeds)
+            (values,) = self._session_run(feeds)
             return Scores(values=np.asarray(values).reshape(-1))
-        labels, probs = self.session.run(self._outputs, feeds)
+        labels, probs = self._session_run(feeds)
         return Scores(labels=np.asarray(labels).reshape(-1), probabilities=np.asarray(probs))
 
     def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
