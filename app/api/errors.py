@@ -92,7 +92,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(err)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
+async def unexpected_error(request: Request, exc: Exception) -> Response:
     # Never leak internals (tokens, paths, Redis URLs) in a body; the log has the traceback.
     log.exception("unhandled error on %s", request.url.path)
     return error_response(ModelServeError("internal error"))
@@ -102,4 +102,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelServeError, _modelserve_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, unexpected_error)

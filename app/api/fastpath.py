@@ -10,22 +10,26 @@ falls through to them.
 The contract is theirs, step for step: readiness first (503 ``NotReady``
 with ``Retry-After``), then the content type (415) and size (413) checks of
 ``app.api.body``, then the predictor; errors go through ``error_response``
-(V2: 422 becomes 400); anything unexpected propagates to the app's handler
-for unexpected errors, as from a route. The answers carry the same headers
-(``content-type``, ``content-length``, ``x-model-version``) and bytes.
+(V2: 422 becomes 400); anything unexpected is answered by the app's handler
+for unexpected errors (500) and raised on, as from a route. The answers carry
+the same headers (``content-type``, ``content-length``, ``x-model-version``)
+and bytes. ``app.main.ServiceApp`` hands these requests to the service's own
+middleware in front of this one directly, past the framework's layers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.body import receive_json_body
-from app.api.errors import error_response
+from app.api.errors import error_response, unexpected_error
 from app.container import Container
 from app.errors import ModelServeError, NotReady
 from app.predictor import Predictor
@@ -43,6 +47,9 @@ _CONTENT_TYPE = b"content-type"
 _CONTENT_LENGTH = b"content-length"
 _BINARY_HEADER = BINARY_HEADER.encode()
 
+Answer = tuple[bytes, str] | Response
+"""A 200 answer's JSON body and ``x-model-version``, or an error's answer."""
+
 
 class PredictionRoutes:
     """Pure ASGI middleware answering the prediction endpoints; everything else goes to ``app``."""
@@ -59,20 +66,61 @@ class PredictionRoutes:
             path = scope["path"]
             if path == PREDICT:
                 scope["route"] = self.route[PREDICT]
-                await self._predict(scope, receive, send)
+                await self._answer(self._predict(scope, receive), scope, receive, send)
                 return
             if path == BATCH:
                 scope["route"] = self.route[BATCH]
-                await self._batch(scope, receive, send)
+                await self._answer(self._batch(scope, receive), scope, receive, send)
                 return
             if path.startswith(_V2_PREFIX) and path.endswith(_INFER):
                 target = _v2_target(path)
                 if target is not None:
-                    name, version = target
-                    scope["route"] = self.route[V2_INFER if version is None else V2_VERSION_INFER]
-                    await self._infer(scope, receive, send, name, version)
+                    scope["route"] = self.route[V2_INFER if target[1] is None else V2_VERSION_INFER]
+                    await self._answer(self._infer(scope, receive, *target), scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def answers(scope: Scope) -> bool:
+        """Whether this middleware answers the request itself (never hands it on to ``app``)."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        path = scope["path"]
+        if path in (PREDICT, BATCH):
+            return True
+        return path.startswith(_V2_PREFIX) and path.endswith(_INFER) and _v2_target(path) is not None
+
+    async def _answer(self, answer: Coroutine[Any, Any, Answer], scope: Scope, receive: Receive, send: Send) -> None:
+        """Send what ``answer`` comes to: a 200 JSON body, or an error's answer.
+
+        An unexpected error is answered as the app's handler for it answers one
+        (500, the one error shape), and then raised on, to be traced, counted
+        and logged by the server: what the framework's outermost layer does
+        for a route, done here so that a request the app hands straight to the
+        middleware in front of this one (``app.main.ServiceApp``) is answered
+        the same.
+        """
+        try:
+            result = await answer
+        except Exception as exc:
+            await (await unexpected_error(Request(scope), exc))(scope, receive, send)
+            raise
+        if isinstance(result, Response):
+            await result(scope, receive, send)
+            return
+        body, model_version = result
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"x-model-version", model_version.encode("latin-1")),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", _JSON),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     def _predictor(self) -> Predictor:
         c = self.c
@@ -81,30 +129,28 @@ class PredictionRoutes:
             raise NotReady("model not ready", retry_after=c.health.retry_after)
         return predictor
 
-    async def _predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _predict(self, scope: Scope, receive: Receive) -> Answer:
         try:
             predictor = self._predictor()
             ctype, length, _ = _headers(scope)
             body = await receive_json_body(scope, receive, self.c.settings.max_body_bytes, ctype, length)
             record = await predictor.predict(body)
         except ModelServeError as exc:
-            await self._error(exc, None, scope, receive, send)
-            return
-        await _send_json(send, orjson.dumps(record.response()), record.model_version)
+            return self._error(exc, None)
+        return orjson.dumps(record.response()), record.model_version
 
-    async def _batch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _batch(self, scope: Scope, receive: Receive) -> Answer:
         try:
             predictor = self._predictor()
             ctype, length, _ = _headers(scope)
             body = await receive_json_body(scope, receive, self.c.settings.batch_max_body_bytes, ctype, length)
             records = await predictor.predict_batch(body)
         except ModelServeError as exc:
-            await self._error(exc, None, scope, receive, send)
-            return
+            return self._error(exc, None)
         versions = ",".join(sorted({r.model_version for r in records}))
-        await _send_json(send, orjson.dumps({"predictions": [r.response() for r in records]}), versions)
+        return orjson.dumps({"predictions": [r.response() for r in records]}), versions
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> None:
+    async def _infer(self, scope: Scope, receive: Receive, name: str, version: str | None) -> Answer:
         try:
             predictor = self._predictor()
             target = self.c.v2.resolve(name, version)
@@ -116,14 +162,11 @@ class PredictionRoutes:
             header_length = None if header is None else binary_header_length(header.decode("latin-1"))
             response = await self.c.v2.infer(predictor, target, body, header_length)
         except ModelServeError as exc:
-            await self._error(exc, 400 if exc.status_code == 422 else None, scope, receive, send)
-            return
-        await _send_json(send, orjson.dumps(response), response["model_version"])
+            return self._error(exc, 400 if exc.status_code == 422 else None)
+        return orjson.dumps(response), response["model_version"]
 
-    async def _error(
-        self, exc: ModelServeError, status: int | None, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        await error_response(exc, status, self.c.settings.max_error_details)(scope, receive, send)
+    def _error(self, exc: ModelServeError, status: int | None) -> Response:
+        return error_response(exc, status, self.c.settings.max_error_details)
 
 
 def _v2_target(path: str) -> tuple[str, str | None] | None:
@@ -152,18 +195,3 @@ def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
         elif key == _BINARY_HEADER and binary is None:
             binary = value
     return ctype, length, binary
-
-
-async def _send_json(send: Send, body: bytes, model_version: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"x-model-version", model_version.encode("latin-1")),
-                (b"content-length", str(len(body)).encode()),
-                (b"content-type", _JSON),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from app.main import create_app
+from app.predictor import Predictor
 from tests.support.metrics import metric_value
 from tests.support.workspace import manifest, serving
 
@@ -136,6 +138,42 @@ class TestProbesAndMetrics:
         schemas = doc["components"]["schemas"]
         assert set(schemas["Features"]["properties"]) == {"amount", "device", "score", "first_purchase"}
         assert schemas["Features"]["additionalProperties"] is False
+
+
+class BrokenPredictor(Predictor):
+    """Fails as no prediction should: an error the service does not know, its message full of internals."""
+
+    async def predict(self, body: bytes):
+        raise RuntimeError("cannot reach /var/secret/model.onnx")
+
+    async def predict_batch(self, body: bytes):
+        raise RuntimeError("cannot reach /var/secret/model.onnx")
+
+
+class TestUnexpectedError:
+    @pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+    def test_answered_500_counted_and_raised(self, trained, sample, path, caplog):
+        """An unexpected error in a prediction is a 500 in the one error shape with no internals, counted
+        as 5xx, logged with its traceback, and raised on to the server (the framework's own handling)."""
+        body = sample["request"] if path == "/predict" else {"instances": [sample["request"]]}
+        app = create_app(trained.settings())
+        with serving(app, raise_server_exceptions=False) as client:
+            c = app.state.container
+            c.predictor = BrokenPredictor(c.predictor.chooser, c.features, c.metrics)
+            with caplog.at_level(logging.ERROR, logger="modelserve.api"):
+                r = client.post(path, json=body)
+            text = client.get("/metrics").text
+            assert r.status_code == 500
+            assert r.json() == {"error": "internal error", "detail": []}
+            assert "secret" not in r.text
+            assert any(rec.exc_info and "secret" in str(rec.exc_info[1]) for rec in caplog.records)
+            assert metric_value(text, "modelserve_http_requests_total", {"route": path, "status": "5xx"}) == 1
+        app = create_app(trained.settings())
+        with serving(app) as client:
+            c = app.state.container
+            c.predictor = BrokenPredictor(c.predictor.chooser, c.features, c.metrics)
+            with pytest.raises(RuntimeError, match="secret"):
+                client.post(path, json=body)
 
 
 class TestStartup:

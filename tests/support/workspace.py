@@ -62,9 +62,9 @@ def sample(ws: Workspace | Path, version: str = "v2") -> dict[str, Any]:
 
 
 @contextmanager
-def serving(app: Any, timeout: float = 60) -> Iterator[TestClient]:
+def serving(app: Any, timeout: float = 60, raise_server_exceptions: bool = True) -> Iterator[TestClient]:
     """TestClient with the lifespan running, returned once start-up has finished (ready or failed)."""
-    with TestClient(app) as client:
+    with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
         deadline = time.monotonic() + timeout
         while not app.state.startup.done():
             if time.monotonic() > deadline:
