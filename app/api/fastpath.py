@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -102,6 +102,8 @@ class PredictionRoutes:
         """
         try:
             result = await answer
+        except ClientDisconnect:
+            raise  # nobody to answer: the metrics middleware counts it as its own outcome
         except Exception as exc:
             await (await unexpected_error(Request(scope), exc))(scope, receive, send)
             raise
