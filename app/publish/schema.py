@@ -183,7 +183,10 @@ def build_features(
                 )
             )
         except ValueError:
-            raise PublishRefused(f"column name {name!r} is not a valid feature name (letters, digits, _)") from None
+            raise PublishRefused(
+                f"column name {name!r} is not a valid feature name (a letter or _ first, then letters, digits"
+                " or _, at most 64 characters): rename the column before fitting"
+            ) from None
     return features, fed
 
 

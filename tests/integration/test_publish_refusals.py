@@ -190,6 +190,16 @@ class TestNames:
         message = refused(models, InvalidName, pipeline=logreg, data=holdout, version=version, alias=alias)
         assert "must match" in message
 
+    @pytest.mark.parametrize("column", ["plan type", "1st_plan", "région", "a" * 65])
+    def test_column_that_is_no_feature_name(self, models, column):
+        """A column name a request cannot carry is refused, saying what a feature name may be."""
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({column: rng.normal(size=200), "y": rng.integers(0, 2, 200)})
+        fitted = LogisticRegression().fit(frame[[column]], frame["y"])
+        message = refused(models, pipeline=fitted, data=frame, target="y")
+        assert repr(column) in message
+        assert "a letter or _ first, then letters, digits or _, at most 64 characters" in message
+
     def test_alias_that_is_a_version(self, models, holdout, logreg):
         """An alias may not take the name of an existing version."""
         publish(logreg, data=holdout, target="churned", version="v1", models_dir=models)
