@@ -200,6 +200,16 @@ class TestNames:
         assert repr(column) in message
         assert "a letter or _ first, then letters, digits or _, at most 64 characters" in message
 
+    def test_feature_named_user_id(self, models):
+        """A feature may not be named ``user_id``: that name is the user id requests carry and V2's
+        ``user_id`` input, so V2 would refuse the feature's own datatype."""
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({"user_id": rng.integers(0, 100, 200), "x": rng.normal(size=200)})
+        frame["y"] = (frame["x"] > 0).astype(int)
+        fitted = LogisticRegression().fit(frame[["user_id", "x"]], frame["y"])
+        message = refused(models, pipeline=fitted, data=frame, target="y")
+        assert "'user_id'" in message and "--id-column" in message
+
     def test_alias_that_is_a_version(self, models, holdout, logreg):
         """An alias may not take the name of an existing version."""
         publish(logreg, data=holdout, target="churned", version="v1", models_dir=models)
