@@ -111,3 +111,18 @@ class TestWindows:
         (tmp_path / "log").mkdir()
         proc = run(workspace, "monitor", "--windows", windows, "--log-dir", str(tmp_path / "log"))
         assert_one_line_error(proc, f"invalid --windows {windows}")
+
+
+class TestClosedOutput:
+    def test_reader_gone_is_quiet(self, workspace):
+        """Output piped into a reader that has gone (``modelserve query ... | head``) ends the command
+        quietly with SIGPIPE's status, not with an error line about a broken pipe."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        env = {**os.environ, **workspace.env()}
+        proc = subprocess.run(
+            [str(MODELSERVE), "versions"], env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+        os.close(write_end)
+        assert proc.stderr == ""
+        assert proc.returncode == 141
