@@ -11,7 +11,9 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.cluster import KMeans
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import IsolationForest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -169,6 +171,16 @@ class TestColumns:
         plan.iloc[0] = 3
         message = refused(models, pipeline=logreg, data=holdout.assign(plan=plan))
         assert "column 'plan' mixes types (int, string)" in message
+
+    @pytest.mark.parametrize("estimator", [IsolationForest(random_state=0), KMeans(3, n_init=1, random_state=0)])
+    def test_unsupervised_estimator(self, models, estimator):
+        """An outlier detector or a clusterer is no regression model: its labels are not values to
+        compare with a target, so it is refused naming what it is, not published as ``regression``."""
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200), "y": rng.normal(size=200)})
+        fitted = estimator.fit(frame[["a", "b"]])
+        message = refused(models, pipeline=fitted, data=frame, target="y")
+        assert type(estimator).__name__ in message and "neither a classifier nor a regressor" in message
 
     def test_task_mismatch(self, models, holdout, logreg):
         """An explicit task the estimator does not have is refused."""
