@@ -222,6 +222,18 @@ class TestNames:
         message = refused(models, pipeline=fitted, data=frame, target="y")
         assert "'user_id'" in message and "--id-column" in message
 
+    @pytest.mark.parametrize("column", ["prediction", "probability", "model_version", "request_id", "probability_7"])
+    def test_feature_named_like_a_batch_column(self, models, column):
+        """A feature may not take the name of a column batch scoring reads (request_id) or writes
+        (prediction, probability, probability_<class>, model_version): its output file had two
+        columns of that name, which pandas cannot read."""
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({column: rng.normal(size=300), "x": rng.normal(size=300)})
+        frame["y"] = np.where(frame["x"] > 0.5, 7, np.where(frame["x"] < -0.5, 3, 5))
+        fitted = LogisticRegression().fit(frame[[column, "x"]], frame["y"])
+        message = refused(models, pipeline=fitted, data=frame, target="y")
+        assert repr(column) in message and "batch" in message
+
     def test_alias_that_is_a_version(self, models, holdout, logreg):
         """An alias may not take the name of an existing version."""
         publish(logreg, data=holdout, target="churned", version="v1", models_dir=models)
