@@ -10,7 +10,8 @@ refuse the same things:
   or float; booleans refused);
 - ``request_id``: as ``/predict``'s (``app.model.decoder.REQUEST_ID``);
 - ``observed_at``: ISO 8601, optional; a time without a zone is UTC.
-  Written normalised to UTC with a ``Z``.
+  Written normalised to UTC with a ``Z`` (clamped to the calendar's ends when
+  its offset carries it past year 1 or 9999).
 
 Each check returns problems as ``detail`` entries (``loc`` relative to the
 label object) so the caller can put them under its own prefix.
@@ -138,9 +139,10 @@ def parse_time(value: Any, field: str = "observed_at") -> tuple[str | None, Prob
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # no zone given: UTC, like every time in the logs
     try:
-        return when.astimezone(UTC).isoformat().replace("+00:00", "Z"), None
-    except OverflowError:
-        return None, _problem(field, "date and time out of range", "datetime_range")
+        when = when.astimezone(UTC)
+    except OverflowError:  # an offset at the calendar's ends: the nearest instant UTC can hold
+        when = (datetime.min if when.year == 1 else datetime.max).replace(tzinfo=UTC)
+    return when.isoformat().replace("+00:00", "Z"), None
 
 
 _last: tuple[Manifest | None, LabelRules | None] = (None, None)
