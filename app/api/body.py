@@ -5,7 +5,9 @@ JSON routes accept ``application/json`` and any ``+json`` media type
 other Content-Type, or none at all, is 415. The V2 infer route also takes
 what Triton's clients send: no Content-Type at all, and
 ``application/octet-stream`` for a binary-extension body
-(``Inference-Header-Content-Length`` set).
+(``Inference-Header-Content-Length`` set). A compressed body (any
+Content-Encoding but ``identity``) is 415 naming that header: bodies are read
+as sent, so compressed bytes would otherwise be refused as invalid JSON.
 """
 
 from __future__ import annotations
@@ -34,8 +36,21 @@ def is_json_media_type(content_type: str) -> bool:
 
 
 def check_content_type(request: Request, *, missing_ok: bool = False, binary: bool = False) -> None:
-    """415 unless the body is declared as JSON (or binary, or undeclared, where the route allows it)."""
-    ctype = request.headers.get("content-type")
+    """415 unless the body is declared as JSON (or binary, or undeclared, where the route allows it), uncompressed."""
+    headers = request.headers
+    encoding = headers.get("content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"unsupported content encoding {encoding.strip()[:64]!r}; send the body uncompressed",
+            [
+                {
+                    "loc": ["header", "content-encoding"],
+                    "msg": "expected identity (uncompressed)",
+                    "type": "content_encoding",
+                }
+            ],
+        )
+    ctype = headers.get("content-type")
     if ctype is None:
         if missing_ok:
             return

@@ -54,7 +54,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import ModelNotFound, NotReady, UnknownUser, clip
+from app.errors import ModelNotFound, NonFiniteAnswer, NotReady, UnknownUser, clip
 from app.model.pool import LoadedModel, ModelPool
 from app.predictor import Predictor, new_request_id
 from app.telemetry import tracing
@@ -190,6 +190,8 @@ class V2Service:
                 records = await predictor.predict_instances(instances, pinned)
         except UnknownUser as exc:
             raise UnknownUser(exc.message, [user_row_loc(d) for d in exc.detail]) from None
+        except NonFiniteAnswer as exc:  # the whole row's inputs: named by the row of every input tensor
+            raise exc.at([["body", "inputs", "data", i] for i in exc.rows]) from None
         n = len(records)
         outputs = []
         for name in wanted:
