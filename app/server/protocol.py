@@ -36,6 +36,10 @@ connection also takes up to ``ACCEPT_BURST`` more from the listen queue
 (through a duplicate of the listening socket, found once per process) and
 hands them to the loop as accepted sockets; at shutdown the duplicate is
 closed with the server's own.
+
+And one gap in what a refusal costs: under a flood, prediction requests past
+what admission control has measured a loop round can serve in time are
+answered 503 here, before uvicorn builds them (``EarlyShed``).
 """
 
 from __future__ import annotations
