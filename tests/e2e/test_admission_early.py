@@ -227,3 +227,39 @@ def test_normal_load_is_never_refused(normal, trained):
     statuses = asyncio.run(run())
     assert statuses == [200] * len(statuses)
     assert counters(normal)["shed"] == 0
+
+
+def test_refused_request_whose_body_comes_later_keeps_its_connection(flooded, trained):
+    """A request refused before all its body has arrived: the 503 comes at once, the rest of the body is read
+    and dropped when it comes, and the next request on the same connection is answered."""
+    payload = body(trained)
+    request = post(flooded.port, payload)
+    head = len(request) - len(payload) + 10  # the headers and the body's first bytes
+
+    async def run() -> tuple[int, int]:
+        for _ in range(ROUNDS):  # until a round refuses it: a round of flood first, then the unfinished request
+            await flood(flooded.port, payload, 2)
+            reader, writer = await asyncio.open_connection("127.0.0.1", flooded.port)
+            others = [await asyncio.open_connection("127.0.0.1", flooded.port) for _ in range(CONNECTIONS)]
+            try:
+                for _, w in others:
+                    w.write(request)
+                writer.write(request[:head])
+                try:
+                    first = (await asyncio.wait_for(answer(reader), 2.0))[0]
+                except TimeoutError:
+                    first = 0  # admitted: it waits for its body
+                writer.write(request[head:] + request)  # the rest of the body, then another request
+                if first == 0:
+                    first = (await answer(reader))[0]
+                second = (await answer(reader))[0]
+                await asyncio.gather(*(answer(r) for r, _ in others))
+            finally:
+                for _, w in [*others, (reader, writer)]:
+                    w.close()
+            if first == 503:
+                return first, second
+        raise AssertionError("the unfinished request was never refused")
+
+    first, second = asyncio.run(run())
+    assert first == 503 and second in (200, 503)
