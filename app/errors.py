@@ -4,6 +4,7 @@
 
     ModelServeError (500)
     ├── ValidationFailed (422)        bad input; ``detail`` names every field
+    │   └── NonFiniteAnswer           valid inputs the model answers with ±inf or NaN
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)    a JSON route given a body that is not JSON
     ├── NotFound (404)                also an unknown path, or the admin API without a token
@@ -78,6 +79,23 @@ class ModelServeError(Exception):
 
 class ValidationFailed(ModelServeError):
     status_code = 422
+
+
+class NonFiniteAnswer(ValidationFailed):
+    """The model answered ±inf or NaN for valid inputs (far outside what it was trained on): JSON
+    cannot carry the answer. ``at(locs)`` names the instances, one ``loc`` per row of ``rows``."""
+
+    MSG = "the model's answer for these features is not finite (they are far outside what it was trained on)"
+
+    def __init__(self, rows: Sequence[int]) -> None:
+        super().__init__(f"the model's answer is not finite for {len(rows)} instance(s)")
+        self.rows = list(rows)
+
+    def at(self, locs: Sequence[Sequence[str | int]]) -> NonFiniteAnswer:
+        out = NonFiniteAnswer(self.rows)
+        out.detail = [{"loc": list(loc), "msg": self.MSG, "type": "non_finite_answer"} for loc in locs]
+        out.total = len(out.detail)
+        return out
 
 
 class PayloadTooLarge(ModelServeError):

@@ -6,10 +6,12 @@ refuse the same things:
 - classification: a known class of ``manifest.outputs.classes`` with the same
   JSON type (int class: a JSON integer, never ``true``/``1.0``; str class: a
   string);
-- regression: a finite number (a JSON integer or float; booleans refused);
+- regression: a finite number within float32's range, as a float feature (a JSON integer
+  or float; booleans refused);
 - ``request_id``: as ``/predict``'s (``app.model.decoder.REQUEST_ID``);
 - ``observed_at``: ISO 8601, optional; a time without a zone is UTC.
-  Written normalised to UTC with a ``Z``.
+  Written normalised to UTC with a ``Z`` (clamped to the calendar's ends when
+  its offset carries it past year 1 or 9999).
 
 Each check returns problems as ``detail`` entries (``loc`` relative to the
 label object) so the caller can put them under its own prefix.
@@ -24,7 +26,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from app.errors import clip
-from app.model.decoder import REQUEST_ID
+from app.model.decoder import FLOAT32_MAX, FLOAT32_OVERFLOW, FLOAT32_RANGE, REQUEST_ID
 from app.model.manifest import Manifest
 
 LABEL_KEYS = frozenset({"request_id", "label", "observed_at"})
@@ -48,7 +50,12 @@ class LabelRules:
     def json_schema(self) -> dict[str, Any]:
         """The JSON schema of one label object for this model (OpenAPI ``FeedbackRequest``)."""
         if self.task == "regression":
-            label: dict[str, Any] = {"type": "number", "description": "the observed value (finite)"}
+            label: dict[str, Any] = {
+                "type": "number",
+                "description": "the observed value (finite, within float32's range)",
+                "minimum": -FLOAT32_MAX,
+                "maximum": FLOAT32_MAX,
+            }
         else:
             label = {
                 "type": "string" if self.class_type is str else "integer",
@@ -73,6 +80,8 @@ class LabelRules:
                 return _problem("label", "expected a number (regression model)", "float_type")
             if not math.isfinite(value):
                 return _problem("label", "expected a finite number", "finite_number")
+            if not -FLOAT32_OVERFLOW < value < FLOAT32_OVERFLOW:  # beyond what the float32 model can answer
+                return _problem("label", FLOAT32_RANGE[1], FLOAT32_RANGE[0])
             return None
         if isinstance(value, bool) or not isinstance(value, self.class_type):
             kind = "a string" if self.class_type is str else "an integer"
@@ -130,9 +139,10 @@ def parse_time(value: Any, field: str = "observed_at") -> tuple[str | None, Prob
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # no zone given: UTC, like every time in the logs
     try:
-        return when.astimezone(UTC).isoformat().replace("+00:00", "Z"), None
-    except OverflowError:
-        return None, _problem(field, "date and time out of range", "datetime_range")
+        when = when.astimezone(UTC)
+    except OverflowError:  # an offset at the calendar's ends: the nearest instant UTC can hold
+        when = (datetime.min if when.year == 1 else datetime.max).replace(tzinfo=UTC)
+    return when.isoformat().replace("+00:00", "Z"), None
 
 
 _last: tuple[Manifest | None, LabelRules | None] = (None, None)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import UnknownUser
+from app.errors import NonFiniteAnswer, UnknownUser
 from app.features.server import FeatureServer
 from app.model.answers import Answer
 from app.model.decoder import Decoded
@@ -156,7 +156,7 @@ class Predictor:
                     span.set_attributes(self.features.lookup_attributes(tier))
             row = {**store, **row}
         with tracing.span("inference") as span:
-            answer = _answer_one(model, row)
+            answer = _answer_one(model, row, ("body", "features"))
             span.set_attribute("modelserve.model_version", model.version)
             span.set_attribute("modelserve.rows", 1)
         record = _record_one(decoded, request_id, model, variant, row, tier, answer, t0)
@@ -194,7 +194,7 @@ class Predictor:
                 ) from None
             row = {**store, **row}
         with tracing.span("inference") as span:  # the same children as predict and predict_instances
-            answer = _answer_one(model, row)
+            answer = _answer_one(model, row, (*loc, 0, "features"))
             span.set_attribute("modelserve.model_version", model.version)
             span.set_attribute("modelserve.rows", 1)
         request_id = inst.request_id or new_request_id()
@@ -273,7 +273,11 @@ class Predictor:
                 rows = [inst.features for inst in members]
                 tiers = [None] * len(members)
             with tracing.span("inference") as span:
-                answers = model.answer(rows)
+                try:
+                    answers = model.answer(rows)
+                except NonFiniteAnswer as exc:  # rows of the group, as instances of the request
+                    bad = [idx[j] for j in exc.rows]
+                    raise NonFiniteAnswer(bad).at([(*loc, i, "features") for i in bad]) from None
                 span.set_attribute("modelserve.model_version", model.version)
                 span.set_attribute("modelserve.rows", len(rows))
             latency = time.perf_counter() - t0
@@ -340,12 +344,18 @@ class Predictor:
         return stores
 
 
-def _answer_one(model: LoadedModel, row: dict[str, Any]) -> Answer:
-    """``(prediction, probability, probabilities)`` of one row."""
+def _answer_one(model: LoadedModel, row: dict[str, Any], loc: tuple[str | int, ...]) -> Answer:
+    """``(prediction, probability, probabilities)`` of one row; ``NonFiniteAnswer`` at ``loc``."""
     if model.int_binary:  # the common case stays as lean as it always was
         labels, probs = model.runtime.predict([row])
-        return int(labels[0]), float(probs[0]), None
-    answer: Answer = model.answer([row])[0]
+        p = float(probs[0])
+        if p != p:  # NaN (a clipped probability is never infinite)
+            raise NonFiniteAnswer([0]).at([loc])
+        return int(labels[0]), p, None
+    try:
+        answer: Answer = model.answer([row])[0]
+    except NonFiniteAnswer as exc:
+        raise exc.at([loc]) from None
     return answer
 
 

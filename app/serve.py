@@ -123,7 +123,7 @@ def worker_app() -> FastAPI:
         os._exit(STARTUP_FAILURE)
 
     app.state.container.on_fatal = fail
-    protocol.report_to(app.state.container.metrics)
+    protocol.report_to(app.state.container.metrics, app.state.container.admission)
     return app
 
 
@@ -209,7 +209,7 @@ def serve(settings: Settings) -> None:
             raise NotReady("a worker failed to start; see the log above")
         return
     app = create_app(settings)
-    protocol.report_to(app.state.container.metrics)
+    protocol.report_to(app.state.container.metrics, app.state.container.admission)
     server = FailFastServer(_config(app, settings, limits))
     app.state.container.on_fatal = server.fail
     server.run()

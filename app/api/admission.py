@@ -32,7 +32,11 @@ every one of them older than the limit before the first runs).
 What this cannot see: bytes waiting in the kernel's socket buffer until the
 loop next polls. That wait is at most one loop iteration, and shedding keeps
 iterations short (a refusal costs a few tens of microseconds, no decoding and
-no inference).
+no inference). Under a flood even that is too much (uvicorn's request, scope
+and task and the middlewares around a refusal cost about three times what
+admission control itself spends), so the server's protocol refuses the
+excess before building it, on the word of ``Admission.cut`` (below and
+``app.server.protocol.EarlyShed``).
 
 A refused request is answered ``503`` with ``Retry-After`` in the service's
 one error shape, before its body is read; one that outlives its queue time
@@ -89,6 +93,18 @@ REFUSALS = {
 _ENVOY = ENVOY_TIMEOUT_HEADER.encode()
 _DEADLINE = DEADLINE_HEADER.encode()
 _EWMA_WEIGHT = 0.1
+ROUND_KEY = "modelserve.round_position"
+"""Scope key: how many requests the server had handed to the app before this one in the same loop round."""
+CUT_TARGET_SHARE = 0.3
+"""Share of the queue-time limit the last request handed over in a loop round may wait (the protocol's cut)."""
+CONGESTED_SHARE = 0.25
+"""A request that waited longer than this share of the limit marks the worker congested for ``CONGESTED_HOLD``."""
+CONGESTED_HOLD = 0.5
+"""Seconds the protocol may refuse on ``Admission.cut`` after the last sign of congestion."""
+MIN_ROUND = 4
+"""Least requests in a round for its last one's wait to say what each request ahead costs."""
+MIN_CUT = 4
+"""The protocol always hands at least this many requests to the app per loop round."""
 SERVING_WINDOW = 0.5
 """Seconds over which the progress floor (``AdmissionControl._starved``) measures served work."""
 MIN_SERVING_SHARE = 0.5
@@ -121,7 +137,7 @@ def arrival_time(default: float) -> float:
     return task.arrival if isinstance(task, StampedTask) else default
 
 
-def _route(path: str) -> tuple[str, str] | None:
+def route_of(path: str) -> tuple[str, str] | None:
     """The guarded route's kind and template for ``path``, or None when it is not a prediction route."""
     if path == "/predict":
         return "predict", "/predict"
@@ -134,13 +150,15 @@ def _route(path: str) -> tuple[str, str] | None:
     return None
 
 
-class _Refusal:
-    """A prebuilt 503 answer: two ASGI messages, no per-request work."""
+class Refusal:
+    """A prebuilt 503 answer: two ASGI messages, no per-request work (and its raw parts, for the protocol)."""
 
     def __init__(self, message: str) -> None:
         response = error_response(Unavailable(message, retry_after=RETRY_AFTER_SECONDS))
-        self.start = {"type": "http.response.start", "status": 503, "headers": response.raw_headers}
-        self.body = {"type": "http.response.body", "body": response.body}
+        self.headers: list[tuple[bytes, bytes]] = response.raw_headers
+        self.payload = bytes(response.body)
+        self.start = {"type": "http.response.start", "status": 503, "headers": self.headers}
+        self.body = {"type": "http.response.body", "body": self.payload}
 
 
 class Admission:
@@ -167,6 +185,58 @@ class Admission:
         self._window_work = 0.0
         """Time admitted requests took in the current window (``SERVING_WINDOW`` seconds)."""
         self._window_shed = 0
+        # The protocol's cut (``app.server.protocol.EarlyShed``): what a loop round may hand to the app.
+        self.handed = 0
+        """Requests the server has handed to the app in the current loop round (reset by ``next_round``)."""
+        self.round_size = 0
+        """How many it handed in the previous round: the last of them is the one whose wait is measured."""
+        self.cut = 1 << 30
+        """Requests a round may hand over before the protocol refuses the rest (while ``congested_until``)."""
+        self.congested_until = -1.0
+        """Until when (``perf_counter``) the protocol may refuse on ``cut``: a request recently waited long."""
+        self._ahead_cost = 0.0
+        """Recent time (EWMA, seconds) each request handed over in a round added to the wait of the last one."""
+        self._round = 0
+        self._first = (-1, 0.0)
+        """The current round's number and what its first request waited, once it has started."""
+
+    def next_round(self) -> None:
+        """A new loop round begins: the requests handed over in the last one are about to run."""
+        self.round_size, self.handed = self.handed, 0
+        self._round += 1
+
+    def waited(self, position: int, wait: float, now: float) -> None:
+        """A request handed over ``position``-th in its round starts after waiting ``wait`` seconds.
+
+        Keeps the protocol's cut honest with what requests actually wait,
+        not an estimate of it. Every request of a round waits for the whole
+        of the round's reading (the loop reads everything that came in,
+        refusals included, before it runs any task), and the n-th also for
+        the n - 1 tasks before it; so the difference between what the last
+        and the first request of a round waited, over the requests between
+        them, is what each request handed over costs the ones behind it, and
+        ``cut`` is how many fit in ``CUT_TARGET_SHARE`` of the limit. The
+        reading is left out on purpose: refusing more cannot shorten it (the
+        excess is read either way), only serve less. The cut grows back as
+        soon as the requests handed over cost less, and it only applies while
+        some request has recently waited past ``CONGESTED_SHARE`` of the
+        limit, so a burst at normal load is never refused on it.
+        """
+        if wait > self.max_queue * CONGESTED_SHARE:
+            self.congested_until = now + CONGESTED_HOLD
+        if position == 0:
+            self._first = (self._round, wait)
+        elif position + 1 == self.round_size and position + 1 >= MIN_ROUND and self._first[0] == self._round:
+            sample = max(0.0, wait - self._first[1]) / position
+            cost = self._ahead_cost
+            cost = sample if cost == 0.0 else cost + 0.25 * (sample - cost)
+            self._ahead_cost = cost
+            if cost > 0.0:
+                self.cut = max(MIN_CUT, int(self.max_queue * CUT_TARGET_SHARE / cost))
+
+    def refused_early(self, count: int) -> None:
+        """Count ``count`` refusals the server made on ``cut``'s word (reason ``queue_time``)."""
+        self._shed["queue_time"].inc(count)
 
     async def enter(self, kind: str, arrival: float, now: float, deadline: float | None) -> str | None:
         """None once a slot is held (the caller must ``leave()``), else the reason to refuse (not yet counted).
@@ -276,7 +346,7 @@ class AdmissionControl:
     ) -> None:
         self.app = app
         self.limits = limits or Admission(metrics, max_in_flight, max_queue_ms)
-        self._refusals = {reason: _Refusal(message) for reason, message in REFUSALS.items()}
+        self._refusals = {reason: Refusal(message) for reason, message in REFUSALS.items()}
         # Shed answers are labelled by their route template in the HTTP metrics, like routed ones.
         self._templates: dict[str, SimpleNamespace] = {}
 
@@ -289,12 +359,15 @@ class AdmissionControl:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        route = _route(scope["path"])
+        route = route_of(scope["path"])
         if route is None:
             await self.app(scope, receive, send)
             return
         now = time.perf_counter()
         arrival = arrival_time(now)
+        position = scope.get(ROUND_KEY)
+        if position is not None:
+            self.limits.waited(position, now - arrival, now)
         kind, template = route
         try:
             deadline = self._client_deadline(scope, arrival, now)
@@ -334,7 +407,7 @@ class AdmissionControl:
         self.limits.shed_seconds.observe(time.perf_counter() - since)
 
     async def _invalid(self, exc: ModelServeError, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = self._template(_route(scope["path"])[1])  # type: ignore[index]
+        scope["route"] = self._template(route_of(scope["path"])[1])  # type: ignore[index]
         response = error_response(exc, 400 if kind == "v2" else None)  # V2 answers bad input with 400
         await response(scope, receive, send)
 

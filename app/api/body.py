@@ -5,7 +5,9 @@ JSON routes accept ``application/json`` and any ``+json`` media type
 other Content-Type, or none at all, is 415. The V2 infer route also takes
 what Triton's clients send: no Content-Type at all, and
 ``application/octet-stream`` for a binary-extension body
-(``Inference-Header-Content-Length`` set).
+(``Inference-Header-Content-Length`` set). A compressed body (any
+Content-Encoding but ``identity``) is 415 naming that header: bodies are read
+as sent, so compressed bytes would otherwise be refused as invalid JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def _too_large(limit: int) -> PayloadTooLarge:
     )
 
 
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
 def _check_declared(length: str | bytes, limit: int) -> None:
     """413 when the declared Content-Length is over ``limit`` (or not a number: it cannot be trusted)."""
     try:
@@ -49,12 +55,26 @@ def is_json_media_type(content_type: str) -> bool:
 
 
 def check_content_type(request: Request, *, missing_ok: bool = False, binary: bool = False) -> None:
-    """415 unless the body is declared as JSON (or binary, or undeclared, where the route allows it)."""
-    check_media_type(request.headers.get("content-type"), missing_ok=missing_ok, binary=binary)
+    """415 unless the body is declared as JSON (or binary, or undeclared, where the route allows it), uncompressed."""
+    headers = request.headers
+    check_media_type(headers.get("content-type"), headers.get("content-encoding"), missing_ok=missing_ok, binary=binary)
 
 
-def check_media_type(ctype: str | None, *, missing_ok: bool = False, binary: bool = False) -> None:
-    """``check_content_type`` of a Content-Type value (None: the header is absent)."""
+def check_media_type(
+    ctype: str | None, encoding: str | None = None, *, missing_ok: bool = False, binary: bool = False
+) -> None:
+    """``check_content_type`` of the Content-Type and Content-Encoding values (None: the header is absent)."""
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"unsupported content encoding {encoding.strip()[:64]!r}; send the body uncompressed",
+            [
+                {
+                    "loc": ["header", "content-encoding"],
+                    "msg": "expected identity (uncompressed)",
+                    "type": "content_encoding",
+                }
+            ],
+        )
     if ctype is None:
         if missing_ok:
             return
@@ -95,19 +115,21 @@ async def receive_json_body(
     limit: int,
     ctype: bytes | None,
     length: bytes | None,
+    encoding: bytes | None = None,
     *,
     missing_ok: bool = False,
     binary: bool = False,
 ) -> bytes:
     """``read_json_body`` straight from ASGI: the same checks, errors and order, without a ``Request``.
 
-    ``ctype`` and ``length`` are the request's first Content-Type and
-    Content-Length values (None when absent), which the caller has read in its
-    one pass over the headers. The body is read from ``receive`` as
-    ``Request.stream`` reads it (``ClientDisconnect`` when the client has gone).
+    ``ctype``, ``length`` and ``encoding`` are the request's first
+    Content-Type, Content-Length and Content-Encoding values (None when
+    absent), which the caller has read in its one pass over the headers. The
+    body is read from ``receive`` as ``Request.stream`` reads it
+    (``ClientDisconnect`` when the client has gone).
     """
-    if ctype != _JSON:  # the common case needs no decoding
-        check_media_type(None if ctype is None else ctype.decode("latin-1"), missing_ok=missing_ok, binary=binary)
+    if ctype != _JSON or encoding is not None:  # the common case needs no decoding
+        check_media_type(_text(ctype), _text(encoding), missing_ok=missing_ok, binary=binary)
     if length is not None:
         _check_declared(length, limit)
     message = await receive()

@@ -45,6 +45,7 @@ _VERSIONS = "/versions/"
 _JSON = b"application/json"
 _CONTENT_TYPE = b"content-type"
 _CONTENT_LENGTH = b"content-length"
+_CONTENT_ENCODING = b"content-encoding"
 _BINARY_HEADER = BINARY_HEADER.encode()
 
 Answer = tuple[bytes, str] | Response
@@ -134,8 +135,8 @@ class PredictionRoutes:
     async def _predict(self, scope: Scope, receive: Receive) -> Answer:
         try:
             predictor = self._predictor()
-            ctype, length, _ = _headers(scope)
-            body = await receive_json_body(scope, receive, self.c.settings.max_body_bytes, ctype, length)
+            ctype, length, encoding, _ = _headers(scope)
+            body = await receive_json_body(scope, receive, self.c.settings.max_body_bytes, ctype, length, encoding)
             record = await predictor.predict(body)
         except ModelServeError as exc:
             return self._error(exc, None)
@@ -144,8 +145,9 @@ class PredictionRoutes:
     async def _batch(self, scope: Scope, receive: Receive) -> Answer:
         try:
             predictor = self._predictor()
-            ctype, length, _ = _headers(scope)
-            body = await receive_json_body(scope, receive, self.c.settings.batch_max_body_bytes, ctype, length)
+            ctype, length, encoding, _ = _headers(scope)
+            limit = self.c.settings.batch_max_body_bytes
+            body = await receive_json_body(scope, receive, limit, ctype, length, encoding)
             records = await predictor.predict_batch(body)
         except ModelServeError as exc:
             return self._error(exc, None)
@@ -156,10 +158,10 @@ class PredictionRoutes:
         try:
             predictor = self._predictor()
             target = self.c.v2.resolve(name, version)
-            ctype, length, header = _headers(scope)
+            ctype, length, encoding, header = _headers(scope)
             limit = self.c.settings.batch_max_body_bytes
             body = await receive_json_body(
-                scope, receive, limit, ctype, length, missing_ok=True, binary=header is not None
+                scope, receive, limit, ctype, length, encoding, missing_ok=True, binary=header is not None
             )
             header_length = None if header is None else binary_header_length(header.decode("latin-1"))
             response = await self.c.v2.infer(predictor, target, body, header_length)
@@ -184,9 +186,9 @@ def _v2_target(path: str) -> tuple[str, str | None] | None:
     return name, version
 
 
-def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
-    """The first Content-Type, Content-Length and Inference-Header-Content-Length values, in one pass."""
-    ctype = length = binary = None
+def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None]:
+    """The first Content-Type, Content-Length, Content-Encoding and Inference-Header-Content-Length values."""
+    ctype = length = encoding = binary = None
     for key, value in scope["headers"]:
         if key == _CONTENT_TYPE:
             if ctype is None:
@@ -194,6 +196,9 @@ def _headers(scope: Scope) -> tuple[bytes | None, bytes | None, bytes | None]:
         elif key == _CONTENT_LENGTH:
             if length is None:
                 length = value
+        elif key == _CONTENT_ENCODING:
+            if encoding is None:
+                encoding = value
         elif key == _BINARY_HEADER and binary is None:
             binary = value
-    return ctype, length, binary
+    return ctype, length, encoding, binary

@@ -7,6 +7,8 @@ checking only that each is a finite JSON scalar.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.features.base import FeatureSource
@@ -20,13 +22,19 @@ from app.telemetry.metrics import Metrics
 if TYPE_CHECKING:
     from app.features.redis_tier import RedisTier
 
+log = logging.getLogger("modelserve.features")
+
 # The Redis and upstream tiers are imported only when configured: redis-py and
 # httpx cost ~0.5 s of start-up that the embedded default (and every batch job)
 # does not need.
 
 
 def compute_source(s: Settings, metrics: Metrics, store_features: StoreFeatures) -> FeatureSource:
-    """The upstream API when ``upstream_url`` is set, else the offline table (loaded now)."""
+    """The upstream API when ``upstream_url`` is set, else the offline table (loaded now).
+
+    A model without store features never looks a user up: when the table file
+    does not exist, it serves from an empty one instead of failing start-up.
+    """
     if s.upstream_url:
         from app.features.upstream import RetryBudget, UpstreamSource
 
@@ -43,6 +51,9 @@ def compute_source(s: Settings, metrics: Metrics, store_features: StoreFeatures)
             max_connections=s.upstream_max_connections,
             schema=StoreSchema(store_features),
         )
+    if not store_features and not Path(s.feature_table).exists():
+        log.info("no feature table at %s: the model needs no store features", s.feature_table)
+        return OfflineTable({})
     table = OfflineTable.load(s.feature_table)
     table.require(feature_names(store_features))
     return table

@@ -64,6 +64,13 @@ class FeatureServer:
         self._error = lookups.labels(tier, "error")
         self._time = metrics.feature_fetch.labels(tier)
 
+    def require(self, names: Sequence[str]) -> None:
+        """Refuse (``ArtifactError``) store features the compute source is known not to give: the
+        offline table's columns are known; an upstream API's are not, so it is trusted."""
+        check = getattr(self.source, "require", None)
+        if check is not None:
+            check(names)
+
     def lookup_attributes(self, tier: str) -> dict[str, str]:
         """Span attributes of a lookup answered by ``tier``: that tier, the cache outcome, the breaker's state."""
         cache = "hit" if tier in ("memory", "redis") else "stale" if tier == "stale" else "miss"

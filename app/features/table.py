@@ -88,7 +88,9 @@ def read_rows(path: Path, columns: list[str] | None = None) -> dict[str, Feature
         raise ArtifactError(f"feature table {path} has no user_id column")
     wanted = [c for c in table.column_names if c != "user_id" and (not columns or c in set(columns))]
     data = {c: table.column(c).to_pylist() for c in ["user_id", *wanted]}
-    return {uid: {c: data[c][i] for c in wanted} for i, uid in enumerate(data["user_id"])}
+    # Requests carry user ids as strings; an integer id column is read as theirs (as publish reads it).
+    ids = [uid if isinstance(uid, str) else str(uid) for uid in data["user_id"]]
+    return {uid: {c: data[c][i] for c in wanted} for i, uid in enumerate(ids)}
 
 
 def _dump(path: str, columns: list[str]) -> None:

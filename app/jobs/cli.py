@@ -191,16 +191,22 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from app.jobs.drift import parse_since
+    from app.errors import ModelServeError
+    from app.jobs.drift import MAX_SINCE, parse_since
     from app.jobs.monitor import EXIT_RETRAIN, monitor, render_json, render_table
     from app.quality.decision import Rule
 
     rule = Rule(args.sustain, args.margin, args.min_labelled)
+    window = parse_since(args.window, "--window")
+    if args.windows < 1 or window * args.windows > MAX_SINCE:
+        raise ModelServeError(
+            f"invalid --windows {args.windows}: at least 1, and --window × --windows at most {MAX_SINCE.days}d"
+        )
     report = monitor(
         _log_dir(args),
         _settings(args).models_dir,
         args.version,
-        parse_since(args.window),
+        window,
         args.windows,
         rule,
         args.bootstrap,

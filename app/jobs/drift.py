@@ -40,12 +40,19 @@ _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(text: str) -> timedelta:
-    """``90s``, ``30m``, ``24h``, ``7d``, ``2w``."""
+MAX_SINCE = timedelta(days=36500)
+"""The longest look-back (100 years): a window reaching before year 1 overflows the calendar."""
+
+
+def parse_since(text: str, option: str = "--since") -> timedelta:
+    """``90s``, ``30m``, ``24h``, ``7d``, ``2w``; at most ``MAX_SINCE``."""
     m = _SINCE.match(text)
     if not m:
-        raise ModelServeError(f"invalid --since {text!r}: use a number and a unit s, m, h, d or w (e.g. 24h)")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        raise ModelServeError(f"invalid {option} {text!r}: use a number and a unit s, m, h, d or w (e.g. 24h)")
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds > MAX_SINCE.total_seconds():
+        raise ModelServeError(f"invalid {option} {text!r}: at most {MAX_SINCE.days}d")
+    return timedelta(seconds=seconds)
 
 
 @dataclass

@@ -7,7 +7,7 @@ built from that row (``tests/unit/test_batch_validate.py`` proves it on a
 corpus of good and bad rows). The rules, per manifest dtype:
 
 * ``float``: integer or floating columns; NaN/±inf → ``finite_number``, beyond float32 → ``float32_range``;
-* ``int``: integer columns only (strict: a float, even ``3.0``, is refused);
+* ``int``: integer columns only (strict: a float, even ``3.0``, is refused), within 64 bits;
 * ``bool``: boolean columns only; ``string``: string columns, ≤ ``MAX_STRING`` characters;
 * a column of another type refuses every value (``*_type``), as the decoder
   refuses a string for a number;
@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.errors import ModelServeError
-from app.model.decoder import FLOAT32_OVERFLOW, FLOAT32_RANGE, MAX_STRING
+from app.model.decoder import FLOAT32_OVERFLOW, FLOAT32_RANGE, INT64_MAX, INT64_MIN, MAX_STRING
 from app.model.manifest import Manifest
 
 USER_ID_MAX = 128
@@ -44,6 +44,8 @@ _TYPE_ERROR = {
     "string": ("string_type", "Input should be a valid string"),
 }
 _FINITE = ("finite_number", "Input should be a finite number")
+_INT64_OVER = ("less_than_equal", f"Input should be less than or equal to {INT64_MAX}")
+_INT64_UNDER = ("greater_than_equal", f"Input should be greater than or equal to {INT64_MIN}")
 
 
 def _too_long(n: int) -> tuple[str, str]:
@@ -165,6 +167,9 @@ def validate_table(table: pa.Table, manifest: Manifest) -> Checked:
             c.add(~nulls | null_bad, loc, type_error)
             continue
         c.add(null_bad, loc, type_error)
+        if f.dtype == "int" and t == pa.uint64():  # the only integer type reaching past int64
+            beyond = pc.fill_null(pc.greater(a, pa.scalar(INT64_MAX, pa.uint64())), False)
+            c.add(_np(beyond), loc, _INT64_OVER)
         if f.dtype == "float" and pa.types.is_floating(t):
             finite = pc.fill_null(pc.is_finite(a), True)
             c.add(~_np(finite), loc, _FINITE)
@@ -211,10 +216,27 @@ def convert_csv_table(table: pa.Table, manifest: Manifest) -> tuple[pa.Table, Ch
             good = _np(pc.fill_null(pc.match_substring_regex(a, pattern), False))
             bad = ~nulls & ~good
             cleaned = pc.if_else(pa.array(good), pc.utf8_trim_whitespace(a), pa.scalar(None, pa.string()))
+            if f.dtype == "int":
+                cleaned = _int64_cells(c, cleaned, ["features", name])
             columns[name] = pc.cast(cleaned, pa.float64() if f.dtype == "float" else pa.int64())
         c.add(bad, ["features", name], _TYPE_ERROR[f.dtype])
     converted = pa.table(columns)
     return converted, (c.result() if c.checks else None)
+
+
+def _int64_cells(c: _Collector, cells: pa.Array, loc: list[Any]) -> pa.Array:
+    """Integer literals with those beyond 64 bits nulled and refused with the decoder's bound errors."""
+    try:
+        pc.cast(cells, pa.int64())
+        return cells
+    except pa.ArrowInvalid:  # rare: find the cells that overflow, one by one
+        pass
+    values = [None if v is None else int(v) for v in cells.to_pylist()]
+    over = np.array([v is not None and v > INT64_MAX for v in values], dtype=bool)
+    under = np.array([v is not None and v < INT64_MIN for v in values], dtype=bool)
+    c.add(over, loc, _INT64_OVER)
+    c.add(under, loc, _INT64_UNDER)
+    return pc.if_else(pa.array(over | under), pa.scalar(None, pa.string()), cells)
 
 
 def merge(a: Checked, b: Checked | None) -> Checked:

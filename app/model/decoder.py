@@ -9,6 +9,8 @@ from the raw JSON bytes (no intermediate ``json.loads``). Strict means:
 * floats must be finite (``NaN``/``Infinity`` literals are refused) and
   within float32's range (``FLOAT32_MAX``): the model computes in float32,
   where ``1e308`` would arrive as infinity;
+* ints must fit in 64 bits (``INT64_MIN``..``INT64_MAX``, V2's ``INT64``):
+  JSON has no bound, and an exact ``10**400`` fits no tensor;
 * ``null`` only where the feature is nullable — a nullable feature must
   still be present;
 * unknown and missing names are refused;
@@ -87,6 +89,8 @@ FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32."""
 FLOAT32_OVERFLOW = 2.0**128 * (1 - 2.0**-25)
 """The smallest magnitude that rounds to infinity in float32 (``FLOAT32_MAX`` plus half a step)."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The bounds of an int feature: a 64-bit integer, as V2's ``INT64`` tensors and the prediction log hold."""
 FLOAT32_RANGE = ("float32_range", "Input should be a number within float32's range (magnitude at most 3.4028235e+38)")
 
 
@@ -106,7 +110,7 @@ _TYPES: dict[str, Any] = {
         ),
         AfterValidator(_within_float32),
     ],
-    "int": StrictInt,
+    "int": Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)],
     "bool": StrictBool,
     "string": Annotated[StrictStr, Field(max_length=MAX_STRING)],
 }

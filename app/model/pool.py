@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import ArtifactError, NotReady
+import numpy as np
+
+from app.errors import ArtifactError, NonFiniteAnswer, NotReady
 from app.model.answers import BINARY, REGRESSION, Answers
 from app.model.compat import library_warnings, onnxruntime_version
 from app.model.decoder import Decoder
@@ -47,8 +49,14 @@ class LoadedModel:
         return self.manifest.task
 
     def answer(self, rows: list[dict[str, Any]]) -> list[Any]:
-        """``(prediction, probability, probabilities)`` per row, whatever the task (``app.model.answers``)."""
-        return self.answers.rows(self.runtime.scores(self.runtime.feeds(rows)))
+        """``(prediction, probability, probabilities)`` per row, whatever the task (``app.model.answers``);
+        ``NonFiniteAnswer`` naming the rows whose answer has ±inf or NaN."""
+        scores = self.runtime.scores(self.runtime.feeds(rows))
+        numbers = scores.values if scores.values is not None else scores.probabilities
+        if numbers is not None and not np.isfinite(numbers).all():
+            finite = np.isfinite(numbers.reshape(len(numbers), -1)).all(axis=1)
+            raise NonFiniteAnswer(np.flatnonzero(~finite).tolist())
+        return self.answers.rows(scores)
 
     @property
     def needs_store(self) -> bool:

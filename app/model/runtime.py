@@ -174,7 +174,7 @@ class OnnxModel:
         if self._positive is None:
             raise ArtifactError(f"{self.version}: a {self.task} model has no positive class; use scores()")
         labels, probs = self._session_run(feeds)
-        return labels, probs[:, self._positive]
+        return labels, _probability(probs[:, self._positive])
 
     def scores(self, feeds: dict[str, np.ndarray]) -> Scores:
         """Labels and the full probability matrix, or regression values, for any task."""
@@ -182,7 +182,7 @@ class OnnxModel:
             (values,) = self._session_run(feeds)
             return Scores(values=np.asarray(values).reshape(-1))
         labels, probs = self._session_run(feeds)
-        return Scores(labels=np.asarray(labels).reshape(-1), probabilities=np.asarray(probs))
+        return Scores(labels=np.asarray(labels).reshape(-1), probabilities=_probability(np.asarray(probs)))
 
     def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         return self.run(self.feeds(rows))
@@ -194,3 +194,8 @@ class OnnxModel:
     def score_columns(self, columns: Any) -> Scores:
         """``scores`` of whole columns (a DataFrame or a mapping of name -> sequence)."""
         return self.scores(self.feeds_from_columns({name: columns[name] for name, _ in self.columns}))
+
+
+def _probability(probs: np.ndarray) -> np.ndarray:
+    """``probs`` within [0, 1], in place: float32 sums of tree shares reach ``1.0000001``."""
+    return np.clip(probs, 0.0, 1.0, out=probs) if probs.flags.writeable else np.clip(probs, 0.0, 1.0)

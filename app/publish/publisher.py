@@ -39,6 +39,16 @@ from app.publish.summary import PublishSummary
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
 
 
+def batch_columns(task: str, classes: list[int] | list[str] | None) -> list[str]:
+    """The columns ``modelserve batch`` reads beside the features and writes after them
+    (``app.jobs.batch.score.output_columns``): a feature of one of these names would be a second
+    column of that name."""
+    probabilities = [] if task == "regression" else ["probability"]
+    if task == "multiclass_classification" and classes:
+        probabilities += [f"probability_{c}" for c in classes]
+    return ["request_id", "prediction", *probabilities, "model_version"]
+
+
 def publish(
     pipeline: str | Path | Any | None = None,
     *,
@@ -120,6 +130,13 @@ def publish(
     )
     if table is not None:
         check_store_dtypes(table, features)
+    batch = batch_columns(found_task, classes)
+    clash = [f.name for f in features if f.name in batch]
+    if clash:
+        raise PublishRefused(
+            f"feature(s) {', '.join(map(repr, clash))} take the name of a column batch scoring reads or writes"
+            f" ({', '.join(batch)}); rename them before fitting"
+        )
 
     graph = to_onnx(model, features)
     onnx = graph.SerializeToString()

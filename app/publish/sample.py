@@ -32,7 +32,8 @@ def candidates(
     seen = 0
     for i in order:
         record = frame.iloc[i]
-        user = None if id_column is None else str(record[id_column])
+        # From the column, not the row: a row of an all-number frame is floats, and 1300 would be '1300.0'.
+        user = None if id_column is None else str(frame[id_column].iat[i])
         row = {f.name: native(record[f.name], f.dtype) for f in features}
         if table is not None:
             if user not in table.index:

@@ -31,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 from app.errors import PublishRefused
 from app.model.manifest import DType, Feature
 from app.publish.steps import first_step, used_input_indices
+from app.v2.types import USER_ID
 
 MAX_FRAME_CATEGORIES = 1000
 
@@ -148,6 +149,12 @@ def build_features(
 ) -> tuple[list[Feature], list[str]]:
     """(the manifest features, the columns the pipeline is fed)."""
     fed, used = input_columns(model, frame, exclude)
+    if USER_ID in used:
+        # The name of the user id a request carries, and of V2's user_id input (always BYTES).
+        raise PublishRefused(
+            f"the pipeline reads a column {USER_ID!r}, the name of the user id requests carry; rename it, or"
+            f" drop it in the pipeline (a leading ColumnTransformer) and give --id-column {USER_ID}"
+        )
     for name in nullable:
         if name not in used:
             raise PublishRefused(f"--nullable {name!r} is not an input of the pipeline (inputs: {', '.join(used)})")
@@ -183,7 +190,10 @@ def build_features(
                 )
             )
         except ValueError:
-            raise PublishRefused(f"column name {name!r} is not a valid feature name (letters, digits, _)") from None
+            raise PublishRefused(
+                f"column name {name!r} is not a valid feature name (a letter or _ first, then letters, digits"
+                " or _, at most 64 characters): rename the column before fitting"
+            ) from None
     return features, fed
 
 

@@ -37,6 +37,12 @@ def infer_task(model: Any, requested: str = "auto") -> Task:
                 f"classifier {type(estimator).__name__} has no predict_proba; the service answers probabilities"
             )
         found = "binary_classification" if len(estimator.classes_) == 2 else "multiclass_classification"
+    elif (kind := _estimator_type(estimator)) not in (None, "regressor"):
+        # An outlier detector's or a clusterer's predict is no value to compare with a target.
+        raise PublishRefused(
+            f"{type(estimator).__name__} is neither a classifier nor a regressor (a {kind.replace('_', ' ')});"
+            " the service serves supervised models"
+        )
     if requested == "auto":
         return found
     if requested not in TASKS:
@@ -44,6 +50,18 @@ def infer_task(model: Any, requested: str = "auto") -> Task:
     if TASKS[requested] != found:
         raise PublishRefused(f"--task {requested}, but {type(estimator).__name__} is a {found.replace('_', ' ')} model")
     return found
+
+
+def _estimator_type(estimator: Any) -> str | None:
+    """scikit-learn's word for what ``estimator`` is (``regressor``, ``clusterer``, ...), None if it has none."""
+    try:
+        from sklearn.utils import get_tags  # scikit-learn >= 1.6
+    except ImportError:
+        return getattr(estimator, "_estimator_type", None)
+    try:
+        return get_tags(estimator).estimator_type
+    except Exception:  # a third-party estimator whose tags cannot be read: judged by its classes_ alone
+        return None
 
 
 def class_labels(model: Any) -> list[int] | list[str]:

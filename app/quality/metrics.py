@@ -144,7 +144,8 @@ def _macro_f1(y: np.ndarray, prediction: np.ndarray) -> Weighted:
         ww = np.ones(len(y)) if w is None else w
         tp = np.bincount(yy[correct], ww[correct], minlength=k)[present]
         denominator = np.bincount(yy, ww, minlength=k)[present] + np.bincount(pp, ww, minlength=k)[present]
-        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        # float out: with no right answer tp is bincount of nothing, which numpy makes an int array
+        f1 = np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
         return float(f1.mean()) if len(f1) else float("nan")
 
     return f

@@ -5,7 +5,8 @@ candidate alias) and what the flags name with what is loaded, loads what is
 new off the event loop (``pool.load``: checksums, warm-up, self-check) and
 only then swaps it in: one dict store per alias, so in-flight requests finish
 on the model they started with. A version that fails to load is refused,
-counted (``modelserve_model_load_errors_total``) and logged; the old one keeps
+counted (``modelserve_model_load_errors_total``) and logged, as is one whose
+store features the running feature tiers cannot give (``check``); the old one keeps
 serving, and polling does not retry that same target until the alias moves
 again (``POST /admin/reload`` retries it at once).
 
@@ -63,6 +64,8 @@ class ModelFollower:
         self._lock = asyncio.Lock()
         self.last_sync: float | None = None
         self.recent_errors: list[dict[str, Any]] = []
+        self.check: Callable[[LoadedModel], None] | None = None
+        """Raises ``ModelServeError`` for a loaded model the service cannot serve (set once features exist)."""
 
     def alias_models(self) -> dict[str, LoadedModel]:
         """Every loaded alias by name, the shadowed candidate included."""
@@ -87,6 +90,8 @@ class ModelFollower:
             return None
         try:
             model = await asyncio.to_thread(self.pool.load, version)
+            if self.check is not None:
+                self.check(model)
         except Exception as exc:
             message = exc.message if isinstance(exc, ModelServeError) else f"{type(exc).__name__}: {exc}"
             self._failed[key] = version

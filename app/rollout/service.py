@@ -64,6 +64,8 @@ class Rollout:
 
     # --- lifecycle ---------------------------------------------------------
     async def start(self, predictor: Predictor) -> None:
+        features = predictor.features
+        self.follower.check = lambda model: features.require(model.store_features)
         if self.watcher is not None:
             await asyncio.to_thread(self.watcher.load_initial)
         await self.refresh()

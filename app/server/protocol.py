@@ -36,6 +36,10 @@ connection also takes up to ``ACCEPT_BURST`` more from the listen queue
 (through a duplicate of the listening socket, found once per process) and
 hands them to the loop as accepted sockets; at shutdown the duplicate is
 closed with the server's own.
+
+And one gap in what a refusal costs: under a flood, prediction requests past
+what admission control has measured a loop round can serve in time are
+answered 503 here, before uvicorn builds them (``EarlyShed``).
 """
 
 from __future__ import annotations
@@ -44,14 +48,17 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
+
+from app.api.admission import DEADLINE_HEADER, ENVOY_TIMEOUT_HEADER, REFUSALS, ROUND_KEY, Admission, Refusal
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -94,17 +101,112 @@ def _not_counted(reason: str) -> None:
 
 
 _count: Callable[[str], None] = _not_counted
+_DEADLINE_HEADERS = (ENVOY_TIMEOUT_HEADER.encode(), DEADLINE_HEADER.encode())
+_early: EarlyShed | None = None
 
 
-def report_to(metrics: Metrics) -> None:
-    """Count this process's refusals in ``metrics``.
+def report_to(metrics: Metrics, admission: Admission | None = None) -> None:
+    """Count this process's refusals in ``metrics``, and shed prediction requests early for ``admission``.
 
     uvicorn builds the protocol itself, one per connection, and passes it
-    only its config; the app's metrics reach it through this one hook per
-    process (each worker sets it when it builds its app).
+    only its config; the app's metrics and admission limits reach it through
+    this one hook per process (each worker sets it when it builds its app).
     """
-    global _count
+    global _count, _early
     _count = lambda reason: metrics.http_connections_refused.labels(reason).inc()  # noqa: E731
+    _early = None if admission is None else EarlyShed(admission, metrics)
+
+
+def _template(url: bytes) -> str | None:
+    """The prediction route template of a request target taken as is (no query, no escapes), else None."""
+    if url == b"/predict":
+        return "/predict"
+    if url == b"/predict/batch":
+        return "/predict/batch"
+    if url.startswith(b"/v2/models/") and url.endswith(b"/infer") and b"?" not in url and b"%" not in url:
+        return "/v2/models/{name}/versions/{version}/infer" if b"/versions/" in url else "/v2/models/{name}/infer"
+    return None
+
+
+class EarlyShed:
+    """Prediction requests refused by the protocol before uvicorn builds them, while the worker is flooded.
+
+    Admission control refuses a request for a few tens of microseconds once
+    its task runs, but uvicorn's request, scope and task and the middlewares
+    around it cost about three times that, so under a flood the worker could
+    not even read and refuse what arrived. The event loop reads every
+    request that came in since it last looked, then runs their tasks in the
+    order it read them: the n-th request handed to the app in a round waits
+    for the n - 1 before it. So the protocol counts the requests it hands
+    over in each round (``Admission.handed``, reset when the round's tasks
+    start) and tells admission control each one's place (``ROUND_KEY``);
+    admission control measures what the last of a round actually waited and
+    sets ``Admission.cut``, how many fit in part of the queue-time limit.
+    Past the cut, while a request has recently waited long
+    (``Admission.congested_until``), a ``POST`` to a prediction route is
+    answered at once with admission's own ``queue_time`` refusal (the same
+    status, headers and body, ``Retry-After`` included) and never becomes a
+    task. It is counted as shed and as a 5xx of its route, its server time in
+    ``modelserve_requests_shed_seconds``, all once per round. Its body is
+    read and dropped and the connection stays open unless the client asked
+    to close it.
+
+    Left to admission control: requests with a deadline header (their refusal
+    has its own reason), ``Expect: 100-continue``, pipelined requests (answers
+    keep their order), targets with a query or escapes, and anything but
+    ``POST`` to a prediction route.
+    """
+
+    def __init__(self, admission: Admission, metrics: Metrics) -> None:
+        self.admission = admission
+        refusal = Refusal(REFUSALS["queue_time"])
+        self._headers = b"".join(b"%s: %s\r\n" % pair for pair in refusal.headers)
+        self._body = refusal.payload
+        self._metrics = metrics
+        self._defaults: list[tuple[bytes, bytes]] | None = None
+        self._head = b""
+        self._round_pending = False
+        self._refused: dict[str, int] = {}
+        self._seconds: list[float] = []
+
+    def answer(self, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+        """The 503's bytes, with the server's current default headers (date, server) as uvicorn would send."""
+        if default_headers is not self._defaults:  # uvicorn replaces the list when the date changes
+            self._defaults = default_headers
+            self._head = b"".join([STATUS_LINE[503], *(b"%s: %s\r\n" % pair for pair in default_headers)])
+        if keep_alive:
+            return b"".join([self._head, self._headers, b"\r\n", self._body])
+        return b"".join([self._head, self._headers, b"connection: close\r\n\r\n", self._body])
+
+    def handing(self, loop: asyncio.AbstractEventLoop) -> int:
+        """A request is handed to the app: its place in the round."""
+        if not self._round_pending:
+            self._round_pending = True
+            loop.call_soon(self._next_round)  # runs before (or among) this round's tasks, after all its reads
+        admission = self.admission
+        position = admission.handed
+        admission.handed = position + 1
+        return position
+
+    def refused(self, loop: asyncio.AbstractEventLoop, template: str, seconds: float) -> None:
+        self._refused[template] = self._refused.get(template, 0) + 1
+        self._seconds.append(seconds)
+        if not self._round_pending:
+            self._round_pending = True
+            loop.call_soon(self._next_round)
+
+    def _next_round(self) -> None:
+        self._round_pending = False
+        self.admission.next_round()
+        if self._refused:
+            refused, self._refused = self._refused, {}
+            seconds, self._seconds = self._seconds, []
+            self.admission.refused_early(len(seconds))
+            for template, count in refused.items():
+                self._metrics.http_requests.labels(template, "POST", "5xx").inc(count)
+            observe = self.admission.shed_seconds.observe
+            for took in seconds:
+                observe(took)
 
 
 def _answer(status: int, message: str, retry_after: int | None = None) -> bytes:
@@ -195,6 +297,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False
         self._header_bytes = 0
         self._refused = False
+        self._discarding: bool | None = None
+        """While a request refused early is still sending its body: whether the connection stays open after it."""
 
     # --- connection -----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -294,12 +398,53 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._in_body = True
         self._header_bytes = 0
+        early = _early
+        if early is not None and early.admission.handed >= early.admission.cut and self._shed_early(early):
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._discarding is None:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._in_body = False
         self._disarm()
-        super().on_message_complete()
+        keep_alive = self._discarding
+        if keep_alive is None:
+            super().on_message_complete()
+            return
+        self._discarding = None  # the refused request's body is all read: the connection is between requests
+        self.server_state.total_requests += 1
+        if not keep_alive:
+            self.transport.close()
+        elif not self.transport.is_closing():
+            idle = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self.timeout_keep_alive_task = idle
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        early = _early
+        if early is not None:
+            cycle.scope[ROUND_KEY] = early.handing(self.loop)  # type: ignore[literal-required]
+        super()._start_asgi_task(cycle, app)
+
+    # --- early refusal of prediction requests -------------------------------------------
+    def _shed_early(self, early: EarlyShed) -> bool:
+        """Answer the request whose headers were just read with admission's 503, if ``EarlyShed`` may."""
+        now = time.perf_counter()
+        if now >= early.admission.congested_until or self.root_path or self.expect_100_continue:
+            return False
+        parser = self.parser
+        if parser.get_method() != b"POST" or (self.cycle is not None and not self.cycle.response_complete):
+            return False
+        template = _template(self.url)
+        if template is None or any(name in _DEADLINE_HEADERS for name, _ in self.headers):
+            return False
+        keep_alive = parser.get_http_version() == "1.1" and parser.should_keep_alive()
+        self.transport.write(early.answer(self.server_state.default_headers, keep_alive))
+        self._discarding = keep_alive
+        early.refused(self.loop, template, time.perf_counter() - now)
+        return True
 
     # --- deadlines and refusals -----------------------------------------------------
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
@@ -322,6 +467,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_timeout(self) -> None:
         self._deadline = None
+        if self._discarding is not None:  # refused early, and its body never came: nothing more to answer
+            _count("body_timeout")
+            self.transport.close()
+            return
         if not self._in_body or self._refused or self.transport.is_closing():
             return
         cycle = self.cycle

@@ -53,7 +53,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from app.errors import ModelNotFound, NotReady, UnknownUser, clip
+from app.errors import ModelNotFound, NonFiniteAnswer, NotReady, UnknownUser, clip
 from app.model.decoder import Decoded
 from app.model.pool import LoadedModel, ModelPool
 from app.predictor import PredictionRecord, Predictor, new_request_id
@@ -187,6 +187,8 @@ class V2Service:
                     record = await predictor.predict_instance(instance, model if target.pinned else None)
                 except UnknownUser as exc:
                     raise _unknown_users(exc) from None
+                except NonFiniteAnswer as exc:
+                    raise _non_finite_rows(exc) from None
                 return _one_answer(target.name, model, record, request_id, plan.types, wanted)
         return await self.infer_request(predictor, target, parse_request(body, header_length), body, header_length)
 
@@ -238,6 +240,8 @@ class V2Service:
                 records = await predictor.predict_instances(instances, pinned)
         except UnknownUser as exc:
             raise _unknown_users(exc) from None
+        except NonFiniteAnswer as exc:
+            raise _non_finite_rows(exc) from None
         if len(records) == 1:
             return _one_answer(target.name, model, records[0], request_id, types, wanted)
         n = len(records)
@@ -282,6 +286,11 @@ class V2Service:
 def _unknown_users(exc: UnknownUser) -> UnknownUser:
     """The predictor's unknown-user error with each row named as the ``user_id`` input's."""
     return UnknownUser(exc.message, [user_row_loc(d) for d in exc.detail])
+
+
+def _non_finite_rows(exc: NonFiniteAnswer) -> NonFiniteAnswer:
+    """The predictor's non-finite-answer error naming the whole row's inputs: the row of every input tensor."""
+    return exc.at([["body", "inputs", "data", i] for i in exc.rows])
 
 
 def _one_answer(

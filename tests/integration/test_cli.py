@@ -82,3 +82,47 @@ class TestRegistryCommands:
         for cmd in ["serve", "train", "versions", "promote", "rollback", "verify"]:
             proc = run(workspace, cmd, "--help")
             assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+class TestWindows:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("drift", "--since", "9999999d"),
+            ("drift", "--since", "99999999999999999999999h"),
+            ("evaluate", "--since", "9999999d"),
+            ("shadow-report", "--since", "9999999d"),
+            ("gate", "v3", "--since", "9999999d"),
+            ("monitor", "--window", "9999999d"),
+        ],
+        ids=lambda a: a[0],
+    )
+    def test_window_beyond_the_calendar_is_a_clear_error(self, workspace, tmp_path, args):
+        """A look-back window reaching before year 1 is refused naming the option and the limit,
+        not an OverflowError."""
+        (tmp_path / "log").mkdir()
+        proc = run(workspace, *args, "--log-dir", str(tmp_path / "log"))
+        assert_one_line_error(proc, f"invalid {args[-2]} {args[-1]!r}", "at most")
+        assert "OverflowError" not in proc.stderr
+
+    @pytest.mark.parametrize("windows", ["100000000", "0"])
+    def test_monitor_windows_bounded(self, workspace, tmp_path, windows):
+        """monitor looks back --window × --windows: at least one window, and not before year 1."""
+        (tmp_path / "log").mkdir()
+        proc = run(workspace, "monitor", "--windows", windows, "--log-dir", str(tmp_path / "log"))
+        assert_one_line_error(proc, f"invalid --windows {windows}")
+
+
+class TestClosedOutput:
+    def test_reader_gone_is_quiet(self, workspace):
+        """Output piped into a reader that has gone (``modelserve query ... | head``) ends the command
+        quietly with SIGPIPE's status, not with an error line about a broken pipe."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        env = {**os.environ, **workspace.env()}
+        proc = subprocess.run(
+            [str(MODELSERVE), "versions"], env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+        os.close(write_end)
+        assert proc.stderr == ""
+        assert proc.returncode == 141

@@ -112,3 +112,34 @@ def test_no_log_dir_404(trained: Workspace) -> None:
             r = c.post(path, json=body)
             assert r.status_code == 404
             assert "MODELSERVE_LOG_DIR" in r.json()["error"]
+
+
+class TestRegressionLabels:
+    @pytest.fixture
+    def regression(self, task_models, tmp_path: Path):
+        models = task_models.workspace(tmp_path, "r1")
+        with serving(create_app(task_models.settings(models, log_dir=tmp_path / "log"))) as c:
+            yield c
+
+    @pytest.mark.parametrize("label", [1e308, -1e300, 3.5e38])
+    def test_label_beyond_float32_refused(self, regression, label: float) -> None:
+        """A regression label the float32 model could never answer is refused as /predict refuses such a
+        feature: one such label made every metric of its window non-finite in ``evaluate``."""
+        r = regression.post("/feedback", json={"request_id": "r1", "label": label})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == [
+            {
+                "loc": ["body", "label"],
+                "msg": "Input should be a number within float32's range (magnitude at most 3.4028235e+38)",
+                "type": "float32_range",
+            }
+        ]
+        r = regression.post(
+            "/feedback/batch",
+            json={"labels": [{"request_id": "r2", "label": 3.0}, {"request_id": "r1", "label": label}]},
+        )
+        assert r.status_code == 422 and [d["loc"] for d in r.json()["detail"]] == [["body", "labels", 1, "label"]]
+
+    def test_large_finite_label_accepted(self, regression) -> None:
+        r = regression.post("/feedback", json={"request_id": "r1", "label": 3.4e38})
+        assert r.status_code == 202, r.text

@@ -192,3 +192,48 @@ class TestResume:
         assert posted == list(range(1000))
         table = pq.read_table(out)
         assert table.column("request_id").to_pylist() == [r["request_id"] for r in rows]
+
+
+class TestIntRange:
+    def test_ints_beyond_64_bits_are_rejected_rows(self, task_models: Any, tmp_path: Path) -> None:
+        """A CSV int cell beyond 64 bits is that row's reject, as /predict refuses it, not the whole run's error."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(8)]
+        src = tmp_path / "in.csv"
+        pd.DataFrame(rows).to_csv(src, index=False)
+        text = src.read_text().splitlines()
+        age = text[0].split(",").index("age")
+        huge = {2: "1" + "0" * 400, 4: str(2**63), 6: str(-(2**63) - 1)}
+        for row, value in huge.items():
+            cells = text[row + 1].split(",")
+            cells[age] = value
+            text[row + 1] = ",".join(cells)
+        src.write_text("\n".join(text) + "\n")
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert summary.rows_in == 8 == pq.read_table(out).num_rows + len(bad)
+        assert sorted(r["row"] for r in bad) == sorted(huge)
+        assert all([e["loc"] for e in r["errors"]] == [["features", "age"]] for r in bad)
+
+    def test_uint64_parquet_beyond_int64_is_rejected(self, task_models: Any, tmp_path: Path) -> None:
+        """A Parquet uint64 value past int64's range is refused as /predict refuses it; the rest is scored."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(4)]
+        table = pa.Table.from_pylist(rows)
+        ages = [2**64 - 1 if i == 1 else r["age"] for i, r in enumerate(rows)]
+        table = table.set_column(table.column_names.index("age"), "age", pa.array(ages, pa.uint64()))
+        src = tmp_path / "in.parquet"
+        pq.write_table(table, src)
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert summary.rows_in == 4 and pq.read_table(out).num_rows == 3
+        assert [r["row"] for r in bad] == [1]
+        assert bad[0]["errors"] == [
+            {
+                "loc": ["features", "age"],
+                "msg": f"Input should be less than or equal to {2**63 - 1}",
+                "type": "less_than_equal",
+            }
+        ]

@@ -261,3 +261,43 @@ def _json(value):
     if isinstance(value, float) and np.isnan(value):
         return None
     return value.item() if hasattr(value, "item") else value
+
+
+class TestIntegerUserIds:
+    def test_int_id_column_and_table_publish_and_serve(self, tmp_path):
+        """Integer user ids, in the data's --id-column and the feature table's user_id, are the
+        strings requests carry: an all-number frame once turned the id 1300 into '1300.0', so no
+        held-out row matched the table, and the table's int keys stopped the service at start."""
+        import pandas as pd
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({"cust": np.arange(1000, 1400), "tenure": rng.integers(0, 50, 400)})
+        frame["x"] = rng.normal(size=400)
+        frame["y"] = ((frame["x"] + frame["tenure"] / 25 - 1) > 0).astype(int)
+        table = tmp_path / "features.parquet"
+        frame[["cust", "tenure"]].rename(columns={"cust": "user_id"}).to_parquet(table)
+        pre = ColumnTransformer([("n", "passthrough", ["tenure", "x"])])
+        pipeline = Pipeline([("pre", pre), ("m", LogisticRegression())]).fit(frame.iloc[:300], frame["y"].iloc[:300])
+        models = tmp_path / "models"
+        publish(
+            pipeline,
+            data=frame.iloc[300:],
+            target="y",
+            version="v1",
+            store_features=["tenure"],
+            feature_table=table,
+            id_column="cust",
+            alias="production",
+            models_dir=models,
+        )
+        sample = manifest_of(models, "v1")["sample"]
+        assert sample["request"]["user_id"] == str(int(sample["request"]["user_id"]))
+        settings = Settings(models_dir=models, feature_table=table, warmup_iterations=2, alias_poll_seconds=0)
+        with serving(create_app(settings)) as client:
+            assert client.get("/health/ready").status_code == 200
+            r = client.post("/predict", json={"user_id": "1310", "features": {"x": 0.25}})
+            assert r.status_code == 200, r.text
+            want = pipeline.predict_proba(pd.DataFrame({"cust": [1310], "tenure": [frame["tenure"][310]], "x": [0.25]}))
+            assert r.json()["probability"] == pytest.approx(want[0, 1], abs=1e-4)

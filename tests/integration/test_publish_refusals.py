@@ -11,7 +11,9 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.cluster import KMeans
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import IsolationForest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -170,6 +172,16 @@ class TestColumns:
         message = refused(models, pipeline=logreg, data=holdout.assign(plan=plan))
         assert "column 'plan' mixes types (int, string)" in message
 
+    @pytest.mark.parametrize("estimator", [IsolationForest(random_state=0), KMeans(3, n_init=1, random_state=0)])
+    def test_unsupervised_estimator(self, models, estimator):
+        """An outlier detector or a clusterer is no regression model: its labels are not values to
+        compare with a target, so it is refused naming what it is, not published as ``regression``."""
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200), "y": rng.normal(size=200)})
+        fitted = estimator.fit(frame[["a", "b"]])
+        message = refused(models, pipeline=fitted, data=frame, target="y")
+        assert type(estimator).__name__ in message and "neither a classifier nor a regressor" in message
+
     def test_task_mismatch(self, models, holdout, logreg):
         """An explicit task the estimator does not have is refused."""
         assert "is a binary classification model" in refused(models, pipeline=logreg, data=holdout, task="regression")
@@ -189,6 +201,38 @@ class TestNames:
         """Version and alias names outside the repository's pattern are refused before any work."""
         message = refused(models, InvalidName, pipeline=logreg, data=holdout, version=version, alias=alias)
         assert "must match" in message
+
+    @pytest.mark.parametrize("column", ["plan type", "1st_plan", "région", "a" * 65])
+    def test_column_that_is_no_feature_name(self, models, column):
+        """A column name a request cannot carry is refused, saying what a feature name may be."""
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({column: rng.normal(size=200), "y": rng.integers(0, 2, 200)})
+        fitted = LogisticRegression().fit(frame[[column]], frame["y"])
+        message = refused(models, pipeline=fitted, data=frame, target="y")
+        assert repr(column) in message
+        assert "a letter or _ first, then letters, digits or _, at most 64 characters" in message
+
+    def test_feature_named_user_id(self, models):
+        """A feature may not be named ``user_id``: that name is the user id requests carry and V2's
+        ``user_id`` input, so V2 would refuse the feature's own datatype."""
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({"user_id": rng.integers(0, 100, 200), "x": rng.normal(size=200)})
+        frame["y"] = (frame["x"] > 0).astype(int)
+        fitted = LogisticRegression().fit(frame[["user_id", "x"]], frame["y"])
+        message = refused(models, pipeline=fitted, data=frame, target="y")
+        assert "'user_id'" in message and "--id-column" in message
+
+    @pytest.mark.parametrize("column", ["prediction", "probability", "model_version", "request_id", "probability_7"])
+    def test_feature_named_like_a_batch_column(self, models, column):
+        """A feature may not take the name of a column batch scoring reads (request_id) or writes
+        (prediction, probability, probability_<class>, model_version): its output file had two
+        columns of that name, which pandas cannot read."""
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame({column: rng.normal(size=300), "x": rng.normal(size=300)})
+        frame["y"] = np.where(frame["x"] > 0.5, 7, np.where(frame["x"] < -0.5, 3, 5))
+        fitted = LogisticRegression().fit(frame[[column, "x"]], frame["y"])
+        message = refused(models, pipeline=fitted, data=frame, target="y")
+        assert repr(column) in message and "batch" in message
 
     def test_alias_that_is_a_version(self, models, holdout, logreg):
         """An alias may not take the name of an existing version."""

@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 
+import pandas as pd
 import pytest
 
 from app.main import create_app
@@ -114,6 +115,26 @@ class TestHotReload:
             (workspace.models_dir / "candidate").unlink()
             wait_for(lambda: container.rollout.shadow.candidate is None)
             assert container.pool.aliases() == {"production": "v1"}
+
+    def test_version_whose_store_features_the_table_lacks_is_refused(self, trained, task_models, tmp_path):
+        """Promoting a version with store features the running compute source cannot give is refused (409),
+        and the old one keeps serving: swapped in, every one of its predictions failed with a 500."""
+        models = task_models.workspace(tmp_path, "m1")  # no store features
+        shutil.copytree(trained.models_dir / "v2", models / "v2")  # store features age, income, ...
+        table = tmp_path / "users.parquet"
+        pd.DataFrame({"user_id": ["u-00001"], "tenure": [3]}).to_parquet(table)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        body = task_models.bodies(1)[0]
+        settings = task_models.settings(models, feature_table=table, admin_token=TOKEN)
+        with serving(create_app(settings)) as c:
+            set_alias(models, "production", "v2")
+            r = c.post("/admin/reload", headers=auth)
+            assert r.status_code == 409, r.text
+            assert r.json()["detail"][0]["loc"] == ["models", "production"]
+            assert "lacks store features" in r.json()["detail"][0]["msg"]
+            answer = c.post("/predict", json=body)
+            assert answer.status_code == 200 and answer.json()["model_version"] == "m1"
+            assert c.get("/admin/models", headers=auth).json()["aliases"]["production"] == "m1"
 
 
 class TestFlags:

@@ -9,8 +9,10 @@ logging them) afterwards.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,28 @@ class TestMalformedJson:
     def test_json_media_types_accepted(self, client, sample, ctype):
         """application/json with parameters, in any case, and +json media types are JSON."""
         r = client.post("/predict", content=json.dumps(sample["request"]), headers={"content-type": ctype})
+        assert r.status_code == 200, r.text
+
+    @pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/v2/models/modelserve/infer", "/feedback"])
+    @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+    def test_compressed_body_is_415_naming_content_encoding(self, client, sample, path, encoding):
+        """A compressed body (tritonclient's ``request_compression_algorithm``) is 415 naming
+        Content-Encoding, not a 422 blaming the JSON the client sent."""
+        body = {"instances": [sample["request"]]} if path == "/predict/batch" else sample["request"]
+        raw = gzip.compress(json.dumps(body).encode()) if encoding == "gzip" else zlib.compress(b"{}")
+        r = post(client, raw, path, **{"content-encoding": encoding})
+        detail = assert_error(r, 415)["detail"]
+        assert detail == [
+            {
+                "loc": ["header", "content-encoding"],
+                "msg": "expected identity (uncompressed)",
+                "type": "content_encoding",
+            }
+        ]
+
+    @pytest.mark.parametrize("encoding", ["identity", "Identity", ""])
+    def test_identity_encoding_predicts(self, client, sample, encoding):
+        r = post(client, json.dumps(sample["request"]), **{"content-encoding": encoding})
         assert r.status_code == 200, r.text
 
 

@@ -9,7 +9,15 @@ from typing import Any
 import orjson
 import pytest
 
-from app.api.admission import AdmissionControl, StampedTask, install_arrival_stamps
+from app.api.admission import (
+    CONGESTED_HOLD,
+    MIN_CUT,
+    ROUND_KEY,
+    Admission,
+    AdmissionControl,
+    StampedTask,
+    install_arrival_stamps,
+)
 from app.telemetry.metrics import Metrics
 
 
@@ -213,5 +221,75 @@ def test_progress_floor_serves_some_when_every_request_is_late():
         assert 200 in statuses
         assert inner.calls == statuses.count(200)
         assert shed(metrics, "queue_time") == statuses.count(503)
+
+    asyncio.run(scenario())
+
+
+def run_round(limits: Admission, waits: list[float], now: float) -> None:
+    """One loop round as the server reports it: ``len(waits)`` requests handed over, then each starts."""
+    limits.handed = len(waits)
+    limits.next_round()
+    for position, wait in enumerate(waits):
+        limits.waited(position, wait, now)
+
+
+def test_cut_follows_what_the_last_request_of_a_round_waited_beyond_the_first():
+    """The cut is the requests whose cost fits in part of the limit: measured as (last wait - first wait) per
+    request between them, so a round's reading time (which every request waits for) does not shrink it."""
+    limits = Admission(Metrics(), max_in_flight=64, max_queue_ms=50)
+    assert limits.cut > 10**6 and limits.congested_until < 0  # nothing measured: the protocol never refuses
+    now = 100.0
+    # 101 requests, each 0.3 ms of work, behind 20 ms of reading: the first waited 20 ms, the last 50 ms.
+    run_round(limits, [0.020 + 0.0003 * i for i in range(101)], now)
+    assert limits.cut == pytest.approx(0.050 * 0.3 / 0.0003, rel=0.02)  # 50
+    assert limits.congested_until == pytest.approx(now + CONGESTED_HOLD)
+    for _ in range(40):  # the work per request halves: the cut grows back
+        run_round(limits, [0.020 + 0.00015 * i for i in range(101)], now)
+    assert limits.cut == pytest.approx(100, rel=0.05)
+
+
+def test_small_rounds_and_unmeasured_ones_leave_the_cut_alone():
+    limits = Admission(Metrics(), max_in_flight=64, max_queue_ms=50)
+    run_round(limits, [0.0, 0.030, 0.060], 100.0)  # three requests: too few to say what one costs
+    assert limits.cut > 10**6
+    limits.handed = 50
+    limits.next_round()
+    for position in range(1, 50):  # the first request of the round was not a prediction: nothing to compare with
+        limits.waited(position, 0.001 * position, 100.0)
+    assert limits.cut > 10**6
+    run_round(limits, [0.0] + [1.0] * 9, 100.0)  # however slow, the protocol still hands some over
+    assert limits.cut == MIN_CUT
+
+
+def test_congestion_needs_a_long_wait_and_expires():
+    """Short waits never mark the worker congested; a long one does, for ``CONGESTED_HOLD`` seconds."""
+    limits = Admission(Metrics(), max_in_flight=64, max_queue_ms=50)
+    run_round(limits, [0.0001 * i for i in range(100)], 100.0)  # busy but quick: last waited 10 ms
+    assert limits.congested_until < 100.0
+    limits.waited(5, 0.030, 101.0)
+    assert limits.congested_until == pytest.approx(101.0 + CONGESTED_HOLD)
+
+
+def test_middleware_reports_each_request_s_place_in_its_round():
+    """A request the server stamped with its place in the round is measured; the cut then reflects it."""
+
+    async def scenario() -> None:
+        install_arrival_stamps(asyncio.get_running_loop())
+        app, inner, _ = make(max_in_flight=64, max_queue_ms=50)
+        limits = app.limits
+        limits.handed = 10
+        limits.next_round()
+
+        async def placed(position: int) -> int:
+            task = asyncio.current_task()
+            assert isinstance(task, StampedTask)
+            task.arrival -= 0.002 * position  # each waited 2 ms more than the one before
+            scope = http("/predict")
+            scope[ROUND_KEY] = position
+            return (await call(app, scope))[0]
+
+        assert [await asyncio.create_task(placed(p)) for p in range(10)] == [200] * 10
+        assert inner.calls == 10
+        assert limits.cut == pytest.approx(0.050 * 0.3 / 0.002, abs=1)  # 2 ms a request: 7 fit in 15 ms
 
     asyncio.run(scenario())

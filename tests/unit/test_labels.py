@@ -105,3 +105,16 @@ def test_observed_at_normalised_to_utc() -> None:
     """An observed_at with an offset is written in UTC with a Z; one without a zone is taken as UTC."""
     assert parse_time("2026-03-01T10:00:00+02:00") == ("2026-03-01T08:00:00Z", None)
     assert parse_time("2026-03-01T10:00:00") == ("2026-03-01T10:00:00Z", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("0001-01-01T00:00:00+00:03", "0001-01-01T00:00:00Z"),
+        ("9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.999999Z"),
+    ],
+)
+def test_times_past_the_calendar_ends_in_utc_are_clamped(text: str, stored: str) -> None:
+    """A valid ISO 8601 time whose UTC instant falls before year 1 or after 9999 (an offset at the
+    calendar's ends) is stored as the nearest UTC instant, not refused: the schema allows it."""
+    assert parse_time(text) == (stored, None)

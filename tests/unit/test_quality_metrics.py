@@ -47,6 +47,19 @@ def test_multiclass_and_regression_metrics_equal_sklearn() -> None:
     assert got["r2"].value == pytest.approx(skm.r2_score(t, v))
 
 
+def test_multiclass_with_no_right_answer() -> None:
+    """A window where every served label is wrong (a broken model, or labels of another) measures
+    macro F1 0 as scikit-learn does: it once stopped ``evaluate`` with a numpy casting error."""
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet([1, 1, 1], size=60)
+    y = rng.integers(0, 3, size=60)
+    pred = (y + 1) % 3
+    got = measure(Rows("multiclass_classification", y, pred, probabilities=probs), replicates=20)
+    assert got["accuracy"].value == 0.0
+    assert got["macro_f1"].value == skm.f1_score(y, pred, average="macro") == 0.0
+    assert got["macro_f1"].low == got["macro_f1"].high == 0.0
+
+
 def test_bootstrap_interval_is_seeded_and_covers_the_value() -> None:
     """The same seed gives the same interval, and the interval contains the point estimate."""
     y, p = _binary(2000, 3)

@@ -238,6 +238,22 @@ class TestReadColumns:
         detail = problems(lambda: read(inputs, b"\x00" * 4))
         assert detail[0]["msg"] == "binary data shorter than binary_data_size"
 
+    def test_short_binary_is_one_problem(self):
+        """A body shorter than the binary tensors claim is named once, at the tensor: the bytes it
+        lacks are not also counted as a negative number of unclaimed bytes."""
+        inputs = self.inputs()
+        inputs[1] = tensor("amount", "FP32", shape=[2], binary_data_size=8)
+        with pytest.raises(ValidationFailed) as info:
+            read(inputs, b"\x00" * 4)
+        assert info.value.detail == [
+            {
+                "loc": ["body", "inputs", "amount", "data"],
+                "msg": "binary data shorter than binary_data_size",
+                "type": "binary_size",
+            }
+        ]
+        assert info.value.message == "invalid input: 1 error(s) in amount"
+
     def test_binary_size_needs_header(self):
         """binary_data_size without the header length, or not a whole number, is refused at parameters."""
         inputs = self.inputs()
