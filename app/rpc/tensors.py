@@ -161,7 +161,7 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor, errors: list[dict[str,
 
 
 def to_response(answer: dict[str, Any], raw: bool) -> pb.ModelInferResponse:
-    """The response message for a V2 answer (``V2Service.infer_request``), raw or typed."""
+    """The response message for a V2 answer (``V2Service.answer``), raw or typed."""
     response = pb.ModelInferResponse(
         model_name=answer["model_name"], model_version=answer["model_version"], id=answer["id"]
     )
