@@ -1,11 +1,14 @@
 """``ModelInferRequest`` → V2 request (and binary tensors), V2 answers → response messages.
 
-A message becomes the same request envelope a REST body does, so the codec
-(``app.v2.codec``) reads and checks it with the same rules and messages:
-typed ``contents`` become each input's ``data``; ``raw_input_contents``
-become binary tensors (each input's ``binary_data_size`` is its entry's
-length, the entries laid end to end, starting at offset 0). Request and
-tensor ``parameters`` are ignored, as over REST.
+A well-formed message (every input the model takes, once, of an accepted
+datatype and shape, all typed or all raw) goes straight to columns
+(``columns_of``). Any other becomes the same request envelope a REST body
+does (``to_request``), so the codec (``app.v2.codec``) reads and checks it
+with the same rules and messages: typed ``contents`` become each input's
+``data``; ``raw_input_contents`` become binary tensors (each input's
+``binary_data_size`` is its entry's length, the entries laid end to end,
+starting at offset 0). Both ways read the same values. Request and tensor
+``parameters`` are ignored, as over REST.
 
 Outputs are answered the way inputs came: ``raw_output_contents`` when the
 request used raw inputs (what Triton and its clients do), typed
