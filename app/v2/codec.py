@@ -218,13 +218,18 @@ def decode_rows(
             return [decoder.validate_python(one)]
         except ValidationFailed as exc:
             raise failed([{**d, "loc": row_loc(d["loc"], 0)} for d in exc.detail]) from None
+    request_ids = [f"{request_id}:{i}" for i in range(n)]
+    instances = decoder.validate_columns(columns, n, request_ids, users)
+    if instances is not None:
+        return instances
+    # Something a rule may refuse: row by row, every row's problems named.
     feature_columns = [(name, columns[name]) for name in features]
-    instances: list[Decoded] = []
+    instances = []
     errors: Errors = []
     for i in range(n):
         obj: dict[str, Any] = {
             "features": {name: col[i] for name, col in feature_columns},
-            "request_id": request_id if n == 1 else f"{request_id}:{i}",
+            "request_id": request_ids[i],
         }
         if users is not None:
             obj["user_id"] = users[i]

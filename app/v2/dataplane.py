@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import ModelNotFound, NonFiniteAnswer, NotReady, UnknownUser, clip
+from app.model.decoder import Decoded
 from app.model.pool import LoadedModel, ModelPool
 from app.predictor import Predictor, new_request_id
 from app.telemetry import tracing
@@ -173,18 +174,32 @@ class V2Service:
         runs once the rows are decoded, just before the model does (a deadline check).
         """
         model = target.model
-        types, available = self._output_types(model)
+        available = self.output_types(model)[1]
         wanted = requested_outputs(request, available) if "outputs" in request else available
         request_id = request.get("id") or new_request_id()
-        features, expected, nullable = self._expected_inputs(model)
+        features, expected, nullable = self.inputs_of(model)
         with tracing.span("decode"):
             columns, n = read_columns(request, body, header_length, features, expected, self.max_batch, nullable)
             instances = decode_rows(model.decoder, columns, n, request_id, features)
+        return await self.answer(predictor, target, instances, request_id, wanted, before_inference)
+
+    async def answer(
+        self,
+        predictor: Predictor,
+        target: Target,
+        instances: list[Decoded],
+        request_id: str,
+        wanted: tuple[str, ...],
+        before_inference: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """The V2 response for decoded rows: ``wanted`` outputs, in that order (the request's, or ``outputs_of``)."""
+        model = target.model
+        types = self.output_types(model)[0]
         if before_inference is not None:
             before_inference()
         pinned = model if target.pinned else None
         try:
-            if n == 1:  # the common request: one row, answered as directly as /predict answers it
+            if len(instances) == 1:  # the common request: one row, answered as directly as /predict answers it
                 records = [await predictor.predict_instance(instances[0], pinned)]
             else:
                 records = await predictor.predict_instances(instances, pinned)
@@ -215,7 +230,7 @@ class V2Service:
             "outputs": outputs,
         }
 
-    def _output_types(self, model: LoadedModel) -> tuple[dict[str, str], tuple[str, ...]]:
+    def output_types(self, model: LoadedModel) -> tuple[dict[str, str], tuple[str, ...]]:
         """(datatype per output, the output names in answer order), once per version."""
         known = self._types.get(model.version)
         if known is None:
@@ -223,7 +238,7 @@ class V2Service:
             known = self._types[model.version] = types, tuple(types)
         return known
 
-    def _expected_inputs(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]:
+    def inputs_of(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]:
         """(accepted datatypes per request feature, input names, nullable features), once per version."""
         known = self._inputs.get(model.version)
         if known is None:
