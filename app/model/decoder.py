@@ -128,7 +128,7 @@ def _column_check(f: Feature) -> Callable[[Sequence[Any]], bool]:
     """Whether every value of a column is one ``_feature_type(f)`` takes as it is (see ``validate_columns``).
 
     Built of passes that run in C (``map``, ``min``, ``max``, ``sum``): a column of exact types,
-    and for floats a finite sum (no NaN, no ±Inf) and every value within float32.
+    and for floats a finite sum (no NaN, no ±Inf) and every value within float32, for ints 64 bits.
     """
     kind = {"float": float, "int": int, "bool": bool, "string": str}[f.dtype]  # exactly: a bool is no int here
     allowed = {kind, type(None)} if f.nullable else {kind}
@@ -145,6 +145,8 @@ def _column_check(f: Feature) -> Callable[[Sequence[Any]], bool]:
             return math.isfinite(sum(col)) and min(col) > -FLOAT32_OVERFLOW and max(col) < FLOAT32_OVERFLOW
         if kind is str:
             return max(map(len, col)) <= MAX_STRING
+        if kind is int:
+            return min(col) >= INT64_MIN and max(col) <= INT64_MAX
         return True
 
     return check
