@@ -47,6 +47,8 @@ BAD_VALUES: dict[str, bytes] = {
     "overlong string": orjson.dumps({**GOOD, "country": "x" * 10_000}),
     "garbage bytes": b"\xff\xfe\x00garbage",
     "truncated JSON": orjson.dumps(GOOD)[:-5],
+    "int beyond 64 bits": b'{"age": 9223372036854775808, "income": 52000.5, "days_since_signup": 300, "country": "DE"}',
+    "float beyond float32": orjson.dumps({**GOOD, "income": 1e300}),
 }
 
 
@@ -161,8 +163,18 @@ class TestBadUpstreamAnswer:
 
     @pytest.mark.parametrize(
         "features",
-        [{}, [1, 2, 3], "str", None, {**GOOD, "age": "forty"}, {**GOOD, "income": True}, {"age": 41}],
-        ids=["empty", "array", "string", "null", "wrong-type-int", "bool-for-float", "missing"],
+        [
+            {},
+            [1, 2, 3],
+            "str",
+            None,
+            {**GOOD, "age": "forty"},
+            {**GOOD, "income": True},
+            {"age": 41},
+            {**GOOD, "age": 2**63},
+            {**GOOD, "income": 1e300},
+        ],
+        ids=["empty", "array", "string", "null", "wrong-type-int", "bool-for-float", "missing", "int-2**63", "1e300"],
     )
     def test_bad_features_are_503_never_500(self, trained, client, features) -> None:
         """An upstream 200 with wrong-shaped features is FeaturesUnavailable (503 + Retry-After), counted invalid."""
