@@ -138,6 +138,25 @@ class TestBadValueInRedis:
         assert orjson.loads(redis_server.client().get(key)) == GOOD
         await tier.close()
 
+    def test_key_of_another_redis_type_is_invalid_not_a_redis_failure(self, trained, redis_server, client) -> None:
+        """A hash (or list) at a user's key makes GET fail with WRONGTYPE: that is the value's fault, not
+        Redis's, so it is counted invalid and deleted, and the breaker stays closed for every other user."""
+        key = key_prefix(store_names(trained)) + USER
+        redis_server.client().delete(key)
+        redis_server.client().hset(key, mapping={"age": "41"})
+
+        def count(outcome: str) -> float:
+            text = client.get("/metrics").text
+            return metric_value(text, "modelserve_feature_lookups_total", {"tier": "redis", "outcome": outcome})
+
+        before = {o: count(o) for o in ("invalid", "error", "skipped")}
+        for _ in range(8):  # more than the breaker's threshold of failures
+            assert client.post("/predict", json=request(trained)).status_code == 200
+        assert count("error") == before["error"]
+        assert count("skipped") == before["skipped"]
+        assert count("invalid") >= before["invalid"] + 1
+        assert self.wait_valid(redis_server, key) == OfflineTable.load(trained.feature_table).rows[USER]
+
     @pytest.mark.parametrize("case", ["empty object", "array", "wrong type (string for int)", "garbage bytes"])
     def test_batch_falls_through_to_compute(self, trained, redis_server, client, case) -> None:
         """/predict/batch with the bad user among good ones answers 200 for every instance."""
