@@ -8,7 +8,8 @@
   errors, 429, 502, 503, 504 (and 500 if ``retry_500``); any other status
   fails at once;
 - spaced by exponential backoff with full jitter (``uniform(0, min(cap,
-  base·2^n))``), or by ``Retry-After`` when a 429/503 carries one; a
+  base·2^n))``), or by ``Retry-After`` when a 429/503 carries one (at most
+  ``MAX_RETRY_AFTER``; ``inf`` or ``nan`` is ignored like garbage); a
   Retry-After longer than the time left fails the call at once, and further
   calls fail fast until it has passed, so a throttling upstream is not hit
   again early;

@@ -229,3 +229,19 @@ class TestBadUpstreamAnswer:
         )
         r = c.post("/predict", json=request(trained))
         assert r.status_code == 200, r.text
+
+    @pytest.mark.parametrize(
+        "value", ["inf", "1e400", "99999999999", "Fri, 31 Dec 9999 23:59:59 GMT", "-5", "nan", "soon"]
+    )
+    def test_odd_retry_after_is_a_bounded_503(self, trained, client, value) -> None:
+        """A 429's Retry-After of inf was a 500 (OverflowError rendering ours); a huge one or a far date shut
+        the upstream out until restart. Ours stays a whole number of seconds, at most MAX_RETRY_AFTER."""
+        from app.retry import MAX_RETRY_AFTER
+
+        c, upstream = client
+        upstream.expect_request(f"/users/{USER}/features").respond_with_response(
+            Response("slow down", status=429, headers={"Retry-After": value})
+        )
+        r = c.post("/predict", json=request(trained))
+        assert r.status_code == 503, r.text
+        assert 1 <= int(r.headers["Retry-After"]) <= MAX_RETRY_AFTER
