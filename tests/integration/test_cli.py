@@ -71,6 +71,14 @@ class TestRegistryCommands:
         """rollback with nothing to return to says so."""
         assert_one_line_error(run(workspace, "rollback"), "nothing to roll back")
 
+    def test_missing_registry(self, workspace, tmp_path):
+        """Every registry command on a models directory that does not exist is one line, nothing created."""
+        env = {**os.environ, **workspace.env(), "MODELSERVE_MODELS_DIR": str(tmp_path / "absent")}
+        for args, needle in ((["rollback"], "no models directory"), (["promote", "v1"], "unknown version")):
+            proc = subprocess.run([str(MODELSERVE), *args], env=env, capture_output=True, text=True, timeout=60)
+            assert_one_line_error(proc, needle)
+        assert not (tmp_path / "absent").exists()
+
     def test_bad_setting(self, workspace):
         """An invalid setting in the environment is one line naming it."""
         env = {**os.environ, **workspace.env(), "MODELSERVE_PORT": "not-a-port"}
