@@ -253,9 +253,11 @@ class Repository:
         out = []
         for line in path.read_text().splitlines():
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(entry, dict):  # a torn line or a hand edit's "x" is no entry
+                out.append(entry)
         return out
 
     def record_gate(self, alias: str, version: str, decision: str, figures: dict[str, Any]) -> None:
