@@ -19,7 +19,8 @@
 - shared: concurrent misses for one user wait on one call (single-flight);
 - bounded: an answer over ``MAX_BODY`` (1 MiB) is refused as soon as its
   length says so, never read whole into memory;
-- checked: an answer whose features are not the store features' shape and
+- checked: an answer naming another ``user_id`` (a number is compared as
+  its text), or whose features are not the store features' shape and
   types (``app.features.schema``) is a failed call (``FeaturesUnavailable``,
   503 unless a stale value serves; counted as ``outcome="invalid"``), never
   passed on to the model.
@@ -255,6 +256,11 @@ class UpstreamSource:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 self._invalid.inc()
                 raise FeaturesUnavailable("features unavailable: malformed upstream response", 1.0) from None
+            named = body.get("user_id", user_id)  # body is an object: body["features"] was found
+            if named != user_id and (isinstance(named, bool) or str(named) != user_id):
+                self._invalid.inc()
+                log.warning("upstream answered features of another user")
+                raise FeaturesUnavailable("features unavailable: upstream answered for another user", 1.0)
             problem = self.schema.problem(features) if self.schema is not None else None
             if not isinstance(features, dict) or problem is not None:
                 self._invalid.inc()
