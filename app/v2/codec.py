@@ -27,6 +27,11 @@ Errors = list[dict[str, Any]]
 _CONTAINERS = (list, dict)
 FLOATS = frozenset({"FP32", "FP64"})
 """The datatypes that carry NaN."""
+INT_RANGES = {
+    t: (int(np.iinfo(NUMPY[t]).min), int(np.iinfo(NUMPY[t]).max))
+    for t in ("INT8", "INT16", "INT32", "UINT8", "UINT16", "UINT32", "UINT64")
+}
+"""What a JSON value of each narrower int datatype may be (INT64's bound is the decoder's, as ``/predict``'s)."""
 
 
 def read_columns(
@@ -60,6 +65,8 @@ def read_columns(
             if accepted is not None and data is not None and inp["datatype"] in accepted and _flat(inp["shape"], data):
                 if name in nullable and inp["datatype"] in FLOATS:
                     data = nan_as_missing(data)
+                elif inp["datatype"] in INT_RANGES:
+                    out_of_range(name, inp["datatype"], data, errors)
                 columns[name] = data
                 continue
         raw = None
@@ -82,6 +89,8 @@ def read_columns(
             errors.append(input_error(name, None, "input given more than once", "duplicate_input"))
         elif name == USER_ID or name in features:
             col = column(inp, ("BYTES",) if name == USER_ID else features[name], raw, errors)
+            if col is not None and raw is None and inp["datatype"] in INT_RANGES:
+                out_of_range(name, inp["datatype"], col, errors)
             if col is not None:
                 columns[name] = nan_as_missing(col) if name in nullable and inp["datatype"] in FLOATS else col
         else:
@@ -144,6 +153,28 @@ def column(inp: InferInput, accepted: tuple[str, ...], raw: bytes | None, errors
         errors.append(input_error(name, "data", f"data does not match shape {shape}", "shape"))
         return None
     return data
+
+
+def out_of_range(name: str, datatype: str, values: list[Any], errors: Errors) -> None:
+    """Append an error at the first value of ``values`` that ``datatype`` cannot hold, if any.
+
+    One min/max over the column, not a check per value; values that are not numbers are the decoder's to refuse.
+    """
+    lo, hi = INT_RANGES[datatype]
+    try:
+        fits = lo <= min(values) and max(values) <= hi
+    except TypeError:  # a string or null among them
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        fits = not numbers or (lo <= min(numbers) and max(numbers) <= hi)
+    if not fits:
+        row = next(i for i, v in enumerate(values) if isinstance(v, (int, float)) and not lo <= v <= hi)
+        errors.append(
+            {
+                "loc": ["body", "inputs", name, "data", row],
+                "msg": f"{values[row]!r:.40} is outside {datatype}'s range {lo}..{hi}",
+                "type": "datatype_range",
+            }
+        )
 
 
 def _flat(shape: list[int], data: list[Any]) -> bool:
