@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
+
+MAX_RETRY_AFTER = 300.0
+"""The longest ``Retry-After`` honoured: a longer one (a far date, 99999999999) waits this long, so a
+throttling peer is asked again within minutes rather than never."""
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -14,16 +19,19 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = N
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or bad."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), within
+    0..``MAX_RETRY_AFTER``; None if absent or bad (``inf`` and ``nan`` are bad)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        seconds = when.timestamp() - (now if now is not None else time.time())
+    if not math.isfinite(seconds):
         return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))

@@ -10,10 +10,12 @@ Redis must never fail or slow a prediction: a lookup is one round trip
 and behind a circuit breaker; any failure is a miss. Write-back after a
 compute is a background task the request does not wait for.
 
-A value is input like any other: one that is not JSON, or not the store
-features' shape and types (``app.features.schema``), is counted
-(``outcome="invalid"``), deleted in the background so the next lookup does
-not meet it again, and treated as a miss: the request goes on to compute.
+A value is input like any other: one that is not JSON, not the store
+features' shape and types (``app.features.schema``), or a key of another
+Redis type (a hash, a list: ``GET`` answers WRONGTYPE, which is not a Redis
+failure) is counted (``outcome="invalid"``), deleted in the background so
+the next lookup does not meet it again, and treated as a miss: the request
+goes on to compute.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from app.features.base import Features
 from app.features.breaker import CircuitBreaker
@@ -42,6 +45,10 @@ KEY_VERSION = "v1"
 # Compare-and-delete in one step: a plain DEL could remove the good value a
 # concurrent write-back (this process's or another's) has just stored.
 DELETE_IF_UNCHANGED = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# A key of another Redis type (a hash, a list) holds no value of ours; delete it unless a write-back made it a string.
+DELETE_IF_NOT_STRING = (
+    "if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then return redis.call('DEL', KEYS[1]) end return 0"
+)
 
 
 def key_prefix(feature_names: Iterable[str]) -> str:
@@ -129,6 +136,14 @@ class RedisTier:
             self.breaker.abandon()
             raise
         except Exception as exc:  # a Redis failure of any kind is a miss, never an error
+            if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
+                # GET of a hash or list: the key's content is bad, Redis is fine (MGET answers nil for it).
+                self.breaker.success()
+                self._invalid.inc(n)
+                self._outcome = "invalid"
+                log.warning("invalid features in Redis for one user (not a string key); deleted")
+                self._spawn(self._delete_wrong_type(self.prefix + user_ids[0]))
+                return None
             self.breaker.failure()
             self._error.inc(n)
             log.debug("redis read failed: %r", exc)
@@ -181,6 +196,15 @@ class RedisTier:
             raise
         except Exception as exc:  # the value stays until its TTL or the next write-back; still a miss
             log.debug("redis delete of invalid values failed: %r", exc)
+
+    async def _delete_wrong_type(self, key: str) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.eval(DELETE_IF_NOT_STRING, 1, key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("redis delete of a wrong-typed key failed: %r", exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

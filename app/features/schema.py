@@ -3,9 +3,9 @@
 A value read back from Redis or answered by the upstream is input like any
 request: it must be an object holding every store feature of the manifest,
 each of its dtype by the request decoder's strict rules (an int is accepted
-for a float, no bool for a number, floats finite, strings bounded, ``null``
-only where nullable). Other names are allowed and kept: the upstream may
-answer more features than this model uses.
+for a float, no bool for a number, floats finite in float32, ints in 64
+bits, strings bounded, ``null`` only where nullable). Other names are
+allowed and kept: the upstream may answer more features than this model uses.
 
 Hand-written rather than a pydantic model: it runs on every Redis hit and
 every upstream answer, and a handful of ``type()`` checks is all it takes.
@@ -13,20 +13,20 @@ every upstream answer, and a handful of ``type()`` checks is all it takes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from app.model.decoder import MAX_STRING
+from app.model.decoder import FLOAT32_OVERFLOW, INT64_MAX, INT64_MIN, MAX_STRING
 from app.model.manifest import Feature
 
 
 def _float(v: Any) -> bool:
-    return (type(v) is float and math.isfinite(v)) or type(v) is int
+    """A number the model's float32 feed holds finite, as the request decoder bounds it."""
+    return (type(v) is float or type(v) is int) and -FLOAT32_OVERFLOW < v < FLOAT32_OVERFLOW
 
 
 def _int(v: Any) -> bool:
-    return type(v) is int
+    return type(v) is int and INT64_MIN <= v <= INT64_MAX
 
 
 def _bool(v: Any) -> bool:

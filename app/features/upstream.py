@@ -8,7 +8,8 @@
   errors, 429, 502, 503, 504 (and 500 if ``retry_500``); any other status
   fails at once;
 - spaced by exponential backoff with full jitter (``uniform(0, min(cap,
-  base·2^n))``), or by ``Retry-After`` when a 429/503 carries one; a
+  base·2^n))``), or by ``Retry-After`` when a 429/503 carries one (at most
+  ``MAX_RETRY_AFTER``; ``inf`` or ``nan`` is ignored like garbage); a
   Retry-After longer than the time left fails the call at once, and further
   calls fail fast until it has passed, so a throttling upstream is not hit
   again early;
@@ -16,7 +17,10 @@
   and by a retry budget, so a failing upstream sees at most ~``ratio`` more
   calls than a healthy one;
 - shared: concurrent misses for one user wait on one call (single-flight);
-- checked: an answer whose features are not the store features' shape and
+- bounded: an answer over ``MAX_BODY`` (1 MiB) is refused as soon as its
+  length says so, never read whole into memory;
+- checked: an answer naming another ``user_id`` (a number is compared as
+  its text), or whose features are not the store features' shape and
   types (``app.features.schema``) is a failed call (``FeaturesUnavailable``,
   503 unless a stale value serves; counted as ``outcome="invalid"``), never
   passed on to the model.
@@ -44,6 +48,8 @@ from app.telemetry.metrics import Metrics
 log = logging.getLogger("modelserve.features")
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+MAX_BODY = 1024 * 1024
+"""The largest answer read: one user's features are a few hundred bytes; a bigger body is refused unread."""
 
 
 class RetryBudget:
@@ -230,7 +236,8 @@ class UpstreamSource:
         self.calls += 1
         try:
             async with asyncio.timeout(timeout):
-                response = await self.client.get(url, timeout=timeout, headers=headers)
+                async with self.client.stream("GET", url, timeout=timeout, headers=headers) as response:
+                    content = await _read_at_most(response, MAX_BODY) if response.status_code == 200 else b""
         except (TimeoutError, httpx.TimeoutException):
             raise _Retryable("timeout") from None
         except httpx.ConnectError:
@@ -240,12 +247,20 @@ class UpstreamSource:
             raise _Retryable("network") from None
         status = response.status_code
         if status == 200:
+            if content is None:
+                self._invalid.inc()
+                raise FeaturesUnavailable(f"features unavailable: upstream answer larger than {MAX_BODY} bytes", 1.0)
             try:
-                body = orjson.loads(response.content)
+                body = orjson.loads(content)
                 features = body["features"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 self._invalid.inc()
                 raise FeaturesUnavailable("features unavailable: malformed upstream response", 1.0) from None
+            named = body.get("user_id", user_id)  # body is an object: body["features"] was found
+            if named != user_id and (isinstance(named, bool) or str(named) != user_id):
+                self._invalid.inc()
+                log.warning("upstream answered features of another user")
+                raise FeaturesUnavailable("features unavailable: upstream answered for another user", 1.0)
             problem = self.schema.problem(features) if self.schema is not None else None
             if not isinstance(features, dict) or problem is not None:
                 self._invalid.inc()
@@ -265,3 +280,18 @@ class UpstreamSource:
         for task in list(self._inflight.values()):
             task.cancel()
         await self.client.aclose()
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` (a declared length or the bytes so far)."""
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

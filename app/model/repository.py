@@ -19,17 +19,23 @@ before an artifact is used; ``pipeline.joblib`` is only ever unpickled by
 
 Rollback semantics: ``rollback`` points the alias back at the target it had
 before its most recent change, and records that as a change too, so two
-rollbacks in a row return to where they started (like ``cd -``).
+rollbacks in a row return to where they started (like ``cd -``). Alias
+changes hold an exclusive lock (``.aliases.lock``) from reading the alias to
+recording the change, so concurrent promotions and rollbacks from several
+processes leave one unbroken ``from -> to`` chain for rollback to follow.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ARTIFACT_FILES = ("model.onnx", "pipeline.joblib")
 MANIFEST_FILE = "manifest.json"
 HISTORY_FILE = ".history.jsonl"
+LOCK_FILE = ".aliases.lock"
 
 
 def sha256_file(path: Path) -> str:
@@ -207,26 +214,37 @@ class Repository:
         if alias in self.versions():
             raise InvalidName(f"alias {alias!r} is the name of a version")
         self.verify(version)
-        previous = self.aliases().get(alias)
-        set_alias(self.root, alias, version)
-        self._record("promote", alias, previous, version)
+        with self._changing():
+            previous = self.aliases().get(alias)
+            set_alias(self.root, alias, version)
+            self._record("promote", alias, previous, version)
         return previous
 
     def rollback(self, alias: str = "production") -> str:
         """Point ``alias`` back at its previous target; returns the version now served."""
         check_name(alias, "alias")
-        current = self.aliases().get(alias)
-        previous = None
-        for entry in reversed(self.history()):
-            if entry.get("alias") == alias and entry.get("to") == current:
-                previous = entry.get("from")
-                break
-        if not previous:
-            raise ArtifactError(f"nothing to roll back to for alias {alias!r}")
-        self.verify(previous)
-        set_alias(self.root, alias, previous)
-        self._record("rollback", alias, current, previous)
+        with self._changing():
+            current = self.aliases().get(alias)
+            previous = None
+            for entry in reversed(self.history()):
+                if entry.get("alias") == alias and entry.get("to") == current:
+                    previous = entry.get("from")
+                    break
+            if not previous:
+                raise ArtifactError(f"nothing to roll back to for alias {alias!r}")
+            self.verify(previous)
+            set_alias(self.root, alias, previous)
+            self._record("rollback", alias, current, previous)
         return previous
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the registry's alias lock (other processes' promote/rollback wait for it)."""
+        if not self.root.is_dir():
+            raise ArtifactError(f"no models directory at {self.root}")
+        with open(self.root / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def history(self) -> list[dict[str, Any]]:
         path = self.root / HISTORY_FILE
@@ -235,9 +253,11 @@ class Repository:
         out = []
         for line in path.read_text().splitlines():
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(entry, dict):  # a torn line or a hand edit's "x" is no entry
+                out.append(entry)
         return out
 
     def record_gate(self, alias: str, version: str, decision: str, figures: dict[str, Any]) -> None:

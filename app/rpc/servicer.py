@@ -41,7 +41,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,14 +52,16 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from app.api.admission import REFUSALS, RETRY_AFTER_SECONDS, Admission, arrival_time
 from app.errors import DeadlineExceeded, ModelServeError, NotFound, NotReady, Unavailable
 from app.health import Health
-from app.predictor import Predictor
+from app.predictor import Predictor, new_request_id
 from app.rpc import grpc_predict_v2_pb2 as pb
 from app.rpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from app.rpc.status import code_of, message_of, trailing_metadata
-from app.rpc.tensors import metadata_response, to_request, to_response
+from app.rpc.tensors import columns_of, metadata_response, to_request, to_response
 from app.telemetry import tracing
 from app.telemetry.metrics import Metrics
 from app.v2 import MODEL_NAME, V2Service
+from app.v2.codec import decode_rows, read_columns
+from app.v2.types import InferRequest, requested_outputs
 
 log = logging.getLogger("modelserve.grpc")
 
@@ -110,6 +112,8 @@ class Calls:
         self.version = version
         self.max_details = max_details
         self.admission = admission
+        self._metrics: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+        """(calls counter, duration histogram) per method and code: ``labels()`` costs a lock and a dict per call."""
 
     async def answer(
         self,
@@ -178,11 +182,15 @@ class Calls:
             self.admission.leave(ADMISSION_KIND, started)
 
     def _count(self, method: str, code: grpc.StatusCode, t0: float, span: Any) -> None:
-        self.metrics.grpc_requests.labels(method, code.name).inc()
+        children = self._metrics.get((method, code))
+        if children is None:
+            children = (self.metrics.grpc_requests.labels(method, code.name), self.metrics.grpc_duration.labels(method))
+            self._metrics[(method, code)] = children
+        children[0].inc()
         if not tracing.enabled:
-            self.metrics.grpc_duration.labels(method).observe(time.perf_counter() - t0)
+            children[1].observe(time.perf_counter() - t0)
             return
-        self.metrics.grpc_duration.labels(method).observe(time.perf_counter() - t0, tracing.exemplar())
+        children[1].observe(time.perf_counter() - t0, tracing.exemplar())
         span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code in ERROR_CODES:
             span.set_status(Status(StatusCode.ERROR, code.name))
@@ -255,13 +263,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         predictor = calls.ready_predictor()
         v2 = calls.v2
         target = v2.resolve(request.model_name, request.model_version or None)
-        v2_request, tensors, offset = to_request(request)
-        answer = await v2.infer_request(
-            predictor, target, v2_request, tensors, offset, before_inference=lambda: calls.expired(context)
+        model = target.model
+        available = v2.output_types(model)[1]
+        features, expected, nullable = v2.inputs_of(model)
+        with tracing.span("decode"):
+            # A well-formed message goes straight to columns; any other takes the V2 envelope's
+            # path (as a REST body would), which names every problem in the same words.
+            found = columns_of(request, features, expected, v2.max_batch, nullable)
+            if found is None:
+                v2_request, tensors, offset = to_request(request)
+                wanted = requested_outputs(v2_request, available) if "outputs" in v2_request else available
+                columns, n = read_columns(v2_request, tensors, offset, features, expected, v2.max_batch, nullable)
+            else:
+                columns, n = found
+                wanted = requested_outputs(_outputs(request), available) if request.outputs else available
+            request_id = request.id or new_request_id()
+            instances = decode_rows(model.decoder, columns, n, request_id, features)
+        answer = await v2.answer(
+            predictor, target, instances, request_id, wanted, before_inference=lambda: calls.expired(context)
         )
         if tracing.enabled:
             tracing.current().set_attribute("modelserve.model_version", answer["model_version"])
-        return to_response(answer, raw=offset is not None)
+        return to_response(answer, raw=bool(request.raw_input_contents))
+
+
+def _outputs(request: pb.ModelInferRequest) -> InferRequest:
+    """The request's ``outputs`` as ``requested_outputs`` reads them."""
+    return cast(InferRequest, {"inputs": [], "outputs": [{"name": o.name} for o in request.outputs]})
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):

@@ -1,11 +1,14 @@
 """``ModelInferRequest`` → V2 request (and binary tensors), V2 answers → response messages.
 
-A message becomes the same request envelope a REST body does, so the codec
-(``app.v2.codec``) reads and checks it with the same rules and messages:
-typed ``contents`` become each input's ``data``; ``raw_input_contents``
-become binary tensors (each input's ``binary_data_size`` is its entry's
-length, the entries laid end to end, starting at offset 0). Request and
-tensor ``parameters`` are ignored, as over REST.
+A well-formed message (every input the model takes, once, of an accepted
+datatype and shape, all typed or all raw) goes straight to columns
+(``columns_of``). Any other becomes the same request envelope a REST body
+does (``to_request``), so the codec (``app.v2.codec``) reads and checks it
+with the same rules and messages: typed ``contents`` become each input's
+``data``; ``raw_input_contents`` become binary tensors (each input's
+``binary_data_size`` is its entry's length, the entries laid end to end,
+starting at offset 0). Both ways read the same values. Request and tensor
+``parameters`` are ignored, as over REST.
 
 Outputs are answered the way inputs came: ``raw_output_contents`` when the
 request used raw inputs (what Triton and its clients do), typed
@@ -17,14 +20,15 @@ parameter (a parameter holds no list).
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 import orjson
 
 from app.rpc import grpc_predict_v2_pb2 as pb
-from app.v2.codec import failed, input_error
-from app.v2.types import NUMPY, InferInput, InferOutput, InferRequest
+from app.v2.codec import FLOATS, failed, from_binary, input_error, nan_as_missing
+from app.v2.types import NUMPY, USER_ID, InferInput, InferOutput, InferRequest
 
 ID_CHARS = 100
 """Longest request id, as over REST (``:row`` is appended per row of a batch)."""
@@ -44,6 +48,62 @@ CONTENTS = {
     "BYTES": "bytes_contents",
 }
 """The ``InferTensorContents`` field each datatype's typed values travel in."""
+
+
+def columns_of(
+    message: pb.ModelInferRequest,
+    features: Mapping[str, tuple[str, ...]],
+    expected: Sequence[str],
+    max_batch: int,
+    nullable: Collection[str],
+) -> tuple[dict[str, list[Any]], int] | None:
+    """The message's inputs straight as columns (what ``read_columns`` makes of ``to_request``'s), or None.
+
+    The short path for a well-formed message: every expected input once, of
+    an accepted datatype, shaped ``[N]`` or ``[N, 1]`` with the same N, its
+    values all typed or all raw. Anything else is None, and the caller takes
+    the long path (``to_request``, then ``read_columns``), which finds and
+    names every problem; so both paths accept the same messages, read the
+    same values and refuse with the same errors.
+    """
+    inputs = message.inputs
+    raws = message.raw_input_contents
+    if len(inputs) != len(expected) or len(message.id) > ID_CHARS or (raws and len(raws) != len(inputs)):
+        return None
+    columns: dict[str, list[Any]] = {}
+    n = 0
+    for i, tensor in enumerate(inputs):
+        name, datatype = tensor.name, tensor.datatype
+        accepted = ("BYTES",) if name == USER_ID else features.get(name)
+        if accepted is None or datatype not in accepted or name in columns:
+            return None
+        shape = tensor.shape
+        if len(shape) != 1 and (len(shape) != 2 or shape[1] != 1):
+            return None
+        size = shape[0]
+        if size < 1 or (n and size != n) or size > max_batch:
+            return None
+        n = size
+        col: list[Any] | None
+        if raws:
+            if tensor.HasField("contents"):
+                return None
+            col = from_binary(name, datatype, raws[i], size, [])
+            if col is None:
+                return None
+        else:
+            values = getattr(tensor.contents, CONTENTS[datatype])
+            if len(values) != size:
+                return None
+            if datatype == "BYTES":
+                try:
+                    col = [v.decode("utf-8") for v in values]
+                except UnicodeDecodeError:
+                    return None
+            else:
+                col = list(values)
+        columns[name] = nan_as_missing(col) if datatype in FLOATS and name in nullable else col
+    return columns, n
 
 
 def to_request(message: pb.ModelInferRequest) -> tuple[InferRequest, bytes, int | None]:
@@ -104,7 +164,7 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor, errors: list[dict[str,
 
 
 def to_response(answer: dict[str, Any], raw: bool) -> pb.ModelInferResponse:
-    """The response message for a V2 answer (``V2Service.infer_request``), raw or typed."""
+    """The response message for a V2 answer (``V2Service.answer``), raw or typed."""
     response = pb.ModelInferResponse(
         model_name=answer["model_name"], model_version=answer["model_version"], id=answer["id"]
     )

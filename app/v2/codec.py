@@ -28,6 +28,11 @@ Errors = list[dict[str, Any]]
 _CONTAINERS = (list, dict)
 FLOATS = frozenset({"FP32", "FP64"})
 """The datatypes that carry NaN."""
+INT_RANGES = {
+    t: (int(np.iinfo(NUMPY[t]).min), int(np.iinfo(NUMPY[t]).max))
+    for t in ("INT8", "INT16", "INT32", "UINT8", "UINT16", "UINT32", "UINT64")
+}
+"""What a JSON value of each narrower int datatype may be (INT64's bound is the decoder's, as ``/predict``'s)."""
 
 
 def read_columns(
@@ -61,6 +66,8 @@ def read_columns(
             if accepted is not None and data is not None and inp["datatype"] in accepted and _flat(inp["shape"], data):
                 if name in nullable and inp["datatype"] in FLOATS:
                     data = nan_as_missing(data)
+                elif inp["datatype"] in INT_RANGES:
+                    out_of_range(name, inp["datatype"], data, errors)
                 columns[name] = data
                 continue
         raw = None
@@ -83,6 +90,8 @@ def read_columns(
             errors.append(input_error(name, None, "input given more than once", "duplicate_input"))
         elif name == USER_ID or name in features:
             col = column(inp, ("BYTES",) if name == USER_ID else features[name], raw, errors)
+            if col is not None and raw is None and inp["datatype"] in INT_RANGES:
+                out_of_range(name, inp["datatype"], col, errors)
             if col is not None:
                 columns[name] = nan_as_missing(col) if name in nullable and inp["datatype"] in FLOATS else col
         else:
@@ -177,8 +186,18 @@ def one_row_json(
         accepted = features.get(name)
         if accepted is None or datatype not in accepted or name in values:
             return None
+        if datatype in INT_RANGES and not _fits(value, datatype):
+            return None  # out of the datatype's range: ``read_columns`` names it
         values[name] = value
     return doc, values, user  # type: ignore[return-value]  # checked above as parse_request would
+
+
+def _fits(value: Any, datatype: str) -> bool:
+    """Whether a value of a narrower int datatype is within its range (not a number: the decoder's to refuse)."""
+    if not isinstance(value, (int, float)):
+        return True
+    lo, hi = INT_RANGES[datatype]
+    return lo <= value <= hi
 
 
 def _plain_envelope(doc: dict[str, Any]) -> bool:
@@ -244,6 +263,28 @@ def column(inp: InferInput, accepted: tuple[str, ...], raw: bytes | None, errors
         errors.append(input_error(name, "data", f"data does not match shape {shape}", "shape"))
         return None
     return data
+
+
+def out_of_range(name: str, datatype: str, values: list[Any], errors: Errors) -> None:
+    """Append an error at the first value of ``values`` that ``datatype`` cannot hold, if any.
+
+    One min/max over the column, not a check per value; values that are not numbers are the decoder's to refuse.
+    """
+    lo, hi = INT_RANGES[datatype]
+    try:
+        fits = lo <= min(values) and max(values) <= hi
+    except TypeError:  # a string or null among them
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        fits = not numbers or (lo <= min(numbers) and max(numbers) <= hi)
+    if not fits:
+        row = next(i for i, v in enumerate(values) if isinstance(v, (int, float)) and not lo <= v <= hi)
+        errors.append(
+            {
+                "loc": ["body", "inputs", name, "data", row],
+                "msg": f"{values[row]!r:.40} is outside {datatype}'s range {lo}..{hi}",
+                "type": "datatype_range",
+            }
+        )
 
 
 def _flat(shape: list[int], data: list[Any]) -> bool:
@@ -313,13 +354,18 @@ def decode_rows(
     if n == 1:  # one row: no per-row loop and naming
         values = {name: columns[name][0] for name in features}
         return [decode_one(decoder, values, request_id, NO_USER if users is None else users[0])]
+    request_ids = [f"{request_id}:{i}" for i in range(n)]
+    instances = decoder.validate_columns(columns, n, request_ids, users)
+    if instances is not None:
+        return instances
+    # Something a rule may refuse: row by row, every row's problems named.
     feature_columns = [(name, columns[name]) for name in features]
-    instances: list[Decoded] = []
+    instances = []
     errors: Errors = []
     for i in range(n):
         obj: dict[str, Any] = {
             "features": {name: col[i] for name, col in feature_columns},
-            "request_id": request_id if n == 1 else f"{request_id}:{i}",
+            "request_id": request_ids[i],
         }
         if users is not None:
             obj["user_id"] = users[i]

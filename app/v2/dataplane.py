@@ -216,9 +216,22 @@ class V2Service:
                 request, body, header_length, features, plan.inputs, self.max_batch, plan.nullable
             )
             instances = decode_rows(model.decoder, columns, n, request_id, features)
+        return await self.answer(predictor, target, instances, request_id, wanted, before_inference)
+
+    async def answer(
+        self,
+        predictor: Predictor,
+        target: Target,
+        instances: list[Decoded],
+        request_id: str,
+        wanted: tuple[str, ...],
+        before_inference: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """The V2 response for decoded rows: ``wanted`` outputs, in that order (the request's, or ``outputs_of``)."""
+        types = self.output_types(target.model)[0]
         if before_inference is not None:
             before_inference()
-        return await self._answer(predictor, target, instances, request_id, plan.types, wanted)
+        return await self._answer(predictor, target, instances, request_id, types, wanted)
 
     async def _answer(
         self,
@@ -231,10 +244,9 @@ class V2Service:
     ) -> dict[str, Any]:
         """Infer the decoded rows and answer the outputs ``wanted``."""
         model = target.model
-        n = len(instances)
         pinned = model if target.pinned else None
         try:
-            if n == 1:  # the common request: one row, answered as directly as /predict answers it
+            if len(instances) == 1:  # the common request: one row, answered as directly as /predict answers it
                 records = [await predictor.predict_instance(instances[0], pinned)]
             else:
                 records = await predictor.predict_instances(instances, pinned)
@@ -266,6 +278,16 @@ class V2Service:
             "id": request_id,
             "outputs": outputs,
         }
+
+    def output_types(self, model: LoadedModel) -> tuple[dict[str, str], tuple[str, ...]]:
+        """(datatype per output, the output names in answer order), once per version."""
+        plan = self._plans.get(model.version) or self._plan(model)
+        return plan.types, plan.outputs
+
+    def inputs_of(self, model: LoadedModel) -> tuple[dict[str, tuple[str, ...]], list[str], frozenset[str]]:
+        """(accepted datatypes per request feature, input names, nullable features), once per version."""
+        plan = self._plans.get(model.version) or self._plan(model)
+        return plan.features, plan.inputs, plan.nullable
 
     def _plan(self, model: LoadedModel) -> _Plan:
         """What a version's requests and answers look like, worked out once per version."""

@@ -71,6 +71,24 @@ class TestRegistryCommands:
         """rollback with nothing to return to says so."""
         assert_one_line_error(run(workspace, "rollback"), "nothing to roll back")
 
+    def test_missing_registry(self, workspace, tmp_path):
+        """Every registry command on a models directory that does not exist is one line, nothing created."""
+        env = {**os.environ, **workspace.env(), "MODELSERVE_MODELS_DIR": str(tmp_path / "absent")}
+        for args, needle in ((["rollback"], "no models directory"), (["promote", "v1"], "unknown version")):
+            proc = subprocess.run([str(MODELSERVE), *args], env=env, capture_output=True, text=True, timeout=60)
+            assert_one_line_error(proc, needle)
+        assert not (tmp_path / "absent").exists()
+
+    def test_rollback_skips_history_lines_that_are_not_entries(self, workspace):
+        """A history line that is JSON but not an object (a hand edit, a foreign tool) is skipped like a
+        torn line: rollback was 'error: AttributeError' for it."""
+        assert run(workspace, "promote", "v3").returncode == 0
+        with open(workspace.models_dir / ".history.jsonl", "a") as f:
+            f.write('"x"\n[1, 2]\n42\nnull\n{"alias": "production", "to": 7}\n')
+        proc = run(workspace, "rollback")
+        assert proc.returncode == 0, proc.stderr
+        assert os.readlink(workspace.models_dir / "production") == "v2"
+
     def test_bad_setting(self, workspace):
         """An invalid setting in the environment is one line naming it."""
         env = {**os.environ, **workspace.env(), "MODELSERVE_PORT": "not-a-port"}

@@ -173,6 +173,42 @@ class TestRetries:
         assert script.calls == 10 + 2
         await src.close()
 
+    async def test_oversized_answer_is_refused_unread(self, upstream):
+        """A 200 far larger than one user's features (a broken upstream streaming a dump) is a failed call,
+        counted invalid, read no further than MAX_BODY: it was read whole into memory, then parsed."""
+        from app.features.upstream import MAX_BODY
+
+        padding = " " * (64 * MAX_BODY)
+        big = Response(json.dumps({"user_id": "u-1", "features": FEATURES}) + padding, content_type="application/json")
+        serve(upstream, Script(big))
+        metrics = Metrics()
+        src = source(upstream.url_for(""), metrics, attempt_timeout=5.0, budget=10.0)
+        with pytest.raises(FeaturesUnavailable, match="larger than"):
+            await src.fetch("u-1")
+        assert metrics.feature_lookups.labels("upstream", "invalid")._value.get() == 1
+        await src.close()
+
+    async def test_answer_for_another_user_is_refused(self, upstream):
+        """An answer naming another user (a proxy or cache mixing answers up) is a failed call, counted invalid:
+        its features were served as this user's."""
+        other = Response(json.dumps({"user_id": "u-2", "features": FEATURES}), content_type="application/json")
+        serve(upstream, Script(other))
+        metrics = Metrics()
+        src = source(upstream.url_for(""), metrics)
+        with pytest.raises(FeaturesUnavailable, match="another user"):
+            await src.fetch("u-1")
+        assert metrics.feature_lookups.labels("upstream", "invalid")._value.get() == 1
+        await src.close()
+
+    async def test_answer_without_user_id_or_naming_it_as_a_number_is_used(self, upstream):
+        for body in ({"features": FEATURES}, {"user_id": 17, "features": FEATURES}):
+            upstream.clear()
+            user = "17" if "user_id" in body else "u-1"
+            serve(upstream, Script(Response(json.dumps(body), content_type="application/json")), user)
+            src = source(upstream.url_for(""))
+            assert await src.fetch(user) == FEATURES
+            await src.close()
+
     async def test_unknown_user_is_404(self, upstream):
         """An upstream 404 is UnknownUser, not retried."""
         script = serve(upstream, Script(status(404)))

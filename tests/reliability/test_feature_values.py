@@ -47,6 +47,8 @@ BAD_VALUES: dict[str, bytes] = {
     "overlong string": orjson.dumps({**GOOD, "country": "x" * 10_000}),
     "garbage bytes": b"\xff\xfe\x00garbage",
     "truncated JSON": orjson.dumps(GOOD)[:-5],
+    "int beyond 64 bits": b'{"age": 9223372036854775808, "income": 52000.5, "days_since_signup": 300, "country": "DE"}',
+    "float beyond float32": orjson.dumps({**GOOD, "income": 1e300}),
 }
 
 
@@ -136,6 +138,25 @@ class TestBadValueInRedis:
         assert orjson.loads(redis_server.client().get(key)) == GOOD
         await tier.close()
 
+    def test_key_of_another_redis_type_is_invalid_not_a_redis_failure(self, trained, redis_server, client) -> None:
+        """A hash (or list) at a user's key makes GET fail with WRONGTYPE: that is the value's fault, not
+        Redis's, so it is counted invalid and deleted, and the breaker stays closed for every other user."""
+        key = key_prefix(store_names(trained)) + USER
+        redis_server.client().delete(key)
+        redis_server.client().hset(key, mapping={"age": "41"})
+
+        def count(outcome: str) -> float:
+            text = client.get("/metrics").text
+            return metric_value(text, "modelserve_feature_lookups_total", {"tier": "redis", "outcome": outcome})
+
+        before = {o: count(o) for o in ("invalid", "error", "skipped")}
+        for _ in range(8):  # more than the breaker's threshold of failures
+            assert client.post("/predict", json=request(trained)).status_code == 200
+        assert count("error") == before["error"]
+        assert count("skipped") == before["skipped"]
+        assert count("invalid") >= before["invalid"] + 1
+        assert self.wait_valid(redis_server, key) == OfflineTable.load(trained.feature_table).rows[USER]
+
     @pytest.mark.parametrize("case", ["empty object", "array", "wrong type (string for int)", "garbage bytes"])
     def test_batch_falls_through_to_compute(self, trained, redis_server, client, case) -> None:
         """/predict/batch with the bad user among good ones answers 200 for every instance."""
@@ -161,8 +182,18 @@ class TestBadUpstreamAnswer:
 
     @pytest.mark.parametrize(
         "features",
-        [{}, [1, 2, 3], "str", None, {**GOOD, "age": "forty"}, {**GOOD, "income": True}, {"age": 41}],
-        ids=["empty", "array", "string", "null", "wrong-type-int", "bool-for-float", "missing"],
+        [
+            {},
+            [1, 2, 3],
+            "str",
+            None,
+            {**GOOD, "age": "forty"},
+            {**GOOD, "income": True},
+            {"age": 41},
+            {**GOOD, "age": 2**63},
+            {**GOOD, "income": 1e300},
+        ],
+        ids=["empty", "array", "string", "null", "wrong-type-int", "bool-for-float", "missing", "int-2**63", "1e300"],
     )
     def test_bad_features_are_503_never_500(self, trained, client, features) -> None:
         """An upstream 200 with wrong-shaped features is FeaturesUnavailable (503 + Retry-After), counted invalid."""
@@ -198,3 +229,19 @@ class TestBadUpstreamAnswer:
         )
         r = c.post("/predict", json=request(trained))
         assert r.status_code == 200, r.text
+
+    @pytest.mark.parametrize(
+        "value", ["inf", "1e400", "99999999999", "Fri, 31 Dec 9999 23:59:59 GMT", "-5", "nan", "soon"]
+    )
+    def test_odd_retry_after_is_a_bounded_503(self, trained, client, value) -> None:
+        """A 429's Retry-After of inf was a 500 (OverflowError rendering ours); a huge one or a far date shut
+        the upstream out until restart. Ours stays a whole number of seconds, at most MAX_RETRY_AFTER."""
+        from app.retry import MAX_RETRY_AFTER
+
+        c, upstream = client
+        upstream.expect_request(f"/users/{USER}/features").respond_with_response(
+            Response("slow down", status=429, headers={"Retry-After": value})
+        )
+        r = c.post("/predict", json=request(trained))
+        assert r.status_code == 503, r.text
+        assert 1 <= int(r.headers["Retry-After"]) <= MAX_RETRY_AFTER

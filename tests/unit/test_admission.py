@@ -203,6 +203,24 @@ def test_malformed_deadline_is_named(path, status):
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("header", ["X-Request-Deadline-Ms", "X-Envoy-Expected-Rq-Timeout-Ms"])
+def test_deadline_header_digits_only_and_any_length(header):
+    """A deadline of 400 digits is a deadline too far to matter, served: it was a 500 (OverflowError
+    converting it to float). Only ASCII digits are a number: '1_000' and '+5' are int() literals, not HTTP's."""
+
+    async def scenario() -> None:
+        app, inner, _ = make()
+        assert (await call(app, http("/predict", headers={header: "9" * 400})))[0] == 200
+        assert inner.calls == 1
+        for bad in ("1_000", "+5", "1e3", "-0"):
+            got, _, body = await call(app, http("/predict", headers={header: bad}))
+            assert got == 422, bad
+            assert body["detail"][0]["loc"] == ["header", header.lower()]
+        assert inner.calls == 1
+
+    asyncio.run(scenario())
+
+
 def test_progress_floor_serves_some_when_every_request_is_late():
     """When every request is already older than the queue time, refusing does not turn into serving none."""
 

@@ -172,7 +172,20 @@ class TestRetryPolicy:
 
     @pytest.mark.parametrize(
         ("value", "expected"),
-        [("3", 3.0), ("0", 0.0), ("1.5", 1.5), ("-4", 0.0), ("soon", None), (None, None), ("", None)],
+        [
+            ("3", 3.0),
+            ("0", 0.0),
+            ("1.5", 1.5),
+            ("-4", 0.0),
+            ("soon", None),
+            (None, None),
+            ("", None),
+            ("inf", None),
+            ("nan", None),
+            ("1e400", None),
+            ("99999999999", 300.0),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", 300.0),
+        ],
     )
     def test_parse_retry_after_seconds(self, value: str | None, expected: float | None) -> None:
         """Retry-After in seconds; garbage is ignored rather than trusted."""

@@ -335,7 +335,8 @@ class TestOneRowJson:
         "change",
         [
             set_input(1, shape=[1, 1]),  # [N, 1] with flat data
-            set_input(2, datatype="UINT8"),  # any accepted integer datatype
+            set_input(2, datatype="UINT8"),  # any accepted integer datatype, its values within its range
+            set_input(2, datatype="INT8", data=[-128]),
             set_input(1, data=[3]),  # an int for a float
             lambda doc: doc["inputs"].reverse(),  # any input order
         ],
@@ -380,6 +381,8 @@ class TestOneRowJson:
             variant(set_input(1, shape=["<>"])).replace(b'"<>"', b"18446744073709551616"),
             variant(set_input(1, data=["<>"])).replace(b'"<>"', b"1e400"),  # orjson refuses, pydantic reads inf
             variant(set_input(1, data=["<>"])).replace(b'"<>"', b"NaN"),
+            variant(set_input(2, datatype="UINT8", data=[256])),  # outside the datatype: the general path names it
+            variant(set_input(2, datatype="INT8", data=[-129])),
             b"[]",
             b"",
             b"{",
@@ -426,6 +429,73 @@ class TestRows:
             ("body", "inputs", "amount", "data", 0),
             ("body", "inputs", "visits", "data", 1),
         }
+
+    def test_columns_decode_as_rows_do(self):
+        """A batch checked column by column decodes to exactly what row-by-row validation gives."""
+        decoder = Decoder(manifest())
+        columns = {
+            "user_id": ["a", "b", "c"],
+            "amount": [1.5, -2.25, 3.4e38],
+            "visits": [0, -7, 2**40],
+            "device": ["ios", "", "x" * 256],
+            "new": [None, True, False],
+        }
+        ids = ["req:0", "req:1", "req:2"]
+        by_columns = decoder.validate_columns(columns, 3, ids, columns["user_id"])
+        by_rows = [
+            decoder.validate_python(
+                {
+                    "user_id": columns["user_id"][i],
+                    "features": {k: columns[k][i] for k in FEATURES},
+                    "request_id": ids[i],
+                }
+            )
+            for i in range(3)
+        ]
+        assert by_columns == by_rows
+        assert decode_rows(decoder, columns, 3, "req", list(FEATURES)) == by_rows
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("amount", math.nan),
+            ("amount", math.inf),
+            ("amount", 3.5e38),  # beyond float32
+            ("amount", None),  # not nullable
+            ("amount", "1.0"),
+            ("visits", True),  # a bool is no int
+            ("visits", 1.0),
+            ("device", "x" * 257),
+            ("new", 1),
+            ("user_id", ""),
+            ("user_id", "u" * 129),
+        ],
+    )
+    def test_columns_refused_are_named_by_row(self, name, value):
+        """A value any rule refuses is left to row-by-row validation, which names its input and row."""
+        decoder = Decoder(manifest())
+        columns = {"user_id": ["a", "b"], "amount": [1.0, 2.0], "visits": [1, 2], "device": ["ios", "web"]}
+        columns["new"] = [True, None]
+        columns[name] = [columns[name][0], value]
+        assert decoder.validate_columns(columns, 2, ["r:0", "r:1"], columns["user_id"]) is None
+        detail = problems(lambda: decode_rows(decoder, columns, 2, "r", list(FEATURES)))
+        assert {tuple(e["loc"]) for e in detail} == {("body", "inputs", name, "data", 1)}
+
+    def test_columns_unusual_but_valid_still_decode(self):
+        """An int in a float column is not taken column-wise, yet accepted row by row, as in /predict."""
+        decoder = Decoder(manifest())
+        columns = {"user_id": ["a", "b"], "amount": [1.0, 2], "visits": [1, 2], "device": ["ios", "web"]}
+        columns["new"] = [True, True]
+        assert decoder.validate_columns(columns, 2, ["r:0", "r:1"], columns["user_id"]) is None
+        assert decode_rows(decoder, columns, 2, "r", list(FEATURES))[1].features["amount"] == 2
+
+    def test_columns_without_the_needed_user(self):
+        """A model with store features needs user ids: without them the rows say so, row by row."""
+        decoder = Decoder(manifest())
+        columns = {"amount": [1.0, 2.0], "visits": [1, 2], "device": ["ios", "web"], "new": [True, True]}
+        assert decoder.validate_columns(columns, 2, ["r:0", "r:1"], None) is None
+        detail = problems(lambda: decode_rows(decoder, columns, 2, "r", list(FEATURES)))
+        assert {tuple(e["loc"]) for e in detail} == {("body", "inputs", "user_id", "data", i) for i in (0, 1)}
 
     def test_row_loc(self):
         """Decoder locations map to the V2 input and row they came from."""
