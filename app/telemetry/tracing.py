@@ -226,7 +226,7 @@ def setup(env: Mapping[str, str] | None = None) -> bool:
     defaults = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": "modelserve"}
     resource = _hashed(Resource.create(defaults))  # merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over these
     provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER, parent-based by default
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(_exporter(OTLPSpanExporter)))
     _new_trace_id = provider.id_generator.generate_trace_id
     _ids = provider.id_generator = _handing_over(provider.id_generator)  # before get_tracer: tracers copy it
     _root_bound = _ratio_bound(provider.sampler)
@@ -236,6 +236,35 @@ def setup(env: Mapping[str, str] | None = None) -> bool:
     enabled = True
     log.info("tracing on: OTLP/HTTP to %s, sampler %s", endpoint, provider.sampler.get_description())
     return True
+
+
+def _exporter(base: Any) -> Any:
+    """The SDK's OTLP/HTTP exporter (endpoint, headers, compression, TLS, retries: its own), with
+    ``app.telemetry.otlp_encode`` writing the request body instead of the SDK's protobuf objects (~4 µs a span
+    against ~22 µs, in the processor's thread on the event loop's core; see that module)."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from app.telemetry.otlp_encode import encode_spans
+
+    class Exporter(base):
+        def export(self, spans: Any) -> Any:
+            if self._shutdown:
+                log.warning("Exporter already shutdown, ignoring batch")
+                return SpanExportResult.FAILURE
+            with self._metrics.export_operation(len(spans)) as result:
+                try:
+                    body = encode_spans(spans)
+                except Exception as error:
+                    log.error("Failed to encode span batch: %s", error)
+                    result.error = error
+                    return SpanExportResult.FAILURE
+                answer = self._client.export(body)
+                if not answer.success:
+                    result.error = answer.error
+                    return SpanExportResult.FAILURE
+            return SpanExportResult.SUCCESS
+
+    return Exporter()
 
 
 def _hashed(resource: Any) -> Any:
