@@ -146,6 +146,14 @@ Else the trace id of a request dropped without the SDK (nothing current; see ``T
 _pending_trace_id: ContextVar[int] = ContextVar("modelserve_pending_trace_id", default=0)
 """The trace id the next root span takes (set around ``start_span`` by ``TracingMiddleware``)."""
 
+_remote: ContextVar[tuple[int, str, str | None] | None] = ContextVar("modelserve_trace_remote", default=None)
+"""Inside a request whose incoming ``traceparent`` was not sampled (dropped without the SDK, see
+``TracingMiddleware``): its trace id, the flags to send downstream and the incoming ``tracestate``."""
+
+_parent_drops_unsampled = False
+"""Whether the sampler drops whatever an unsampled remote parent starts (every parent-based sampler as
+configured by ``OTEL_TRACES_SAMPLER``): then ``TracingMiddleware`` decides such requests without the SDK."""
+
 _LOW_64 = (1 << 64) - 1
 _root_bound: int | None = None
 """Set when a root span's decision is the SDK trace-id-ratio rule: sampled iff ``trace_id & _LOW_64 < bound``."""
@@ -188,6 +196,15 @@ def _ratio_bound(sampler: Any) -> int | None:
     return None
 
 
+def _drops_unsampled_parents(sampler: Any) -> bool:
+    """True when ``sampler`` is parent-based and drops every span whose remote parent was not sampled."""
+    from opentelemetry.sdk.trace import sampling
+
+    return isinstance(sampler, sampling.ParentBased) and (
+        getattr(sampler, "_remote_parent_not_sampled", None) is sampling.ALWAYS_OFF
+    )
+
+
 _ROOT = otel_context.Context()  # no parent: what extracting from headers without traceparent gives
 _attach = otel_context.attach
 _detach = otel_context.detach
@@ -196,7 +213,7 @@ _get_current = otel_context.get_current
 
 def setup(env: Mapping[str, str] | None = None) -> bool:
     """Turn tracing on from the standard OTEL_* variables; False (and off) when they don't ask for it."""
-    global enabled, _provider, _tracer, _root_bound, _ids, _new_trace_id, _dropped_flags
+    global enabled, _provider, _tracer, _root_bound, _ids, _new_trace_id, _dropped_flags, _parent_drops_unsampled
     env = os.environ if env is None else env
     if enabled:
         return True
@@ -230,6 +247,7 @@ def setup(env: Mapping[str, str] | None = None) -> bool:
     _new_trace_id = provider.id_generator.generate_trace_id
     _ids = provider.id_generator = _handing_over(provider.id_generator)  # before get_tracer: tracers copy it
     _root_bound = _ratio_bound(provider.sampler)
+    _parent_drops_unsampled = _drops_unsampled_parents(provider.sampler)
     _dropped_flags = "02" if _ids.is_trace_id_random() else "00"  # as the SDK sets a root's flags
     _provider = provider
     _tracer = provider.get_tracer("modelserve")
@@ -292,9 +310,10 @@ def _hashed(resource: Any) -> Any:
 
 def shutdown() -> None:
     """Export what is queued and turn tracing off."""
-    global enabled, _provider, _tracer, _root_bound, _ids, _new_trace_id
+    global enabled, _provider, _tracer, _root_bound, _ids, _new_trace_id, _parent_drops_unsampled
     provider = _provider
     enabled, _provider, _tracer, _root_bound, _ids, _new_trace_id = False, None, None, None, None, None
+    _parent_drops_unsampled = False
     if provider is not None:
         provider.shutdown()
 
@@ -389,7 +408,11 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
     if enabled:
         dropped = _unsampled.get()
         if dropped > 0:  # dropped without the SDK: no span is current, the trace id is here
-            headers["traceparent"] = f"00-{dropped:032x}-{_ids.generate_span_id():016x}-{_dropped_flags}"
+            remote = _remote.get()
+            flags = _dropped_flags if remote is None else remote[1]
+            headers["traceparent"] = f"00-{dropped:032x}-{_ids.generate_span_id():016x}-{flags}"
+            if remote is not None and remote[2]:
+                headers["tracestate"] = remote[2]
         else:
             _propagator.inject(headers)
     return headers
@@ -406,6 +429,36 @@ def record_admission(seconds: float, outcome: str) -> None:
         trace.get_current_span().set_attributes(
             {"modelserve.admission.queue_seconds": seconds, "modelserve.admission.outcome": outcome}
         )
+
+
+_TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE
+
+
+def _unsampled_parent(value: bytes, headers: Any) -> tuple[int, str, str | None] | None:
+    """(trace id, downstream flags, tracestate) of an incoming ``traceparent`` that is valid and not sampled.
+
+    None for anything else (sampled, malformed, too long): the SDK's propagator reads those as it always
+    does. Valid means what ``TraceContextTextMapPropagator.extract`` accepts; the downstream flags are what
+    the SDK gives the child of such a parent (not sampled, the parent's random-trace-id bit kept), and the
+    tracestate is the SDK's reading of the incoming one, when there is one.
+    """
+    if len(value) > 512:
+        return None
+    match = _TRACEPARENT.search(value.decode("latin-1"))
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags_hex, rest = match.groups()
+    flags = int(flags_hex, 16)
+    if flags & 1 or version == "ff" or (version == "00" and rest):
+        return None
+    trace_id = int(trace_hex, 16)
+    if not trace_id or not int(span_hex, 16):
+        return None
+    state = None
+    if any(k == b"tracestate" for k, _ in headers):
+        parent = trace.get_current_span(_propagator.extract(headers, getter=_GETTER)).get_span_context()
+        state = (parent.trace_state.to_header() or None) if parent.trace_state is not None else None
+    return trace_id, "02" if flags & 2 else "00", state
 
 
 class _Getter(Getter[Any]):
@@ -443,20 +496,37 @@ class TracingMiddleware:
             return
         headers = scope.get("headers") or ()
         method = scope["method"]
-        bound = _root_bound
-        if bound is not None and not any(k == b"traceparent" for k, _ in headers):
-            trace_id = _new_trace_id()
-            if trace_id & _LOW_64 >= bound:  # TraceIdRatioBased.should_sample's rule: dropped
-                flag = _unsampled.set(trace_id)
+        traceparent = None
+        for key, value in headers:
+            if key == b"traceparent":
+                traceparent = value
+                break
+        if traceparent is None:
+            bound = _root_bound
+            if bound is None:
+                server = _tracer.start_span(f"{method} unmatched", _ROOT, SERVER)
+            else:
+                trace_id = _new_trace_id()
+                if trace_id & _LOW_64 >= bound:  # TraceIdRatioBased.should_sample's rule: dropped
+                    flag = _unsampled.set(trace_id)
+                    try:
+                        await self.app(scope, receive, send)
+                    finally:
+                        _unsampled.reset(flag)
+                    return
+                server = _start_root(trace_id, f"{method} unmatched", _ROOT, SERVER)
+        else:
+            remote = _unsampled_parent(traceparent, headers) if _parent_drops_unsampled else None
+            if remote is not None:  # the caller did not sample it: neither does the parent-based sampler
+                flag = _unsampled.set(remote[0])
+                downstream = _remote.set(remote)
                 try:
                     await self.app(scope, receive, send)
                 finally:
+                    _remote.reset(downstream)
                     _unsampled.reset(flag)
                 return
-            server = _start_root(trace_id, f"{method} unmatched", _ROOT, SERVER)
-        else:
-            parent = _propagator.extract(headers, getter=_GETTER)
-            server = _tracer.start_span(f"{method} unmatched", parent, SERVER)
+            server = _tracer.start_span(f"{method} unmatched", _propagator.extract(headers, getter=_GETTER), SERVER)
         if not server.is_recording():
             # Not sampled: only its context matters (outgoing traceparent, children skipped).
             token = _attach(trace.set_span_in_context(server))

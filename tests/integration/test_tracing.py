@@ -26,6 +26,7 @@ from werkzeug import Request, Response
 
 from app.main import create_app
 from app.telemetry import tracing
+from app.telemetry.logs import current_trace_ids
 from tests.integration.test_v2 import v2_inputs
 from tests.support.redis_server import RedisServer
 from tests.support.workspace import Workspace, manifest, sample, serving
@@ -498,3 +499,83 @@ class TestRatioSampling:
             version, tid, span_id, flags = header.split("-")
             assert (version, tid, len(span_id)) == ("00", trace_id, 16)
             assert (int(flags, 16) & 1) == (trace_id in kept)  # the sampled bit (0x02 says the id is random)
+
+
+class TestUnsampledCaller:
+    @pytest.mark.parametrize("sampler", [None, ("parentbased_traceidratio", "1.0")])
+    def test_kept_trace_id_flags_00_downstream_and_no_span(
+        self,
+        trained: Workspace,
+        otel_env: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Any,
+        sampler: tuple[str, str] | None,
+    ) -> None:
+        """An incoming traceparent with the sampled flag off, under a parent-based sampler (the default, or
+        ratio 1.0: the caller's decision wins): nothing of that trace is exported; the prediction record carries
+        its trace id; the upstream sees that trace id, not sampled (the caller's random-trace-id bit kept) and the
+        caller's tracestate; inside the request there is the trace id and no span (the SDK was not called)."""
+        if sampler is not None:
+            monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler[0])
+            monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", sampler[1])
+        plain, random_bit = "0af7651916cd43dd8448eb211c80319c", "5c0ffee5c0ffee5c0ffee5c0ffee5c0f"
+        calls = [
+            ({"traceparent": f"00-{plain}-b7ad6b7169203331-00"}, plain, "00", None),
+            (
+                {"traceparent": f"00-{random_bit}-b7ad6b7169203331-02", "tracestate": "vendor=abc,x=1"},
+                random_bit,
+                "02",
+                "vendor=abc,x=1",
+            ),
+        ]
+        m = manifest(trained, "production")
+        body = m["sample"]["request"]
+        store = {f["name"] for f in m["features"] if f["source"] == "store"}
+        features = {k: v for k, v in m["sample"]["row"].items() if k in store}
+        seen: list[tuple[str, str | None]] = []
+
+        def handler(request: Request) -> Response:
+            seen.append((request.headers.get("traceparent", ""), request.headers.get("tracestate")))
+            payload = {"user_id": body["user_id"], "features": features}
+            return Response(json.dumps(payload), status=200, content_type="application/json")
+
+        upstream = HTTPServer(threaded=True)
+        upstream.start()
+        inside: list[tuple[str | None, str | None]] = []
+        try:
+            upstream.expect_request(f"/users/{body['user_id']}/features").respond_with_handler(handler)
+            settings = trained.settings(
+                upstream_url=upstream.url_for("/"),
+                feature_budget_ms=5000.0,
+                upstream_timeout_ms=5000.0,
+                memory_max_age_seconds=0.0,
+                log_dir=tmp_path / "log",
+            )
+            app = create_app(settings)
+            with serving(app) as client:
+                app.state.container.predictor.add_listener(lambda record, model: inside.append(current_trace_ids()))
+                for headers, _, _, _ in calls:
+                    assert client.post("/predict", json=body, headers=headers).status_code == 200
+                assert client.post("/predict", json=body, headers={"traceparent": INCOMING}).status_code == 200
+                flushed(otel_env, INCOMING_TRACE, "POST /predict")
+                app.state.container.prediction_log.close_sync()
+        finally:
+            upstream.clear()
+            upstream.stop()
+        records = [
+            json.loads(line)
+            for p in sorted((tmp_path / "log").glob("predictions-*.jsonl"))
+            for line in p.read_text().splitlines()
+        ]
+        traces = [r["trace_id"] for r in records if r["kind"] == "prediction"]
+        assert traces == [plain, random_bit, INCOMING_TRACE]
+        assert inside[:2] == [(plain, None), (random_bit, None)]
+        assert inside[2][0] == INCOMING_TRACE and inside[2][1] is not None  # sampled: its server span is current
+        for trace_id in (plain, random_bit):
+            assert otel_env.trace(trace_id) == []
+        assert len(seen) == 3
+        for (header, state), (_, trace_id, flags, tracestate) in zip(seen, calls, strict=False):
+            version, tid, span_id, sent_flags = header.split("-")
+            assert (version, tid, sent_flags, state) == ("00", trace_id, flags, tracestate)
+            assert len(span_id) == 16 and span_id != "b7ad6b7169203331"
+        assert seen[2][0].split("-")[1] == INCOMING_TRACE and seen[2][0].endswith("-01")
