@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -180,6 +181,51 @@ def redis_server(tmp_path):
         yield server
 
 
+@contextmanager
+def features_upstream(
+    trained: Workspace, log_dir: Any = None, refusals: int = 0
+) -> Iterator[tuple[Any, list[tuple[str, str | None]]]]:
+    """Settings for an app whose store features come from an upstream stub (no memory caching, the prediction
+    log in ``log_dir``), and the (traceparent, tracestate) headers the stub sees, one pair a request. The
+    first ``refusals`` requests are answered 429 (Retry-After: 0)."""
+    m = manifest(trained, "production")
+    user_id = m["sample"]["request"]["user_id"]
+    store = {f["name"] for f in m["features"] if f["source"] == "store"}
+    features = {k: v for k, v in m["sample"]["row"].items() if k in store}
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: Request) -> Response:
+        seen.append((request.headers.get("traceparent", ""), request.headers.get("tracestate")))
+        if len(seen) <= refusals:
+            return Response("{}", status=429, headers={"Retry-After": "0"}, content_type="application/json")
+        payload = {"user_id": user_id, "features": features}
+        return Response(json.dumps(payload), status=200, content_type="application/json")
+
+    upstream = HTTPServer(threaded=True)
+    upstream.start()
+    try:
+        upstream.expect_request(f"/users/{user_id}/features").respond_with_handler(handler)
+        settings = trained.settings(
+            upstream_url=upstream.url_for("/"),
+            feature_budget_ms=5000.0,
+            upstream_timeout_ms=5000.0,
+            memory_max_age_seconds=0.0,
+            log_dir=log_dir,
+        )
+        yield settings, seen
+    finally:
+        upstream.clear()
+        upstream.stop()
+
+
+def prediction_traces(log_dir: Any) -> list[str | None]:
+    """The trace ids of the prediction records in the prediction log at ``log_dir``, in order."""
+    records = [
+        json.loads(line) for p in sorted(log_dir.glob("predictions-*.jsonl")) for line in p.read_text().splitlines()
+    ]
+    return [r["trace_id"] for r in records if r["kind"] == "prediction"]
+
+
 class TestOff:
     def test_no_endpoint_no_tracing(self, trained: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without OTEL_EXPORTER_OTLP_ENDPOINT tracing stays off, predictions carry no trace, /metrics no exemplar."""
@@ -266,34 +312,12 @@ class TestSpanTrees:
     def test_upstream_429_then_success(self, trained: Workspace, otel_env: Receiver) -> None:
         """An upstream 429 (Retry-After: 0) then 200: two attempt spans under features, retry 0 and 1; the
         upstream saw a traceparent of this trace with the attempt's span id; the exemplar names an exported trace."""
-        m = manifest(trained, "production")
-        body = m["sample"]["request"]
-        store = {f["name"] for f in m["features"] if f["source"] == "store"}
-        features = {k: v for k, v in m["sample"]["row"].items() if k in store}
-        seen: list[str | None] = []
-
-        def handler(request: Request) -> Response:
-            seen.append(request.headers.get("traceparent"))
-            if len(seen) == 1:
-                return Response("{}", status=429, headers={"Retry-After": "0"}, content_type="application/json")
-            payload = {"user_id": body["user_id"], "features": features}
-            return Response(json.dumps(payload), status=200, content_type="application/json")
-
-        upstream = HTTPServer(threaded=True)
-        upstream.start()
-        try:
-            upstream.expect_request(f"/users/{body['user_id']}/features").respond_with_handler(handler)
-            settings = trained.settings(
-                upstream_url=upstream.url_for("/"), feature_budget_ms=2000.0, upstream_timeout_ms=1000.0
-            )
-            with serving(create_app(settings)) as client:
-                r = client.post("/predict", json=body, headers={"traceparent": INCOMING})
-                assert r.status_code == 200, r.text
-                spans = flushed(otel_env, INCOMING_TRACE, "POST /predict")
-                scrape = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
-        finally:
-            upstream.clear()
-            upstream.stop()
+        body = sample(trained, "production")["request"]
+        with features_upstream(trained, refusals=1) as (settings, seen), serving(create_app(settings)) as client:
+            r = client.post("/predict", json=body, headers={"traceparent": INCOMING})
+            assert r.status_code == 200, r.text
+            spans = flushed(otel_env, INCOMING_TRACE, "POST /predict")
+            scrape = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
         print(tree(spans))
         features_span = one(spans, "features")
         assert features_span.attributes["modelserve.feature.tier"] == "upstream"
@@ -304,8 +328,8 @@ class TestSpanTrees:
         assert attempts[0].attributes["modelserve.upstream.retry_after_seconds"] == 0.0
         assert attempts[1].attributes["http.response.status_code"] == 200
         assert "modelserve.retry.waited_seconds" in attempts[1].attributes
-        assert [h.split("-")[1] for h in seen if h] == [INCOMING_TRACE, INCOMING_TRACE]
-        assert [h.split("-")[2] for h in seen if h] == [a.span_id for a in attempts]
+        assert [h.split("-")[1] for h, _ in seen if h] == [INCOMING_TRACE, INCOMING_TRACE]
+        assert [h.split("-")[2] for h, _ in seen if h] == [a.span_id for a in attempts]
 
         assert scrape.headers["content-type"].startswith("application/openmetrics-text")
         bucket = r"^modelserve_(?:http_request_duration|prediction_latency)_seconds_bucket\{[^}]*\} \S+"
@@ -448,29 +472,9 @@ class TestRatioSampling:
         monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
         monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
         bound = round(0.5 * (1 << 64))
-        m = manifest(trained, "production")
-        body = m["sample"]["request"]
-        store = {f["name"] for f in m["features"] if f["source"] == "store"}
-        features = {k: v for k, v in m["sample"]["row"].items() if k in store}
-        seen: list[str] = []
-
-        def handler(request: Request) -> Response:
-            seen.append(request.headers.get("traceparent", ""))
-            payload = {"user_id": body["user_id"], "features": features}
-            return Response(json.dumps(payload), status=200, content_type="application/json")
-
-        upstream = HTTPServer(threaded=True)
-        upstream.start()
+        body = sample(trained, "production")["request"]
         n = 40
-        try:
-            upstream.expect_request(f"/users/{body['user_id']}/features").respond_with_handler(handler)
-            settings = trained.settings(
-                upstream_url=upstream.url_for("/"),
-                feature_budget_ms=5000.0,
-                upstream_timeout_ms=5000.0,
-                memory_max_age_seconds=0.0,
-                log_dir=tmp_path / "log",
-            )
+        with features_upstream(trained, tmp_path / "log") as (settings, seen):
             app = create_app(settings)
             with serving(app) as client:
                 for i in range(n):
@@ -478,15 +482,7 @@ class TestRatioSampling:
                     assert r.status_code == 200, r.text
                 app.state.container.prediction_log.close_sync()
                 tracing.force_flush()
-        finally:
-            upstream.clear()
-            upstream.stop()
-        records = [
-            json.loads(line)
-            for p in sorted((tmp_path / "log").glob("predictions-*.jsonl"))
-            for line in p.read_text().splitlines()
-        ]
-        traces = [r["trace_id"] for r in records if r["kind"] == "prediction"]
+        traces = prediction_traces(tmp_path / "log")
         assert len(traces) == n and len(set(traces)) == n
         kept = [t for t in traces if int(t, 16) & ((1 << 64) - 1) < bound]
         assert 0 < len(kept) < n  # 2**-40 each way
@@ -495,7 +491,7 @@ class TestRatioSampling:
         request_spans = [s for s in otel_env.spans if s.name != "shadow"]  # the shadow run is a trace of its own
         assert {s.trace_id for s in request_spans} == set(kept)  # a dropped request has no child spans either
         assert len(seen) == n
-        for header, trace_id in zip(seen, traces, strict=True):
+        for (header, _), trace_id in zip(seen, traces, strict=True):
             version, tid, span_id, flags = header.split("-")
             assert (version, tid, len(span_id)) == ("00", trace_id, 16)
             assert (int(flags, 16) & 1) == (trace_id in kept)  # the sampled bit (0x02 says the id is random)
@@ -528,29 +524,9 @@ class TestUnsampledCaller:
                 "vendor=abc,x=1",
             ),
         ]
-        m = manifest(trained, "production")
-        body = m["sample"]["request"]
-        store = {f["name"] for f in m["features"] if f["source"] == "store"}
-        features = {k: v for k, v in m["sample"]["row"].items() if k in store}
-        seen: list[tuple[str, str | None]] = []
-
-        def handler(request: Request) -> Response:
-            seen.append((request.headers.get("traceparent", ""), request.headers.get("tracestate")))
-            payload = {"user_id": body["user_id"], "features": features}
-            return Response(json.dumps(payload), status=200, content_type="application/json")
-
-        upstream = HTTPServer(threaded=True)
-        upstream.start()
+        body = sample(trained, "production")["request"]
         inside: list[tuple[str | None, str | None]] = []
-        try:
-            upstream.expect_request(f"/users/{body['user_id']}/features").respond_with_handler(handler)
-            settings = trained.settings(
-                upstream_url=upstream.url_for("/"),
-                feature_budget_ms=5000.0,
-                upstream_timeout_ms=5000.0,
-                memory_max_age_seconds=0.0,
-                log_dir=tmp_path / "log",
-            )
+        with features_upstream(trained, tmp_path / "log") as (settings, seen):
             app = create_app(settings)
             with serving(app) as client:
                 app.state.container.predictor.add_listener(lambda record, model: inside.append(current_trace_ids()))
@@ -559,16 +535,7 @@ class TestUnsampledCaller:
                 assert client.post("/predict", json=body, headers={"traceparent": INCOMING}).status_code == 200
                 flushed(otel_env, INCOMING_TRACE, "POST /predict")
                 app.state.container.prediction_log.close_sync()
-        finally:
-            upstream.clear()
-            upstream.stop()
-        records = [
-            json.loads(line)
-            for p in sorted((tmp_path / "log").glob("predictions-*.jsonl"))
-            for line in p.read_text().splitlines()
-        ]
-        traces = [r["trace_id"] for r in records if r["kind"] == "prediction"]
-        assert traces == [plain, random_bit, INCOMING_TRACE]
+        assert prediction_traces(tmp_path / "log") == [plain, random_bit, INCOMING_TRACE]
         assert inside[:2] == [(plain, None), (random_bit, None)]
         assert inside[2][0] == INCOMING_TRACE and inside[2][1] is not None  # sampled: its server span is current
         for trace_id in (plain, random_bit):
