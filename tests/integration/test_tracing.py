@@ -9,6 +9,7 @@ OpenMetrics exemplar pointing at an exported trace.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import re
@@ -50,9 +51,11 @@ class Span:
 class Receiver:
     """A tiny OTLP/HTTP trace receiver: accepts POST /v1/traces and keeps every decoded span."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy_for: str = "") -> None:
+        self.proxy_for = proxy_for
         self.spans: list[Span] = []
         self.posts = 0
+        self.seen: list[tuple[str, str | None]] = []  # (path, Authorization) of every POST
         self.lock = threading.Lock()
         receiver = self
 
@@ -61,7 +64,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                ok = self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
+                with receiver.lock:
+                    receiver.seen.append((self.path, self.headers.get("Authorization")))
+                path = self.path.removeprefix(receiver.proxy_for)  # a proxy sees the absolute URL
+                ok = path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
                 if ok:
                     receiver.accept(body)
                 self.send_response(200 if ok else 404)
@@ -546,3 +552,32 @@ class TestUnsampledCaller:
             assert (version, tid, sent_flags, state) == ("00", trace_id, flags, tracestate)
             assert len(span_id) == 16 and span_id != "b7ad6b7169203331"
         assert seen[2][0].split("-")[1] == INCOMING_TRACE and seen[2][0].endswith("-01")
+
+
+class TestExporter:
+    def test_exports_through_the_proxy_and_netrc_of_the_environment(
+        self, trained: Workspace, otel_env: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    ) -> None:
+        """The exporter's session reads the environment once at set-up, as requests would on every POST:
+        HTTP_PROXY sends the export through the proxy, a netrc entry for the collector's host authenticates it."""
+        host = otel_env.url.removeprefix("http://").split(":")[0]
+        proxy = Receiver(proxy_for=otel_env.url)
+        proxy.thread.start()
+        try:
+            (tmp_path / "netrc").write_text(f"machine {host} login collector password s3cret\n")
+            monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            with serving(create_app(trained.settings())) as client:
+                r = client.post(
+                    "/predict", json=sample(trained, "production")["request"], headers={"traceparent": INCOMING}
+                )
+                assert r.status_code == 200
+                flushed(proxy, INCOMING_TRACE, "POST /predict")
+        finally:
+            proxy.server.shutdown()
+            proxy.server.server_close()
+        assert otel_env.spans == []  # all of it went through the proxy
+        assert proxy.seen and all(path == f"{otel_env.url}/v1/traces" for path, _ in proxy.seen)
+        assert all(auth == "Basic " + base64.b64encode(b"collector:s3cret").decode() for _, auth in proxy.seen)
