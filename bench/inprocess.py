@@ -1,26 +1,32 @@
 """Per-request cost of ``/predict`` in process: the ASGI app called directly, no HTTP server, no client.
 
-    python -m bench.inprocess                          # off, 1 %, 1 % with an unsampled traceparent, 100 %
-    python -m bench.inprocess --modes off,1pct --requests 4000 --rounds 5
+    python -m bench.inprocess                          # tracing off, then on at 1 % and 100 %
+    python -m bench.inprocess --requests 4000 --rounds 5 --block 200
 
-Each mode runs in its own process pinned to ``SERVER_CPU`` (an OTLP receiver,
-``bench.otlp_sink``, on ``LOAD_CPU``), and the modes alternate over rounds, so
-drift hits them alike. A figure is CPU time per request (every thread of the
-process: the batch span processor's export counts too, flushed inside the
-timed window), median over rounds; ``Δ off`` is the median of the per-round
-differences to ``off``. Wall-clock figures on a shared machine move more than
-the microseconds compared here; CPU time moves less.
+Measures what tracing adds to a request, in microseconds, more steadily than
+a req/s ratio can on a shared machine. Each sampling ratio runs in its own
+process (``parentbased_traceidratio``, exporting to a ``bench.otlp_sink`` on
+``LOAD_CPU``), pinned to ``SERVER_CPU``; inside it the request kinds take
+turns in blocks of ``--block`` requests (the order rotating, a full collection
+before each block), so drift hits them alike:
 
-Modes: ``off`` (no OTEL variables), ``1pct`` / ``100pct``
-(``parentbased_traceidratio`` 0.01 / 1.0, no incoming ``traceparent``),
-``1pct-tp00`` (0.01, every request carrying a ``traceparent`` whose sampled
-flag is off), ``100pct-tp01`` (1.0, a sampled incoming ``traceparent``).
+- ``off``: tracing switched off for the block (``tracing.enabled`` false: what
+  a service without ``OTEL_EXPORTER_OTLP_ENDPOINT`` runs);
+- ``root``: no incoming ``traceparent`` (the ratio decides);
+- ``tp00``: an incoming ``traceparent`` the caller did not sample;
+- ``tp01``: an incoming sampled ``traceparent`` (always sampled: every span made and exported).
+
+A figure is the process's CPU time per request over a kind's blocks (every
+thread: the batch span processor's encoding and POSTs are flushed inside the
+block that made the spans), median over rounds; ``Δ off`` is the median of
+the per-round differences to ``off`` in the same process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -33,44 +39,28 @@ from typing import Any
 from bench.machine import LOAD_CPU, ROOT, SERVER_CPU
 from harness import free_port
 
-MODES: dict[str, dict[str, str]] = {
-    "off": {},
-    "1pct": {"OTEL_TRACES_SAMPLER_ARG": "0.01"},
-    "1pct-tp00": {"OTEL_TRACES_SAMPLER_ARG": "0.01", "BENCH_TRACEPARENT": "00"},
-    "100pct": {"OTEL_TRACES_SAMPLER_ARG": "1.0"},
-    "100pct-tp01": {"OTEL_TRACES_SAMPLER_ARG": "1.0", "BENCH_TRACEPARENT": "01"},
-}
+KINDS = ("off", "root", "tp00", "tp01")
 
 
-def _mode_env(mode: str, endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    extra = MODES[mode]
-    if "OTEL_TRACES_SAMPLER_ARG" in extra:
-        env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"})
-    env.update(extra)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-async def _child(requests: int, warmup: int) -> dict[str, float]:
-    """Inside one mode's process: start the app, time ``requests`` calls, print the figures."""
+async def _child(requests: int, warmup: int, block: int, kinds: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Inside one ratio's process: start the app, time each kind's blocks in turn, return CPU and wall µs."""
     from app.main import create_app
     from app.telemetry import tracing
     from bench.run import predict_bodies
 
     bodies = [json.dumps(b).encode() for b in predict_bodies(1000)[0]]
     app = create_app(warm_before_listening=True)
-    started = asyncio.Event()
     stop = asyncio.Event()
+    ready = asyncio.Event()
+    started = False
 
     async def lifespan_receive() -> dict[str, Any]:
-        if not started.is_set():
-            started.set()
+        nonlocal started
+        if not started:
+            started = True
             return {"type": "lifespan.startup"}
         await stop.wait()
         return {"type": "lifespan.shutdown"}
-
-    ready = asyncio.Event()
 
     async def lifespan_send(message: dict[str, Any]) -> None:
         if message["type"].startswith("lifespan.startup"):
@@ -81,18 +71,17 @@ async def _child(requests: int, warmup: int) -> dict[str, float]:
     )
     await ready.wait()
     await app.state.startup
-
-    flags = os.environ.get("BENCH_TRACEPARENT")
+    assert tracing.enabled, "tracing did not start: is OTEL_EXPORTER_OTLP_ENDPOINT set?"
     statuses: list[int] = []
 
-    async def call(body: bytes) -> None:
+    async def call(body: bytes, traceparent: bytes | None) -> None:
         headers = [
             (b"host", b"bench"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
-        if flags:
-            headers.append((b"traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-{flags}".encode()))
+        if traceparent is not None:
+            headers.append((b"traceparent", traceparent))
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -122,76 +111,99 @@ async def _child(requests: int, warmup: int) -> dict[str, float]:
 
         await app(scope, receive, send)
 
+    flags = {"off": None, "root": None, "tp00": "00", "tp01": "01"}
+    cpu = dict.fromkeys(kinds, 0.0)
+    wall = dict.fromkeys(kinds, 0.0)
+    n = 0
     for i in range(warmup):
-        await call(bodies[i % len(bodies)])
+        await call(bodies[i % len(bodies)], None)
     tracing.force_flush()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    for i in range(requests):
-        await call(bodies[i % len(bodies)])
-    tracing.force_flush()
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    while n < requests:
+        turn = n // block % len(kinds)
+        for kind in kinds[turn:] + kinds[:turn]:  # each kind follows each other in turn
+            tracing.enabled = kind != "off"
+            f = flags[kind]  # fresh trace ids, drawn before the clock starts
+            parents = [
+                f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-{f}".encode() if f else None for _ in range(block)
+            ]
+            gc.collect()  # the garbage of the block before is not this one's
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for i in range(block):
+                await call(bodies[(n + i) % len(bodies)], parents[i])
+            tracing.force_flush()
+            cpu[kind] += time.process_time() - cpu0
+            wall[kind] += time.perf_counter() - wall0
+        n += block
+    tracing.enabled = True
     stop.set()
     await lifespan
     bad = sum(1 for s in statuses if s != 200)
     if bad:
         raise SystemExit(f"{bad} answers were not 200")
-    return {"cpu_us": cpu / requests * 1e6, "wall_us": wall / requests * 1e6}
+    return {k: {"cpu_us": cpu[k] / n * 1e6, "wall_us": wall[k] / n * 1e6} for k in kinds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modes", default="off,1pct,1pct-tp00,100pct")
-    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--ratios", default="0.01,1.0", help="OTEL_TRACES_SAMPLER_ARG of each process")
+    parser.add_argument("--requests", type=int, default=3000, help="per kind and round")
+    parser.add_argument("--block", type=int, default=250)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="in a --child: only these (e.g. to profile one)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import uvloop
 
-        print(json.dumps(uvloop.run(_child(args.requests, args.warmup))))
+        print(json.dumps(uvloop.run(_child(args.requests, args.warmup, args.block, tuple(args.kinds.split(","))))))
         return
 
-    modes = args.modes.split(",")
-    unknown = set(modes) - set(MODES)
-    if unknown:
-        raise SystemExit(f"unknown mode(s): {', '.join(sorted(unknown))}")
     port = free_port()
     sink = subprocess.Popen(
         ["taskset", "-c", str(LOAD_CPU), sys.executable, "-m", "bench.otlp_sink", str(port)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    figures: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    ratios = args.ratios.split(",")
+    figures: dict[str, list[dict[str, dict[str, float]]]] = {r: [] for r in ratios}
     try:
         for r in range(args.rounds):
-            for mode in modes if r % 2 == 0 else modes[::-1]:
+            for ratio in ratios:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+                env.update(
+                    PYTHONPATH=str(ROOT),
+                    OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+                    OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                    OTEL_TRACES_SAMPLER_ARG=ratio,
+                )
                 command = [
                     "taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "bench.inprocess", "--child",
-                    "--requests", str(args.requests), "--warmup", str(args.warmup),
+                    "--requests", str(args.requests), "--warmup", str(args.warmup), "--block", str(args.block),
                 ]  # fmt: skip
-                out = subprocess.run(
-                    command, cwd=ROOT, env=_mode_env(mode, f"http://127.0.0.1:{port}"),
-                    capture_output=True, text=True, check=False,
-                )  # fmt: skip
+                out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
                 if out.returncode != 0:
-                    raise SystemExit(f"{mode}: {out.stderr[-2000:]}")
-                figures[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"round {r + 1} {mode}: {figures[mode][-1]}", file=sys.stderr, flush=True)
+                    raise SystemExit(f"ratio {ratio}: {out.stderr[-2000:]}")
+                figures[ratio].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                line = {k: round(v["cpu_us"], 1) for k, v in figures[ratio][-1].items()}
+                print(f"round {r + 1} ratio {ratio}: CPU µs {line}", file=sys.stderr, flush=True)
     finally:
         sink.terminate()
         sink.wait()
-    print(f"load average {os.getloadavg()[0]:.2f}; {args.requests} requests × {args.rounds} rounds\n")
-    print("| mode | CPU µs/request | Δ off | wall µs/request |")
-    print("|:--|--:|--:|--:|")
-    for mode in modes:
-        cpu = statistics.median(f["cpu_us"] for f in figures[mode])
-        wall = statistics.median(f["wall_us"] for f in figures[mode])
-        delta = ""
-        if "off" in figures and mode != "off":
-            d = statistics.median(f["cpu_us"] - o["cpu_us"] for f, o in zip(figures[mode], figures["off"], strict=True))
-            delta = f"{d:+.1f}"
-        print(f"| {mode} | {cpu:.1f} | {delta} | {wall:.1f} |")
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.requests} requests a kind × {args.rounds} rounds\n")
+    print("| ratio | kind | CPU µs/request | Δ off | wall µs/request |")
+    print("|--:|:--|--:|--:|--:|")
+    for ratio in ratios:
+        rounds = figures[ratio]
+        for kind in KINDS:
+            cpu = statistics.median(f[kind]["cpu_us"] for f in rounds)
+            wall = statistics.median(f[kind]["wall_us"] for f in rounds)
+            delta = (
+                ""
+                if kind == "off"
+                else f"{statistics.median(f[kind]['cpu_us'] - f['off']['cpu_us'] for f in rounds):+.1f}"
+            )
+            print(f"| {ratio} | {kind} | {cpu:.1f} | {delta} | {wall:.1f} |")
 
 
 if __name__ == "__main__":
