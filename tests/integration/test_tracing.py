@@ -581,3 +581,22 @@ class TestExporter:
         assert otel_env.spans == []  # all of it went through the proxy
         assert proxy.seen and all(path == f"{otel_env.url}/v1/traces" for path, _ in proxy.seen)
         assert all(auth == "Basic " + base64.b64encode(b"collector:s3cret").decode() for _, auth in proxy.seen)
+
+    @pytest.mark.parametrize(
+        ("env", "expected"), [({}, (4096, 2048)), ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}, (2048, 100))]
+    )
+    def test_batches_of_2048_unless_the_environment_sets_them(
+        self, otel_env: Receiver, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: tuple[int, int]
+    ) -> None:
+        """Fewer, larger POSTs than the SDK's 512 by default; OTEL_BSP_* still decide when set."""
+        monkeypatch.delenv("OTEL_BSP_MAX_QUEUE_SIZE", raising=False)
+        monkeypatch.delenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        assert tracing.setup()
+        try:
+            (processor,) = tracing._provider._active_span_processor._span_processors
+            batching = processor._batch_processor
+            assert (batching._max_queue_size, batching._max_export_batch_size) == expected
+        finally:
+            tracing.shutdown()
