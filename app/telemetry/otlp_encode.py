@@ -123,6 +123,23 @@ def _count(tag: bytes, n: int) -> bytes:
     return tag + _varint(n) if n else b""
 
 
+def _own(span: Any, field: str, public: str) -> Any:
+    """A finished span's attributes, events or links as it holds them, not the public property's copy.
+
+    ``ReadableSpan.attributes`` wraps them in a proxy whose iteration takes the attributes' lock and copies
+    them, and ``events`` / ``links`` copy their list under a lock: together a third of the encoding. A span
+    handed to the exporter has ended and no longer changes, so its own containers are read as they are
+    (``BoundedAttributes`` through its dict). Any other span object goes through the public property.
+    """
+    own = getattr(span, field, _MISSING)
+    if own is _MISSING:
+        return getattr(span, public)
+    return getattr(own, "_dict", own)
+
+
+_MISSING = object()
+
+
 def _span(span: Any) -> bytes:
     ctx = span.context
     parent = span.parent
@@ -144,10 +161,10 @@ def _span(span: Any) -> bytes:
         _FIXED64(span.start_time),
         b"\x41",
         _FIXED64(span.end_time),
-        _attributes(b"\x4a", span.attributes),
+        _attributes(b"\x4a", _own(span, "_attributes", "attributes")),
         _count(b"\x50", span.dropped_attributes),
     )
-    events = span.events
+    events = _own(span, "_events", "events")
     if events:
         for event in events:
             body = b"".join(
@@ -161,7 +178,7 @@ def _span(span: Any) -> bytes:
             )
             parts.append(_field(b"\x5a", body))
         parts.append(_count(b"\x60", span.dropped_events))
-    links = span.links
+    links = _own(span, "_links", "links")
     if links:
         for link in links:
             lc = link.context

@@ -105,3 +105,20 @@ def test_each_span_alone_and_empty_batch() -> None:
         ours = ExportTraceServiceRequest.FromString(encode_spans([span]))
         assert ours == ExportTraceServiceRequest.FromString(sdk_encode_spans([span]).SerializePartialToString())
     assert encode_spans([]) == b""
+
+
+class PublicOnly:
+    """A span seen only through ReadableSpan's public properties (no private containers to read)."""
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._span, name)
+
+
+def test_spans_without_the_sdk_containers_through_the_public_properties() -> None:
+    spans = finished_spans()
+    assert encode_spans([PublicOnly(s) for s in spans]) == encode_spans(spans)
