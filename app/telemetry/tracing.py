@@ -28,13 +28,13 @@ On, a sampled request costs the SDK's spans (a live ``Span`` each, ended into
 the batch processor: ~10 µs each here) and their export in the processor's
 thread, on the same core as the event loop: the SDK's exporter sends them
 (endpoint, headers, TLS, compression and retries are its own), but the
-request body is written by ``app.telemetry.otlp_encode`` (~5 µs a span, the
-SDK's encoder ~14-22 µs), and its ``requests`` session reads proxies, netrc
+request body is written by ``app.telemetry.otlp_encode`` (~4.5 µs a span, the
+SDK's encoder ~14 µs), and its ``requests`` session reads proxies, netrc
 and the CA bundle once instead of on every POST. Measured in process
 (``python -m bench.inprocess``), a sampled ``/predict`` (server, decode,
-features, inference spans) costs ~155 µs more than one with tracing off
-(~55 µs): ~5 spans × ~10 µs to make them, ~6 µs each to encode and send, and
-the context and attribute work around them.
+features, inference spans) costs ~140-150 µs more than one with tracing off
+(~55 µs): ~9-11 µs to make each span, ~5.5 µs each to encode and send, and
+the context and attribute work around them (``bench/README.md``).
 
 A request the sampler drops costs one context-variable read per
 instrumentation point, and its server span's decision; the SDK is not called
@@ -300,8 +300,8 @@ def _batching() -> tuple[int | None, int | None]:
 
 def _exporter(base: Any) -> Any:
     """The SDK's OTLP/HTTP exporter (endpoint, headers, compression, TLS, retries: its own), with
-    ``app.telemetry.otlp_encode`` writing the request body instead of the SDK's protobuf objects (~4 µs a span
-    against ~22 µs, in the processor's thread on the event loop's core; see that module).
+    ``app.telemetry.otlp_encode`` writing the request body instead of the SDK's protobuf objects (~4.5 µs a span
+    against ~14 µs, in the processor's thread on the event loop's core; see that module).
 
     Its ``requests`` session reads the environment (proxies, ``~/.netrc``, the CA bundle) once, here, instead
     of on every POST: ``requests`` looks for a netrc file and the proxy variables per request, which measured
