@@ -157,8 +157,8 @@ class Predictor:
             row = {**store, **row}
         with tracing.span("inference") as span:
             answer = _answer_one(model, row, ("body", "features"))
-            span.set_attribute("modelserve.model_version", model.version)
-            span.set_attribute("modelserve.rows", 1)
+            if span is not tracing.NOOP:  # one write: each takes the span's lock and checks the value
+                span.set_attributes({"modelserve.model_version": model.version, "modelserve.rows": 1})
         record = _record_one(decoded, request_id, model, variant, row, tier, answer, t0)
         if tracing.enabled:
             record.trace = tracing.annotate_prediction(model.version, variant)
@@ -195,8 +195,8 @@ class Predictor:
             row = {**store, **row}
         with tracing.span("inference") as span:  # the same children as predict and predict_instances
             answer = _answer_one(model, row, (*loc, 0, "features"))
-            span.set_attribute("modelserve.model_version", model.version)
-            span.set_attribute("modelserve.rows", 1)
+            if span is not tracing.NOOP:
+                span.set_attributes({"modelserve.model_version": model.version, "modelserve.rows": 1})
         request_id = inst.request_id or new_request_id()
         return self._done(_record_one(inst, request_id, model, variant, row, tier, answer, t0), model)
 
@@ -278,8 +278,8 @@ class Predictor:
                 except NonFiniteAnswer as exc:  # rows of the group, as instances of the request
                     bad = [idx[j] for j in exc.rows]
                     raise NonFiniteAnswer(bad).at([(*loc, i, "features") for i in bad]) from None
-                span.set_attribute("modelserve.model_version", model.version)
-                span.set_attribute("modelserve.rows", len(rows))
+                if span is not tracing.NOOP:
+                    span.set_attributes({"modelserve.model_version": model.version, "modelserve.rows": len(rows)})
             latency = time.perf_counter() - t0
             version = model.version
             for i, inst, row, tier, (prediction, probability, probabilities) in zip(

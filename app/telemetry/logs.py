@@ -30,7 +30,7 @@ import orjson
 try:
     from opentelemetry import trace as _otel_trace
 
-    from app.telemetry.tracing import dropped_trace_id as _dropped_trace_id
+    from app.telemetry.tracing import unsampled_trace as _unsampled_trace
 except ImportError:  # tracing is optional; without it no line carries trace ids
     _otel_trace = None  # type: ignore[assignment]
 
@@ -50,8 +50,8 @@ def current_trace_ids() -> tuple[str | None, str | None]:
     """
     if _otel_trace is None:
         return None, None
-    dropped = _dropped_trace_id()
-    if dropped:
+    dropped = _unsampled_trace.get()
+    if dropped > 0:
         return format(dropped, "032x"), None
     ctx = _otel_trace.get_current_span().get_span_context()
     if not ctx.is_valid:
@@ -63,8 +63,8 @@ def current_trace_id() -> str | None:
     """The current trace id as lowercase hex, or None when tracing is off (one call per record built)."""
     if _otel_trace is None:
         return None
-    dropped = _dropped_trace_id()
-    if dropped:
+    dropped = _unsampled_trace.get()
+    if dropped > 0:
         return format(dropped, "032x")
     ctx = _otel_trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None

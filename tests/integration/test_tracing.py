@@ -9,12 +9,14 @@ OpenMetrics exemplar pointing at an exported trace.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +28,7 @@ from werkzeug import Request, Response
 
 from app.main import create_app
 from app.telemetry import tracing
+from app.telemetry.logs import current_trace_ids
 from tests.integration.test_v2 import v2_inputs
 from tests.support.redis_server import RedisServer
 from tests.support.workspace import Workspace, manifest, sample, serving
@@ -48,9 +51,11 @@ class Span:
 class Receiver:
     """A tiny OTLP/HTTP trace receiver: accepts POST /v1/traces and keeps every decoded span."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy_for: str = "") -> None:
+        self.proxy_for = proxy_for
         self.spans: list[Span] = []
         self.posts = 0
+        self.seen: list[tuple[str, str | None]] = []  # (path, Authorization) of every POST
         self.lock = threading.Lock()
         receiver = self
 
@@ -59,7 +64,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                ok = self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
+                with receiver.lock:
+                    receiver.seen.append((self.path, self.headers.get("Authorization")))
+                path = self.path.removeprefix(receiver.proxy_for)  # a proxy sees the absolute URL
+                ok = path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
                 if ok:
                     receiver.accept(body)
                 self.send_response(200 if ok else 404)
@@ -179,6 +187,51 @@ def redis_server(tmp_path):
         yield server
 
 
+@contextmanager
+def features_upstream(
+    trained: Workspace, log_dir: Any = None, refusals: int = 0
+) -> Iterator[tuple[Any, list[tuple[str, str | None]]]]:
+    """Settings for an app whose store features come from an upstream stub (no memory caching, the prediction
+    log in ``log_dir``), and the (traceparent, tracestate) headers the stub sees, one pair a request. The
+    first ``refusals`` requests are answered 429 (Retry-After: 0)."""
+    m = manifest(trained, "production")
+    user_id = m["sample"]["request"]["user_id"]
+    store = {f["name"] for f in m["features"] if f["source"] == "store"}
+    features = {k: v for k, v in m["sample"]["row"].items() if k in store}
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: Request) -> Response:
+        seen.append((request.headers.get("traceparent", ""), request.headers.get("tracestate")))
+        if len(seen) <= refusals:
+            return Response("{}", status=429, headers={"Retry-After": "0"}, content_type="application/json")
+        payload = {"user_id": user_id, "features": features}
+        return Response(json.dumps(payload), status=200, content_type="application/json")
+
+    upstream = HTTPServer(threaded=True)
+    upstream.start()
+    try:
+        upstream.expect_request(f"/users/{user_id}/features").respond_with_handler(handler)
+        settings = trained.settings(
+            upstream_url=upstream.url_for("/"),
+            feature_budget_ms=5000.0,
+            upstream_timeout_ms=5000.0,
+            memory_max_age_seconds=0.0,
+            log_dir=log_dir,
+        )
+        yield settings, seen
+    finally:
+        upstream.clear()
+        upstream.stop()
+
+
+def prediction_traces(log_dir: Any) -> list[str | None]:
+    """The trace ids of the prediction records in the prediction log at ``log_dir``, in order."""
+    records = [
+        json.loads(line) for p in sorted(log_dir.glob("predictions-*.jsonl")) for line in p.read_text().splitlines()
+    ]
+    return [r["trace_id"] for r in records if r["kind"] == "prediction"]
+
+
 class TestOff:
     def test_no_endpoint_no_tracing(self, trained: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without OTEL_EXPORTER_OTLP_ENDPOINT tracing stays off, predictions carry no trace, /metrics no exemplar."""
@@ -265,34 +318,12 @@ class TestSpanTrees:
     def test_upstream_429_then_success(self, trained: Workspace, otel_env: Receiver) -> None:
         """An upstream 429 (Retry-After: 0) then 200: two attempt spans under features, retry 0 and 1; the
         upstream saw a traceparent of this trace with the attempt's span id; the exemplar names an exported trace."""
-        m = manifest(trained, "production")
-        body = m["sample"]["request"]
-        store = {f["name"] for f in m["features"] if f["source"] == "store"}
-        features = {k: v for k, v in m["sample"]["row"].items() if k in store}
-        seen: list[str | None] = []
-
-        def handler(request: Request) -> Response:
-            seen.append(request.headers.get("traceparent"))
-            if len(seen) == 1:
-                return Response("{}", status=429, headers={"Retry-After": "0"}, content_type="application/json")
-            payload = {"user_id": body["user_id"], "features": features}
-            return Response(json.dumps(payload), status=200, content_type="application/json")
-
-        upstream = HTTPServer(threaded=True)
-        upstream.start()
-        try:
-            upstream.expect_request(f"/users/{body['user_id']}/features").respond_with_handler(handler)
-            settings = trained.settings(
-                upstream_url=upstream.url_for("/"), feature_budget_ms=2000.0, upstream_timeout_ms=1000.0
-            )
-            with serving(create_app(settings)) as client:
-                r = client.post("/predict", json=body, headers={"traceparent": INCOMING})
-                assert r.status_code == 200, r.text
-                spans = flushed(otel_env, INCOMING_TRACE, "POST /predict")
-                scrape = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
-        finally:
-            upstream.clear()
-            upstream.stop()
+        body = sample(trained, "production")["request"]
+        with features_upstream(trained, refusals=1) as (settings, seen), serving(create_app(settings)) as client:
+            r = client.post("/predict", json=body, headers={"traceparent": INCOMING})
+            assert r.status_code == 200, r.text
+            spans = flushed(otel_env, INCOMING_TRACE, "POST /predict")
+            scrape = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
         print(tree(spans))
         features_span = one(spans, "features")
         assert features_span.attributes["modelserve.feature.tier"] == "upstream"
@@ -303,8 +334,8 @@ class TestSpanTrees:
         assert attempts[0].attributes["modelserve.upstream.retry_after_seconds"] == 0.0
         assert attempts[1].attributes["http.response.status_code"] == 200
         assert "modelserve.retry.waited_seconds" in attempts[1].attributes
-        assert [h.split("-")[1] for h in seen if h] == [INCOMING_TRACE, INCOMING_TRACE]
-        assert [h.split("-")[2] for h in seen if h] == [a.span_id for a in attempts]
+        assert [h.split("-")[1] for h, _ in seen if h] == [INCOMING_TRACE, INCOMING_TRACE]
+        assert [h.split("-")[2] for h, _ in seen if h] == [a.span_id for a in attempts]
 
         assert scrape.headers["content-type"].startswith("application/openmetrics-text")
         bucket = r"^modelserve_(?:http_request_duration|prediction_latency)_seconds_bucket\{[^}]*\} \S+"
@@ -447,29 +478,9 @@ class TestRatioSampling:
         monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
         monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
         bound = round(0.5 * (1 << 64))
-        m = manifest(trained, "production")
-        body = m["sample"]["request"]
-        store = {f["name"] for f in m["features"] if f["source"] == "store"}
-        features = {k: v for k, v in m["sample"]["row"].items() if k in store}
-        seen: list[str] = []
-
-        def handler(request: Request) -> Response:
-            seen.append(request.headers.get("traceparent", ""))
-            payload = {"user_id": body["user_id"], "features": features}
-            return Response(json.dumps(payload), status=200, content_type="application/json")
-
-        upstream = HTTPServer(threaded=True)
-        upstream.start()
+        body = sample(trained, "production")["request"]
         n = 40
-        try:
-            upstream.expect_request(f"/users/{body['user_id']}/features").respond_with_handler(handler)
-            settings = trained.settings(
-                upstream_url=upstream.url_for("/"),
-                feature_budget_ms=5000.0,
-                upstream_timeout_ms=5000.0,
-                memory_max_age_seconds=0.0,
-                log_dir=tmp_path / "log",
-            )
+        with features_upstream(trained, tmp_path / "log") as (settings, seen):
             app = create_app(settings)
             with serving(app) as client:
                 for i in range(n):
@@ -477,15 +488,7 @@ class TestRatioSampling:
                     assert r.status_code == 200, r.text
                 app.state.container.prediction_log.close_sync()
                 tracing.force_flush()
-        finally:
-            upstream.clear()
-            upstream.stop()
-        records = [
-            json.loads(line)
-            for p in sorted((tmp_path / "log").glob("predictions-*.jsonl"))
-            for line in p.read_text().splitlines()
-        ]
-        traces = [r["trace_id"] for r in records if r["kind"] == "prediction"]
+        traces = prediction_traces(tmp_path / "log")
         assert len(traces) == n and len(set(traces)) == n
         kept = [t for t in traces if int(t, 16) & ((1 << 64) - 1) < bound]
         assert 0 < len(kept) < n  # 2**-40 each way
@@ -494,7 +497,106 @@ class TestRatioSampling:
         request_spans = [s for s in otel_env.spans if s.name != "shadow"]  # the shadow run is a trace of its own
         assert {s.trace_id for s in request_spans} == set(kept)  # a dropped request has no child spans either
         assert len(seen) == n
-        for header, trace_id in zip(seen, traces, strict=True):
+        for (header, _), trace_id in zip(seen, traces, strict=True):
             version, tid, span_id, flags = header.split("-")
             assert (version, tid, len(span_id)) == ("00", trace_id, 16)
             assert (int(flags, 16) & 1) == (trace_id in kept)  # the sampled bit (0x02 says the id is random)
+
+
+class TestUnsampledCaller:
+    @pytest.mark.parametrize("sampler", [None, ("parentbased_traceidratio", "1.0")])
+    def test_kept_trace_id_flags_00_downstream_and_no_span(
+        self,
+        trained: Workspace,
+        otel_env: Receiver,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Any,
+        sampler: tuple[str, str] | None,
+    ) -> None:
+        """An incoming traceparent with the sampled flag off, under a parent-based sampler (the default, or
+        ratio 1.0: the caller's decision wins): nothing of that trace is exported; the prediction record carries
+        its trace id; the upstream sees that trace id, not sampled (the caller's random-trace-id bit kept) and the
+        caller's tracestate; inside the request there is the trace id and no span (the SDK was not called)."""
+        if sampler is not None:
+            monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler[0])
+            monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", sampler[1])
+        plain, random_bit = "0af7651916cd43dd8448eb211c80319c", "5c0ffee5c0ffee5c0ffee5c0ffee5c0f"
+        calls = [
+            ({"traceparent": f"00-{plain}-b7ad6b7169203331-00"}, plain, "00", None),
+            (
+                {"traceparent": f"00-{random_bit}-b7ad6b7169203331-02", "tracestate": "vendor=abc,x=1"},
+                random_bit,
+                "02",
+                "vendor=abc,x=1",
+            ),
+        ]
+        body = sample(trained, "production")["request"]
+        inside: list[tuple[str | None, str | None]] = []
+        with features_upstream(trained, tmp_path / "log") as (settings, seen):
+            app = create_app(settings)
+            with serving(app) as client:
+                app.state.container.predictor.add_listener(lambda record, model: inside.append(current_trace_ids()))
+                for headers, _, _, _ in calls:
+                    assert client.post("/predict", json=body, headers=headers).status_code == 200
+                assert client.post("/predict", json=body, headers={"traceparent": INCOMING}).status_code == 200
+                flushed(otel_env, INCOMING_TRACE, "POST /predict")
+                app.state.container.prediction_log.close_sync()
+        assert prediction_traces(tmp_path / "log") == [plain, random_bit, INCOMING_TRACE]
+        assert inside[:2] == [(plain, None), (random_bit, None)]
+        assert inside[2][0] == INCOMING_TRACE and inside[2][1] is not None  # sampled: its server span is current
+        for trace_id in (plain, random_bit):
+            assert otel_env.trace(trace_id) == []
+        assert len(seen) == 3
+        for (header, state), (_, trace_id, flags, tracestate) in zip(seen, calls, strict=False):
+            version, tid, span_id, sent_flags = header.split("-")
+            assert (version, tid, sent_flags, state) == ("00", trace_id, flags, tracestate)
+            assert len(span_id) == 16 and span_id != "b7ad6b7169203331"
+        assert seen[2][0].split("-")[1] == INCOMING_TRACE and seen[2][0].endswith("-01")
+
+
+class TestExporter:
+    def test_exports_through_the_proxy_and_netrc_of_the_environment(
+        self, trained: Workspace, otel_env: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    ) -> None:
+        """The exporter's session reads the environment once at set-up, as requests would on every POST:
+        HTTP_PROXY sends the export through the proxy, a netrc entry for the collector's host authenticates it."""
+        host = otel_env.url.removeprefix("http://").split(":")[0]
+        proxy = Receiver(proxy_for=otel_env.url)
+        proxy.thread.start()
+        try:
+            (tmp_path / "netrc").write_text(f"machine {host} login collector password s3cret\n")
+            monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            with serving(create_app(trained.settings())) as client:
+                r = client.post(
+                    "/predict", json=sample(trained, "production")["request"], headers={"traceparent": INCOMING}
+                )
+                assert r.status_code == 200
+                flushed(proxy, INCOMING_TRACE, "POST /predict")
+        finally:
+            proxy.server.shutdown()
+            proxy.server.server_close()
+        assert otel_env.spans == []  # all of it went through the proxy
+        assert proxy.seen and all(path == f"{otel_env.url}/v1/traces" for path, _ in proxy.seen)
+        assert all(auth == "Basic " + base64.b64encode(b"collector:s3cret").decode() for _, auth in proxy.seen)
+
+    @pytest.mark.parametrize(
+        ("env", "expected"), [({}, (4096, 2048)), ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}, (2048, 100))]
+    )
+    def test_batches_of_2048_unless_the_environment_sets_them(
+        self, otel_env: Receiver, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: tuple[int, int]
+    ) -> None:
+        """Fewer, larger POSTs than the SDK's 512 by default; OTEL_BSP_* still decide when set."""
+        monkeypatch.delenv("OTEL_BSP_MAX_QUEUE_SIZE", raising=False)
+        monkeypatch.delenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        assert tracing.setup()
+        try:
+            (processor,) = tracing._provider._active_span_processor._span_processors
+            batching = processor._batch_processor
+            assert (batching._max_queue_size, batching._max_export_batch_size) == expected
+        finally:
+            tracing.shutdown()
