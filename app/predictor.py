@@ -347,11 +347,10 @@ class Predictor:
 def _answer_one(model: LoadedModel, row: dict[str, Any], loc: tuple[str | int, ...]) -> Answer:
     """``(prediction, probability, probabilities)`` of one row; ``NonFiniteAnswer`` at ``loc``."""
     if model.int_binary:  # the common case stays as lean as it always was
-        labels, probs = model.runtime.predict([row])
-        p = float(probs[0])
+        label, p = model.runtime.predict_one(row)
         if p != p:  # NaN (a clipped probability is never infinite)
             raise NonFiniteAnswer([0]).at([loc])
-        return int(labels[0]), p, None
+        return int(label), p, None
     try:
         answer: Answer = model.answer([row])[0]
     except NonFiniteAnswer as exc:

@@ -38,7 +38,7 @@ class LoadedModel:
     answers: Answers = field(init=False)
     """Turns this model's scores into answers (any task)."""
     int_binary: bool = field(init=False)
-    """A binary model with int classes: the request path's fast case (``runtime.predict``)."""
+    """A binary model with int classes: the request path's fast case (``runtime.predict_one``)."""
 
     def __post_init__(self) -> None:
         self.answers = Answers(self.manifest)

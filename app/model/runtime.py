@@ -187,6 +187,18 @@ class OnnxModel:
     def predict(self, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         return self.run(self.feeds(rows))
 
+    def predict_one(self, row: dict[str, Any]) -> tuple[Any, float]:
+        """``predict`` of one row as (label, positive-class probability): the request path's binary case.
+
+        The probability is clipped to [0, 1] as a Python float: ``np.clip`` on a
+        one-element array costs ~2 µs, a twentieth of a request. NaN stays NaN.
+        """
+        if self._positive is None:
+            raise ArtifactError(f"{self.version}: a {self.task} model has no positive class; use scores()")
+        labels, probs = self._session_run(self.feeds([row]))
+        p = float(probs[0, self._positive])
+        return labels[0], 0.0 if p < 0.0 else 1.0 if p > 1.0 else p
+
     def predict_columns(self, columns: Any) -> tuple[np.ndarray, np.ndarray]:
         """Predict whole columns (a DataFrame or a mapping of name -> sequence)."""
         return self.run(self.feeds_from_columns({name: columns[name] for name, _ in self.columns}))
