@@ -237,3 +237,19 @@ class TestIntRange:
                 "type": "less_than_equal",
             }
         ]
+
+
+class TestJsonlFraming:
+    def test_byte_order_mark_and_blank_lines_are_not_rows(self, task_models: Any, tmp_path: Path) -> None:
+        """A JSONL file saved with a UTF-8 byte order mark, blank lines between rows and at its end: every
+        object is scored (the first one was rejected as invalid JSON) and no blank line is counted as a row."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(4)]
+        lines = [orjson.dumps(r) for r in rows]
+        src = tmp_path / "in.jsonl"
+        body = b"\xef\xbb\xbf" + lines[0] + b"\n\n" + lines[1] + b"\r\n   \n" + b"\n".join(lines[2:]) + b"\n\n"
+        src.write_bytes(body)
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, chunk_rows=2, progress=False))
+        assert summary.rows_in == 4 and summary.rejected == 0
+        assert pq.read_table(out).column("request_id").to_pylist() == [r["request_id"] for r in rows]

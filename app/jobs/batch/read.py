@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -90,10 +91,7 @@ def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[p
     schema = _jsonl_schema(model.manifest)
     decoder = model.decoder
     with open(path, "rb") as f:
-        while True:
-            lines = [line for line in (f.readline() for _ in range(rows)) if line]
-            if not lines:
-                return
+        for lines in _jsonl_lines(f, rows):
             good: list[dict[str, Any]] = []
             valid = np.zeros(len(lines), dtype=bool)
             errors: dict[int, list[dict[str, Any]]] = {}
@@ -118,6 +116,26 @@ def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[p
             # Put invalid rows back as empty rows so positions line up with ``valid``.
             full = _scatter(table_all, valid)
             yield full, Checked(valid, errors)
+
+
+def _jsonl_lines(f: BinaryIO, rows: int) -> Iterator[list[bytes]]:
+    """The file's lines ``rows`` at a time, without a leading UTF-8 byte order mark and without blank lines.
+
+    A file saved with a byte order mark had its first row rejected as invalid
+    JSON, and each blank line (between rows, or at the end) counted as a
+    rejected row. Row numbers count the lines that are not blank.
+    """
+    batch: list[bytes] = []
+    for n, line in enumerate(f):
+        if n == 0 and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8) :]
+        if line.strip():
+            batch.append(line)
+            if len(batch) == rows:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 def _nest(obj: dict[str, Any]) -> dict[str, Any]:
