@@ -7,7 +7,7 @@ the import with one line naming the row (1-based, header not counted) and
 column; nothing is written then. Import again after fixing the file — a
 label imported twice is harmless, the latest received wins.
 
-CSV cells are text: a label is read as an integer for a model with integer
+CSV cells are text: a label is read as an integer (ASCII digits) for a model with integer
 classes, as text for string classes and as a number for regression. Parquet
 columns keep their types, which must then fit (an integer class from an
 integer column). Request ids of an integer column are taken as text.
@@ -26,7 +26,7 @@ from app.model.manifest import Manifest
 from app.telemetry.label_log import LabelLog
 from app.telemetry.metrics import Metrics
 
-_INT = re.compile(r"[+-]?\d+")
+_INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits: \d (and int()) take any script's, U+0661 as 1
 
 
 class ImportRefused(ModelServeError):
@@ -121,6 +121,8 @@ def import_labels(
 def _from_text(text: str, rules: LabelRules) -> Any:
     """A CSV cell as the label type the model wants (left as text when it cannot be, so the check names it)."""
     if rules.task == "regression":
+        if not text.isascii() or "_" in text:  # float() reads U+0661 U+0662 as 12.0 and "1_000" as 1000.0
+            return text
         try:
             return float(text)
         except ValueError:

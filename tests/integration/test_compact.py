@@ -158,6 +158,8 @@ class TestLabelsImport:
             ("rid,y\nr1,1\n,0\n", "row 2, column 'rid'"),
             ("rid,y\nr1,yes\n", "row 1, column 'y'"),
             ("rid,y\nr1,\n", "row 1, column 'y'"),
+            ("rid,y\nr1,0\nr2,\u0661\n", "row 2, column 'y'"),  # ARABIC-INDIC DIGIT ONE is not the class 1
+            ("rid,y\nr1,\uff11\n", "row 1, column 'y'"),  # nor is FULLWIDTH DIGIT ONE
         ],
     )
     def test_bad_row_named_nothing_written(
