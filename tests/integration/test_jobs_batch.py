@@ -253,3 +253,29 @@ class TestJsonlFraming:
         summary = run_batch(task_models.settings(models), BatchOptions(src, out, chunk_rows=2, progress=False))
         assert summary.rows_in == 4 and summary.rejected == 0
         assert pq.read_table(out).column("request_id").to_pylist() == [r["request_id"] for r in rows]
+
+
+class TestCsvEncoding:
+    def test_cells_not_utf8_are_rejected_rows(self, task_models: Any, tmp_path: Path) -> None:
+        """A CSV cell that is not UTF-8 is its row's reject naming the column; the other rows are scored (the
+        whole run stopped with 'ArrowInvalid: CSV conversion error to string', naming no row)."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(6)]
+        src = tmp_path / "in.csv"
+        pd.DataFrame(rows).to_csv(src, index=False)
+        lines = src.read_bytes().splitlines()
+        lines[2] = lines[2].replace(rows[1]["request_id"].encode(), b"r\xff1")  # Latin-1, not UTF-8
+        lines[4] = b"\xe9" + lines[4]  # the first column of row 3
+        src.write_bytes(b"\n".join(lines) + b"\n")
+        first = lines[0].split(b",")[0].decode()
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert summary.rows_in == 6 and pq.read_table(out).column("request_id").to_pylist() == [
+            r["request_id"] for i, r in enumerate(rows) if i not in (1, 3)
+        ]
+        assert [(r["row"], [e["loc"] for e in r["errors"]]) for r in bad] == [
+            (1, [["request_id"]]),
+            (3, [["features", first]]),
+        ]
+        assert {e["type"] for r in bad for e in r["errors"]} == {"string_unicode"}

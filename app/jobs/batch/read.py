@@ -21,6 +21,7 @@ from app.jobs.validate import Checked, check_columns, convert_csv_table, merge, 
 from app.model.manifest import Manifest
 from app.model.pool import LoadedModel
 
+_NOT_UTF8 = "Input should be a valid string, unable to parse raw data as a unicode string"
 _ARROW = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "string": pa.string()}
 
 
@@ -73,17 +74,42 @@ def read_chunks(path: Path, fmt: str, rows: int, model: LoadedModel) -> Iterator
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"cannot read {path}: {exc}") from None
         check_columns(names_all, manifest)
+        # Cells as bytes: a cell that is not UTF-8 is its row's reject (a string column stopped the whole run).
         reader = pacsv.open_csv(
             path,
             convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names_all}, strings_can_be_null=True
+                column_types={n: pa.binary() for n in names_all}, strings_can_be_null=True
             ),
         )
-        for table in _rechunk(iter(reader), rows):
+        for raw in _rechunk(iter(reader), rows):
+            table, undecodable = _utf8(raw)
             converted, conversion = convert_csv_table(table, manifest)
-            yield converted, merge(validate_table(converted, manifest), conversion)
+            yield converted, merge(merge(validate_table(converted, manifest), conversion), undecodable)
     else:
         yield from _jsonl_chunks(path, rows, model)
+
+
+def _utf8(table: pa.Table) -> tuple[pa.Table, Checked | None]:
+    """CSV cells read as bytes, as text; a cell that is not UTF-8 is nulled and its row refused, naming it."""
+    try:
+        return table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names])), None
+    except pa.ArrowInvalid:  # rare: find the cells one by one
+        pass
+    columns = {}
+    errors: dict[int, list[dict[str, Any]]] = {}
+    valid = np.ones(table.num_rows, dtype=bool)
+    for name in table.column_names:
+        texts: list[str | None] = []
+        loc = [name] if name in ("user_id", "request_id") else ["features", name]
+        for i, cell in enumerate(table.column(name).to_pylist()):
+            try:
+                texts.append(None if cell is None else cell.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(None)
+                valid[i] = False
+                errors.setdefault(i, []).append({"loc": loc, "msg": _NOT_UTF8, "type": "string_unicode"})
+        columns[name] = pa.array(texts, pa.string())
+    return pa.table(columns), Checked(valid, errors)
 
 
 def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[pa.Table, Checked]]:
