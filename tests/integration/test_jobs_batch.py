@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from pytest_httpserver import HTTPServer
@@ -279,3 +280,27 @@ class TestCsvEncoding:
             (3, [["features", first]]),
         ]
         assert {e["type"] for r in bad for e in r["errors"]} == {"string_unicode"}
+
+
+class TestColumns:
+    @pytest.mark.parametrize("fmt", ["csv", "parquet"])
+    def test_a_column_named_twice_is_refused_naming_it(
+        self, task_models: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+    ) -> None:
+        """A file with a column twice is refused on one line naming it (it was 'error: KeyError: Field "age"
+        exists 2 times in schema'), exit 1, nothing written."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(3)]
+        table = pa.Table.from_pylist(rows)
+        table = table.append_column("age", table.column("age"))
+        src = tmp_path / f"in.{fmt}"
+        if fmt == "csv":
+            pacsv.write_csv(table, src)
+        else:
+            pq.write_table(table, src)
+        out = tmp_path / "out.parquet"
+        argv = ["--models-dir", str(models), "batch", str(src), str(out), "--no-progress"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: input columns named more than once ['age']") and len(err.splitlines()) == 1
+        assert not out.exists()
