@@ -49,9 +49,7 @@ def read_table(path: Path, columns: list[str], *, csv_text: bool) -> dict[str, l
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         schema = pq.read_schema(path)
-        missing = [c for c in columns if c not in schema.names]
-        if missing:
-            raise ImportRefused(f"{path}: no column {', '.join(map(repr, missing))} (columns: {clip(schema.names)})")
+        _check_named(path, columns, schema.names)
         table = pq.read_table(path, columns=columns)
         return {c: table.column(c).to_pylist() for c in columns}
     if suffix == ".csv":
@@ -60,9 +58,7 @@ def read_table(path: Path, columns: list[str], *, csv_text: bool) -> dict[str, l
 
         with pacsv.open_csv(path) as reader:  # the header only: the first block
             header = reader.schema.names
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise ImportRefused(f"{path}: no column {', '.join(map(repr, missing))} (columns: {clip(header)})")
+        _check_named(path, columns, header)
         table = pacsv.read_csv(
             path,
             convert_options=pacsv.ConvertOptions(
@@ -73,6 +69,16 @@ def read_table(path: Path, columns: list[str], *, csv_text: bool) -> dict[str, l
         )
         return {c: table.column(c).to_pylist() for c in columns}
     raise ImportRefused(f"{path}: expected a .csv or .parquet file")
+
+
+def _check_named(path: Path, columns: list[str], names: list[str]) -> None:
+    """Each of ``columns`` is in the file once: a label column twice left which one was imported to chance."""
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ImportRefused(f"{path}: no column {', '.join(map(repr, missing))} (columns: {clip(names)})")
+    twice = [c for c in columns if names.count(c) > 1]
+    if twice:
+        raise ImportRefused(f"{path}: column {', '.join(map(repr, twice))} is named more than once")
 
 
 def import_labels(
