@@ -91,6 +91,8 @@ class Checked:
 
     valid: np.ndarray
     errors: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    inputs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Refused rows as read, where the typed table cannot show them (a CSV's text: its "abc" is null there)."""
 
     @property
     def rejected(self) -> int:

@@ -45,6 +45,18 @@ def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def write_csv_cells(rows: list[dict[str, Any]], src: Path, column: str, cells: dict[int, str]) -> None:
+    """``rows`` as a CSV file with the ``column`` cell of row i (from 0) written as ``cells[i]``."""
+    pd.DataFrame(rows).to_csv(src, index=False)
+    text = src.read_text().splitlines()
+    at = text[0].split(",").index(column)
+    for row, value in cells.items():
+        parts = text[row + 1].split(",")
+        parts[at] = value
+        text[row + 1] = ",".join(parts)
+    src.write_text("\n".join(text) + "\n")
+
+
 def rejects(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
@@ -201,15 +213,8 @@ class TestIntRange:
         models = task_models.workspace(tmp_path, "m1")
         rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(8)]
         src = tmp_path / "in.csv"
-        pd.DataFrame(rows).to_csv(src, index=False)
-        text = src.read_text().splitlines()
-        age = text[0].split(",").index("age")
         huge = {2: "1" + "0" * 400, 4: str(2**63), 6: str(-(2**63) - 1)}
-        for row, value in huge.items():
-            cells = text[row + 1].split(",")
-            cells[age] = value
-            text[row + 1] = ",".join(cells)
-        src.write_text("\n".join(text) + "\n")
+        write_csv_cells(rows, src, "age", huge)
         out = tmp_path / "out.parquet"
         summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
         bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
@@ -304,3 +309,21 @@ class TestColumns:
         err = capsys.readouterr().err
         assert err.startswith("error: input columns named more than once ['age']") and len(err.splitlines()) == 1
         assert not out.exists()
+
+
+class TestRejectInputs:
+    def test_csv_rejects_show_the_cells_as_read(self, task_models: Any, tmp_path: Path) -> None:
+        """A refused CSV row's input in the rejects file is the file's text: a number cell 'abc' was shown as
+        null, which is not what the file holds nor what the error ('a valid number') is about."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(3)]
+        src = tmp_path / "in.csv"
+        write_csv_cells(rows, src, "age", {1: "abc", 2: "XY"})
+        src.write_bytes(src.read_bytes().replace(b"XY", b"4\xff2"))  # not UTF-8
+        out = tmp_path / "out.parquet"
+        run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert [r["row"] for r in bad] == [1, 2]
+        assert all([e["loc"] for e in r["errors"]] == [["features", "age"]] for r in bad)
+        assert [r["input"]["age"] for r in bad] == ["abc", "4\\xff2"]
+        assert [r["input"]["request_id"] for r in bad] == [rows[1]["request_id"], rows[2]["request_id"]]

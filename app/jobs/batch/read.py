@@ -84,7 +84,9 @@ def read_chunks(path: Path, fmt: str, rows: int, model: LoadedModel) -> Iterator
         for raw in _rechunk(iter(reader), rows):
             table, undecodable = _utf8(raw)
             converted, conversion = convert_csv_table(table, manifest)
-            yield converted, merge(merge(validate_table(converted, manifest), conversion), undecodable)
+            checked = merge(merge(validate_table(converted, manifest), conversion), undecodable)
+            checked.inputs = _as_read(raw, checked.errors)
+            yield converted, checked
     else:
         yield from _jsonl_chunks(path, rows, model)
 
@@ -110,6 +112,18 @@ def _utf8(table: pa.Table) -> tuple[pa.Table, Checked | None]:
                 errors.setdefault(i, []).append({"loc": loc, "msg": _NOT_UTF8, "type": "string_unicode"})
         columns[name] = pa.array(texts, pa.string())
     return pa.table(columns), Checked(valid, errors)
+
+
+def _as_read(raw: pa.Table, errors: dict[int, list[dict[str, Any]]]) -> dict[int, dict[str, Any]]:
+    """The refused rows' cells as the file has them (bytes that are not UTF-8 escaped), for the rejects file."""
+    if not errors:
+        return {}
+    rows = sorted(errors)
+    values = raw.take(pa.array(rows, pa.int64())).to_pylist()
+    return {
+        i: {k: None if v is None else v.decode("utf-8", "backslashreplace") for k, v in row.items()}
+        for i, row in zip(rows, values, strict=True)
+    }
 
 
 def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[pa.Table, Checked]]:
