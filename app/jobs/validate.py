@@ -91,8 +91,9 @@ class Checked:
 
     valid: np.ndarray
     errors: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    inputs: dict[int, dict[str, Any]] = field(default_factory=dict)
-    """Refused rows as read, where the typed table cannot show them (a CSV's text: its "abc" is null there)."""
+    inputs: dict[int, Any] = field(default_factory=dict)
+    """Refused rows as read, where the typed table cannot show them (a CSV's text: its "abc" is null there;
+    a JSONL line's object, or its text when it is not one)."""
 
     @property
     def rejected(self) -> int:

@@ -327,3 +327,16 @@ class TestRejectInputs:
         assert all([e["loc"] for e in r["errors"]] == [["features", "age"]] for r in bad)
         assert [r["input"]["age"] for r in bad] == ["abc", "4\\xff2"]
         assert [r["input"]["request_id"] for r in bad] == [rows[1]["request_id"], rows[2]["request_id"]]
+
+    def test_jsonl_rejects_show_the_line_as_read(self, task_models: Any, tmp_path: Path) -> None:
+        """A refused JSONL row's input is its object (a line that is no JSON object: its text); every column
+        was null, as refused rows are empty in the scored table."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(3)]
+        refused = {**rows[1], "age": "abc"}
+        src = tmp_path / "in.jsonl"
+        src.write_bytes(b"\n".join([orjson.dumps(rows[0]), orjson.dumps(refused), b'{"age": 4\xff', b""]))
+        out = tmp_path / "out.parquet"
+        run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert [(r["row"], r["input"]) for r in bad] == [(1, refused), (2, '{"age": 4\\xff')]

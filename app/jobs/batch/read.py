@@ -135,6 +135,7 @@ def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[p
             good: list[dict[str, Any]] = []
             valid = np.zeros(len(lines), dtype=bool)
             errors: dict[int, list[dict[str, Any]]] = {}
+            as_read: dict[int, Any] = {}  # refused rows as the file has them: their table rows are empty
             for i, line in enumerate(lines):
                 try:
                     obj = orjson.loads(line)
@@ -142,12 +143,14 @@ def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[p
                         raise ValueError("not an object")
                 except ValueError:
                     errors[i] = [{"loc": [], "msg": "Invalid JSON object", "type": "json_invalid"}]
+                    as_read[i] = line.decode("utf-8", "backslashreplace").rstrip("\r\n")
                     continue
                 instance = obj if isinstance(obj.get("features"), dict) else _nest(obj)
                 try:
                     d = decoder.validate_python(instance)
                 except ValidationFailed as exc:
                     errors[i] = exc.detail
+                    as_read[i] = obj
                     continue
                 valid[i] = True
                 good.append({"user_id": d.user_id, "request_id": d.request_id, **d.features})
@@ -155,7 +158,7 @@ def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[p
             table_all = pa.table(columns, schema=schema)
             # Put invalid rows back as empty rows so positions line up with ``valid``.
             full = _scatter(table_all, valid)
-            yield full, Checked(valid, errors)
+            yield full, Checked(valid, errors, as_read)
 
 
 def _jsonl_lines(f: BinaryIO, rows: int) -> Iterator[list[bytes]]:

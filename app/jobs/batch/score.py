@@ -58,7 +58,7 @@ def _feeds(model: LoadedModel, table: pa.Table, store: dict[str, np.ndarray]) ->
 
 
 def _reject_lines(
-    table: pa.Table, start: int, errors: dict[int, list[dict[str, Any]]], as_read: dict[int, dict[str, Any]]
+    table: pa.Table, start: int, errors: dict[int, list[dict[str, Any]]], as_read: dict[int, Any]
 ) -> list[bytes]:
     if not errors:
         return []
