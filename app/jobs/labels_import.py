@@ -7,7 +7,7 @@ the import with one line naming the row (1-based, header not counted) and
 column; nothing is written then. Import again after fixing the file — a
 label imported twice is harmless, the latest received wins.
 
-CSV cells are text: a label is read as an integer for a model with integer
+CSV cells are text: a label is read as an integer (ASCII digits) for a model with integer
 classes, as text for string classes and as a number for regression. Parquet
 columns keep their types, which must then fit (an integer class from an
 integer column). Request ids of an integer column are taken as text.
@@ -26,7 +26,7 @@ from app.model.manifest import Manifest
 from app.telemetry.label_log import LabelLog
 from app.telemetry.metrics import Metrics
 
-_INT = re.compile(r"[+-]?\d+")
+_INT = re.compile(r"[+-]?[0-9]+")  # ASCII digits: \d (and int()) take any script's, U+0661 as 1
 
 
 class ImportRefused(ModelServeError):
@@ -49,9 +49,7 @@ def read_table(path: Path, columns: list[str], *, csv_text: bool) -> dict[str, l
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         schema = pq.read_schema(path)
-        missing = [c for c in columns if c not in schema.names]
-        if missing:
-            raise ImportRefused(f"{path}: no column {', '.join(map(repr, missing))} (columns: {clip(schema.names)})")
+        _check_named(path, columns, schema.names)
         table = pq.read_table(path, columns=columns)
         return {c: table.column(c).to_pylist() for c in columns}
     if suffix == ".csv":
@@ -60,9 +58,7 @@ def read_table(path: Path, columns: list[str], *, csv_text: bool) -> dict[str, l
 
         with pacsv.open_csv(path) as reader:  # the header only: the first block
             header = reader.schema.names
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise ImportRefused(f"{path}: no column {', '.join(map(repr, missing))} (columns: {clip(header)})")
+        _check_named(path, columns, header)
         table = pacsv.read_csv(
             path,
             convert_options=pacsv.ConvertOptions(
@@ -73,6 +69,16 @@ def read_table(path: Path, columns: list[str], *, csv_text: bool) -> dict[str, l
         )
         return {c: table.column(c).to_pylist() for c in columns}
     raise ImportRefused(f"{path}: expected a .csv or .parquet file")
+
+
+def _check_named(path: Path, columns: list[str], names: list[str]) -> None:
+    """Each of ``columns`` is in the file once: a label column twice left which one was imported to chance."""
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ImportRefused(f"{path}: no column {', '.join(map(repr, missing))} (columns: {clip(names)})")
+    twice = [c for c in columns if names.count(c) > 1]
+    if twice:
+        raise ImportRefused(f"{path}: column {', '.join(map(repr, twice))} is named more than once")
 
 
 def import_labels(
@@ -121,6 +127,8 @@ def import_labels(
 def _from_text(text: str, rules: LabelRules) -> Any:
     """A CSV cell as the label type the model wants (left as text when it cannot be, so the check names it)."""
     if rules.task == "regression":
+        if not text.isascii() or "_" in text:  # float() reads U+0661 U+0662 as 12.0 and "1_000" as 1000.0
+            return text
         try:
             return float(text)
         except ValueError:

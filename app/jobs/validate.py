@@ -21,6 +21,7 @@ reported at once by :func:`check_columns` instead of rejecting every row.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,17 +68,20 @@ def expected_columns(manifest: Manifest) -> list[str]:
 
 
 def check_columns(names: Sequence[str], manifest: Manifest) -> None:
-    """Refuse a file whose columns are not exactly the expected ones (+ optional ones)."""
+    """Refuse a file whose columns are not exactly the expected ones (+ optional ones), each named once."""
     expected = expected_columns(manifest)
     allowed = {*expected, *OPTIONAL_COLUMNS, "user_id"}
     missing = [c for c in expected if c not in names]
     unknown = [c for c in names if c not in allowed]
-    if missing or unknown:
+    twice = sorted(c for c, n in Counter(names).items() if n > 1)  # which of them is meant cannot be known
+    if missing or unknown or twice:
         parts = []
         if missing:
             parts.append(f"missing columns {missing}")
         if unknown:
             parts.append(f"unknown columns {unknown}")
+        if twice:
+            parts.append(f"columns named more than once {twice}")
         raise BadColumns(f"input {' and '.join(parts)}; expected {expected} (+ optional {list(OPTIONAL_COLUMNS)})")
 
 
@@ -87,6 +91,9 @@ class Checked:
 
     valid: np.ndarray
     errors: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    inputs: dict[int, Any] = field(default_factory=dict)
+    """Refused rows as read, where the typed table cannot show them (a CSV's text: its "abc" is null there;
+    a JSONL line's object, or its text when it is not one)."""
 
     @property
     def rejected(self) -> int:

@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from app.cli import main
@@ -158,6 +161,8 @@ class TestLabelsImport:
             ("rid,y\nr1,1\n,0\n", "row 2, column 'rid'"),
             ("rid,y\nr1,yes\n", "row 1, column 'y'"),
             ("rid,y\nr1,\n", "row 1, column 'y'"),
+            ("rid,y\nr1,0\nr2,\u0661\n", "row 2, column 'y'"),  # ARABIC-INDIC DIGIT ONE is not the class 1
+            ("rid,y\nr1,\uff11\n", "row 1, column 'y'"),  # nor is FULLWIDTH DIGIT ONE
         ],
     )
     def test_bad_row_named_nothing_written(
@@ -170,6 +175,23 @@ class TestLabelsImport:
         err = capsys.readouterr().err
         assert named in err and len(err.strip().splitlines()) == 1
         assert not list((tmp_path / "log").glob("labels-*")) if (tmp_path / "log").exists() else True
+
+    @pytest.mark.parametrize("suffix", ["csv", "parquet"])
+    def test_column_named_twice_refused(
+        self, trained: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+    ) -> None:
+        """A label column present twice is refused naming it (exit 2): the CSV's first was imported silently,
+        the Parquet file failed with ArrowInvalid 'Multiple matches for FieldRef'."""
+        table = pa.table([pa.array(["r1"]), pa.array([1]), pa.array([0])], names=["rid", "y", "y"])
+        file = tmp_path / f"labels.{suffix}"
+        if suffix == "csv":
+            pacsv.write_csv(table, file)
+        else:
+            pq.write_table(table, file)
+        assert self.run(trained, tmp_path / "log", file) == 2
+        err = capsys.readouterr().err
+        assert "column 'y' is named more than once" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "log").exists() or not list((tmp_path / "log").glob("labels-*"))
 
     def test_missing_column_named(self, trained: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """A column that is not in the file is named (exit 2)."""

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from pytest_httpserver import HTTPServer
@@ -42,6 +43,18 @@ def with_bad_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
+
+
+def write_csv_cells(rows: list[dict[str, Any]], src: Path, column: str, cells: dict[int, str]) -> None:
+    """``rows`` as a CSV file with the ``column`` cell of row i (from 0) written as ``cells[i]``."""
+    pd.DataFrame(rows).to_csv(src, index=False)
+    text = src.read_text().splitlines()
+    at = text[0].split(",").index(column)
+    for row, value in cells.items():
+        parts = text[row + 1].split(",")
+        parts[at] = value
+        text[row + 1] = ",".join(parts)
+    src.write_text("\n".join(text) + "\n")
 
 
 def rejects(path: Path) -> list[dict[str, Any]]:
@@ -200,15 +213,8 @@ class TestIntRange:
         models = task_models.workspace(tmp_path, "m1")
         rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(8)]
         src = tmp_path / "in.csv"
-        pd.DataFrame(rows).to_csv(src, index=False)
-        text = src.read_text().splitlines()
-        age = text[0].split(",").index("age")
         huge = {2: "1" + "0" * 400, 4: str(2**63), 6: str(-(2**63) - 1)}
-        for row, value in huge.items():
-            cells = text[row + 1].split(",")
-            cells[age] = value
-            text[row + 1] = ",".join(cells)
-        src.write_text("\n".join(text) + "\n")
+        write_csv_cells(rows, src, "age", huge)
         out = tmp_path / "out.parquet"
         summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
         bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
@@ -237,3 +243,100 @@ class TestIntRange:
                 "type": "less_than_equal",
             }
         ]
+
+
+class TestJsonlFraming:
+    def test_byte_order_mark_and_blank_lines_are_not_rows(self, task_models: Any, tmp_path: Path) -> None:
+        """A JSONL file saved with a UTF-8 byte order mark, blank lines between rows and at its end: every
+        object is scored (the first one was rejected as invalid JSON) and no blank line is counted as a row."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(4)]
+        lines = [orjson.dumps(r) for r in rows]
+        src = tmp_path / "in.jsonl"
+        body = b"\xef\xbb\xbf" + lines[0] + b"\n\n" + lines[1] + b"\r\n   \n" + b"\n".join(lines[2:]) + b"\n\n"
+        src.write_bytes(body)
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, chunk_rows=2, progress=False))
+        assert summary.rows_in == 4 and summary.rejected == 0
+        assert pq.read_table(out).column("request_id").to_pylist() == [r["request_id"] for r in rows]
+
+
+class TestCsvEncoding:
+    def test_cells_not_utf8_are_rejected_rows(self, task_models: Any, tmp_path: Path) -> None:
+        """A CSV cell that is not UTF-8 is its row's reject naming the column; the other rows are scored (the
+        whole run stopped with 'ArrowInvalid: CSV conversion error to string', naming no row)."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(6)]
+        src = tmp_path / "in.csv"
+        pd.DataFrame(rows).to_csv(src, index=False)
+        lines = src.read_bytes().splitlines()
+        lines[2] = lines[2].replace(rows[1]["request_id"].encode(), b"r\xff1")  # Latin-1, not UTF-8
+        lines[4] = b"\xe9" + lines[4]  # the first column of row 3
+        src.write_bytes(b"\n".join(lines) + b"\n")
+        first = lines[0].split(b",")[0].decode()
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert summary.rows_in == 6 and pq.read_table(out).column("request_id").to_pylist() == [
+            r["request_id"] for i, r in enumerate(rows) if i not in (1, 3)
+        ]
+        assert [(r["row"], [e["loc"] for e in r["errors"]]) for r in bad] == [
+            (1, [["request_id"]]),
+            (3, [["features", first]]),
+        ]
+        assert {e["type"] for r in bad for e in r["errors"]} == {"string_unicode"}
+
+
+class TestColumns:
+    @pytest.mark.parametrize("fmt", ["csv", "parquet"])
+    def test_a_column_named_twice_is_refused_naming_it(
+        self, task_models: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+    ) -> None:
+        """A file with a column twice is refused on one line naming it (it was 'error: KeyError: Field "age"
+        exists 2 times in schema'), exit 1, nothing written."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(3)]
+        table = pa.Table.from_pylist(rows)
+        table = table.append_column("age", table.column("age"))
+        src = tmp_path / f"in.{fmt}"
+        if fmt == "csv":
+            pacsv.write_csv(table, src)
+        else:
+            pq.write_table(table, src)
+        out = tmp_path / "out.parquet"
+        argv = ["--models-dir", str(models), "batch", str(src), str(out), "--no-progress"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: input columns named more than once ['age']") and len(err.splitlines()) == 1
+        assert not out.exists()
+
+
+class TestRejectInputs:
+    def test_csv_rejects_show_the_cells_as_read(self, task_models: Any, tmp_path: Path) -> None:
+        """A refused CSV row's input in the rejects file is the file's text: a number cell 'abc' was shown as
+        null, which is not what the file holds nor what the error ('a valid number') is about."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(3)]
+        src = tmp_path / "in.csv"
+        write_csv_cells(rows, src, "age", {1: "abc", 2: "XY"})
+        src.write_bytes(src.read_bytes().replace(b"XY", b"4\xff2"))  # not UTF-8
+        out = tmp_path / "out.parquet"
+        run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert [r["row"] for r in bad] == [1, 2]
+        assert all([e["loc"] for e in r["errors"]] == [["features", "age"]] for r in bad)
+        assert [r["input"]["age"] for r in bad] == ["abc", "4\\xff2"]
+        assert [r["input"]["request_id"] for r in bad] == [rows[1]["request_id"], rows[2]["request_id"]]
+
+    def test_jsonl_rejects_show_the_line_as_read(self, task_models: Any, tmp_path: Path) -> None:
+        """A refused JSONL row's input is its object (a line that is no JSON object: its text); every column
+        was null, as refused rows are empty in the scored table."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(3)]
+        refused = {**rows[1], "age": "abc"}
+        src = tmp_path / "in.jsonl"
+        src.write_bytes(b"\n".join([orjson.dumps(rows[0]), orjson.dumps(refused), b'{"age": 4\xff', b""]))
+        out = tmp_path / "out.parquet"
+        run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        bad = rejects(tmp_path / "out.parquet.rejects.jsonl")
+        assert [(r["row"], r["input"]) for r in bad] == [(1, refused), (2, '{"age": 4\\xff')]

@@ -118,3 +118,22 @@ def test_times_past_the_calendar_ends_in_utc_are_clamped(text: str, stored: str)
     """A valid ISO 8601 time whose UTC instant falls before year 1 or after 9999 (an offset at the
     calendar's ends) is stored as the nearest UTC instant, not refused: the schema allows it."""
     assert parse_time(text) == (stored, None)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "cell", "read"),
+    [
+        (BINARY, "1", 1),
+        (BINARY, " -0 ", 0),
+        (BINARY, "\u0661", "\u0661"),  # a digit of another script stays text, so the check names it
+        (MULTICLASS_INT, "\uff17", "\uff17"),
+        (REGRESSION, "2.5e3", 2500.0),
+        (REGRESSION, "\u0661\u0662", "\u0661\u0662"),
+        (REGRESSION, "1_000", "1_000"),
+    ],
+)
+def test_csv_label_cells_read_as_ascii_numbers(manifest: Manifest, cell: str, read: Any) -> None:
+    """`labels import` reads a CSV label cell as a number only when written with ASCII digits, as JSON would."""
+    from app.jobs.labels_import import _from_text
+
+    assert _from_text(cell, LabelRules(manifest)) == read

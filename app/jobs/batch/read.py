@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -20,6 +21,7 @@ from app.jobs.validate import Checked, check_columns, convert_csv_table, merge, 
 from app.model.manifest import Manifest
 from app.model.pool import LoadedModel
 
+_NOT_UTF8 = "Input should be a valid string, unable to parse raw data as a unicode string"
 _ARROW = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "string": pa.string()}
 
 
@@ -72,17 +74,56 @@ def read_chunks(path: Path, fmt: str, rows: int, model: LoadedModel) -> Iterator
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"cannot read {path}: {exc}") from None
         check_columns(names_all, manifest)
+        # Cells as bytes: a cell that is not UTF-8 is its row's reject (a string column stopped the whole run).
         reader = pacsv.open_csv(
             path,
             convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names_all}, strings_can_be_null=True
+                column_types={n: pa.binary() for n in names_all}, strings_can_be_null=True
             ),
         )
-        for table in _rechunk(iter(reader), rows):
+        for raw in _rechunk(iter(reader), rows):
+            table, undecodable = _utf8(raw)
             converted, conversion = convert_csv_table(table, manifest)
-            yield converted, merge(validate_table(converted, manifest), conversion)
+            checked = merge(merge(validate_table(converted, manifest), conversion), undecodable)
+            checked.inputs = _as_read(raw, checked.errors)
+            yield converted, checked
     else:
         yield from _jsonl_chunks(path, rows, model)
+
+
+def _utf8(table: pa.Table) -> tuple[pa.Table, Checked | None]:
+    """CSV cells read as bytes, as text; a cell that is not UTF-8 is nulled and its row refused, naming it."""
+    try:
+        return table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names])), None
+    except pa.ArrowInvalid:  # rare: find the cells one by one
+        pass
+    columns = {}
+    errors: dict[int, list[dict[str, Any]]] = {}
+    valid = np.ones(table.num_rows, dtype=bool)
+    for name in table.column_names:
+        texts: list[str | None] = []
+        loc = [name] if name in ("user_id", "request_id") else ["features", name]
+        for i, cell in enumerate(table.column(name).to_pylist()):
+            try:
+                texts.append(None if cell is None else cell.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(None)
+                valid[i] = False
+                errors.setdefault(i, []).append({"loc": loc, "msg": _NOT_UTF8, "type": "string_unicode"})
+        columns[name] = pa.array(texts, pa.string())
+    return pa.table(columns), Checked(valid, errors)
+
+
+def _as_read(raw: pa.Table, errors: dict[int, list[dict[str, Any]]]) -> dict[int, dict[str, Any]]:
+    """The refused rows' cells as the file has them (bytes that are not UTF-8 escaped), for the rejects file."""
+    if not errors:
+        return {}
+    rows = sorted(errors)
+    values = raw.take(pa.array(rows, pa.int64())).to_pylist()
+    return {
+        i: {k: None if v is None else v.decode("utf-8", "backslashreplace") for k, v in row.items()}
+        for i, row in zip(rows, values, strict=True)
+    }
 
 
 def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[pa.Table, Checked]]:
@@ -90,13 +131,11 @@ def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[p
     schema = _jsonl_schema(model.manifest)
     decoder = model.decoder
     with open(path, "rb") as f:
-        while True:
-            lines = [line for line in (f.readline() for _ in range(rows)) if line]
-            if not lines:
-                return
+        for lines in _jsonl_lines(f, rows):
             good: list[dict[str, Any]] = []
             valid = np.zeros(len(lines), dtype=bool)
             errors: dict[int, list[dict[str, Any]]] = {}
+            as_read: dict[int, Any] = {}  # refused rows as the file has them: their table rows are empty
             for i, line in enumerate(lines):
                 try:
                     obj = orjson.loads(line)
@@ -104,12 +143,14 @@ def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[p
                         raise ValueError("not an object")
                 except ValueError:
                     errors[i] = [{"loc": [], "msg": "Invalid JSON object", "type": "json_invalid"}]
+                    as_read[i] = line.decode("utf-8", "backslashreplace").rstrip("\r\n")
                     continue
                 instance = obj if isinstance(obj.get("features"), dict) else _nest(obj)
                 try:
                     d = decoder.validate_python(instance)
                 except ValidationFailed as exc:
                     errors[i] = exc.detail
+                    as_read[i] = obj
                     continue
                 valid[i] = True
                 good.append({"user_id": d.user_id, "request_id": d.request_id, **d.features})
@@ -117,7 +158,27 @@ def _jsonl_chunks(path: Path, rows: int, model: LoadedModel) -> Iterator[tuple[p
             table_all = pa.table(columns, schema=schema)
             # Put invalid rows back as empty rows so positions line up with ``valid``.
             full = _scatter(table_all, valid)
-            yield full, Checked(valid, errors)
+            yield full, Checked(valid, errors, as_read)
+
+
+def _jsonl_lines(f: BinaryIO, rows: int) -> Iterator[list[bytes]]:
+    """The file's lines ``rows`` at a time, without a leading UTF-8 byte order mark and without blank lines.
+
+    A file saved with a byte order mark had its first row rejected as invalid
+    JSON, and each blank line (between rows, or at the end) counted as a
+    rejected row. Row numbers count the lines that are not blank.
+    """
+    batch: list[bytes] = []
+    for n, line in enumerate(f):
+        if n == 0 and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8) :]
+        if line.strip():
+            batch.append(line)
+            if len(batch) == rows:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 def _nest(obj: dict[str, Any]) -> dict[str, Any]:

@@ -57,14 +57,16 @@ def _feeds(model: LoadedModel, table: pa.Table, store: dict[str, np.ndarray]) ->
     return model.runtime.feeds_from_columns(columns)
 
 
-def _reject_lines(table: pa.Table, start: int, errors: dict[int, list[dict[str, Any]]]) -> list[bytes]:
+def _reject_lines(
+    table: pa.Table, start: int, errors: dict[int, list[dict[str, Any]]], as_read: dict[int, Any]
+) -> list[bytes]:
     if not errors:
         return []
     rows = sorted(errors)
     values = table.take(pa.array(rows, pa.int64())).to_pylist()
     return [
         orjson.dumps(
-            {"row": start + i, "errors": errors[i], "input": v},
+            {"row": start + i, "errors": errors[i], "input": as_read.get(i, v)},
             option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY,
             default=str,
         )
@@ -108,7 +110,9 @@ async def score_chunk(
             key = f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
             reasons[key] = reasons.get(key, 0) + 1
     kept = start + np.flatnonzero(valid)
-    return ChunkResult(index, start, out, _reject_lines(table, start, errors), reasons, table.num_rows, kept)
+    return ChunkResult(
+        index, start, out, _reject_lines(table, start, errors, checked.inputs), reasons, table.num_rows, kept
+    )
 
 
 def _run_model(
