@@ -171,10 +171,15 @@ class OnnxModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(labels [N], positive-class probabilities [N]); binary models only."""
+        positive = self._positive_class()
+        labels, probs = self._session_run(feeds)
+        return labels, _probability(probs[:, positive])
+
+    def _positive_class(self) -> int:
+        """The positive class's column of the probabilities; binary models only."""
         if self._positive is None:
             raise ArtifactError(f"{self.version}: a {self.task} model has no positive class; use scores()")
-        labels, probs = self._session_run(feeds)
-        return labels, _probability(probs[:, self._positive])
+        return self._positive
 
     def scores(self, feeds: dict[str, np.ndarray]) -> Scores:
         """Labels and the full probability matrix, or regression values, for any task."""
@@ -193,10 +198,9 @@ class OnnxModel:
         The probability is clipped to [0, 1] as a Python float: ``np.clip`` on a
         one-element array costs ~2 µs, a twentieth of a request. NaN stays NaN.
         """
-        if self._positive is None:
-            raise ArtifactError(f"{self.version}: a {self.task} model has no positive class; use scores()")
+        positive = self._positive_class()
         labels, probs = self._session_run(self.feeds([row]))
-        p = float(probs[0, self._positive])
+        p = float(probs[0, positive])
         return labels[0], 0.0 if p < 0.0 else 1.0 if p > 1.0 else p
 
     def predict_columns(self, columns: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -130,9 +130,9 @@ MAX_ID = 100
 _SHAPE_1 = [1]
 _BYTES = ("BYTES",)
 _BIG = 2.0**63
+"""orjson reads an integer beyond 64 bits as a float, pydantic as an int: such values take the general path."""
 NO_USER: Any = object()
 """The request has no ``user_id`` input (not the same as one whose value is null)."""
-"""orjson reads an integer beyond 64 bits as a float, pydantic as an int: such values take the general path."""
 
 
 def one_row_json(
@@ -277,7 +277,7 @@ def out_of_range(name: str, datatype: str, values: list[Any], errors: Errors) ->
         numbers = [v for v in values if isinstance(v, (int, float))]
         fits = not numbers or (lo <= min(numbers) and max(numbers) <= hi)
     if not fits:
-        row = next(i for i, v in enumerate(values) if isinstance(v, (int, float)) and not lo <= v <= hi)
+        row = next(i for i, v in enumerate(values) if not _fits(v, datatype))
         errors.append(
             {
                 "loc": ["body", "inputs", name, "data", row],
