@@ -51,12 +51,16 @@ class LoadResult:
     statuses: dict[str, int] = field(default_factory=dict)
     socket_errors: int = 0
     """Connections refused, reset or closed mid-answer, and answers that could not be parsed."""
+    socket_error_kinds: dict[str, int] = field(default_factory=dict)
+    """``socket_errors`` by kind (``bench/openloop.c``'s ``error_names``), e.g. ``reused_closed``."""
     timed_out: int = 0
     """Sent and never answered (within ``--timeout``, or by the end of the drain)."""
     unsent: int = 0
     """Open loop: due, but no connection came free before the end of the drain."""
     late_sends: int = 0
     """Open loop: requests that went out more than 10 ms after they were due (no free connection)."""
+    idle_timeouts: int = 0
+    """Connections the server timed out (a 408, then closed) while no request was out on them: not errors."""
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per answer class (``ok`` for 2xx, ``shed`` for 503, ``other``): p50, p90, p99, max, n."""
 

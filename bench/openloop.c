@@ -47,6 +47,18 @@
 
 enum { OK, SHED, OTHER, CLASSES };
 static const char *class_names[CLASSES] = {"ok", "shed", "other"};
+/* Why a connection failed, counted apart so that a failure can be told from another. */
+enum { E_CONNECT, E_WRITE, E_UNASKED, E_UNFRAMED, E_READ, E_CLOSED, E_REUSED_CLOSED, ERROR_KINDS };
+static const char *error_names[ERROR_KINDS] = {
+    "connect",       /* socket() or connect() failed, or the connection was refused or reset before use */
+    "write",         /* writing the request failed (reset, broken pipe) */
+    "unasked",       /* bytes arrived on a connection with no request out, or not an HTTP answer */
+    "unframed",      /* an answer without Content-Length or Connection: close (chunked: unsupported) */
+    "read",          /* reading failed (reset) with a request out */
+    "closed",        /* the server closed the connection with its first request out, or mid-answer */
+    "reused_closed", /* the server closed a kept-alive connection as its next request went out (nothing read) */
+};
+static long error_kinds[ERROR_KINDS];
 
 typedef struct {
     int fd;
@@ -57,6 +69,7 @@ typedef struct {
     size_t out_left;
     char *in; /* received, not yet parsed */
     size_t in_len, in_cap;
+    long answers; /* answers read on this connection so far */
 } conn_t;
 
 typedef struct {
@@ -79,7 +92,7 @@ static int n_open; /* connecting, idle or busy */
 static int idle[MAX_CONNECTIONS], n_idle;
 static double *pending; /* due times of requests waiting for a connection (ring) */
 static size_t pending_cap, pending_head, pending_len;
-static long statuses[600], sent, socket_errors, timed_out, late_sends, unsent;
+static long statuses[600], sent, socket_errors, timed_out, late_sends, unsent, idle_timeouts;
 static samples_t lat[CLASSES];
 static double last_answer, stop_at, next_expiry;
 static long outstanding; /* sent, not yet answered, failed or expired */
@@ -132,8 +145,9 @@ static void drop(conn_t *c) {
 }
 
 /* A connection failed (refused, reset, closed or garbled mid-answer): one error, its request lost. */
-static void fail(conn_t *c) {
+static void fail(conn_t *c, int kind) {
     socket_errors++;
+    error_kinds[kind]++;
     if (c->state == 3) outstanding--;
     drop(c);
 }
@@ -143,7 +157,7 @@ static void flush(conn_t *c) {
         ssize_t n = write(c->fd, c->out, c->out_left);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) break;
-            fail(c);
+            fail(c, E_WRITE);
             return;
         }
         c->out += n;
@@ -169,6 +183,7 @@ static void open_connection(void) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         socket_errors++;
+        error_kinds[E_CONNECT]++;
         return;
     }
     int one = 1;
@@ -178,9 +193,10 @@ static void open_connection(void) {
     conn_t *c = &conns[slot];
     c->fd = fd;
     c->state = 1;
+    c->answers = 0;
     n_open++;
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
-        fail(c);
+        fail(c, E_CONNECT);
         return;
     }
     watch(c, EPOLL_CTL_ADD);
@@ -229,8 +245,15 @@ static int parse(conn_t *c, int eof) {
         char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
         if (!end) return 0;
         size_t head_len = (size_t)(end - c->in) + 4;
+        if (c->state == 2 && head_len >= 12 && strncmp(c->in, "HTTP/1.", 7) == 0 && atoi(c->in + 9) == 408) {
+            /* The server timed out a connection with no request on it (RFC 9112 9.5: it may say so with a
+               408 before closing): the connection is gone, no request was lost. */
+            idle_timeouts++;
+            drop(c);
+            return -1;
+        }
         if (c->state != 3 || head_len < 12 || strncmp(c->in, "HTTP/1.", 7) != 0) {
-            fail(c); /* an answer nobody asked for, or not HTTP */
+            fail(c, E_UNASKED); /* an answer nobody asked for, or not HTTP */
             return -1;
         }
         int status = atoi(c->in + 9);
@@ -241,7 +264,7 @@ static int parse(conn_t *c, int eof) {
         else if (close_after && eof) body = c->in_len - head_len; /* delimited by the end of the connection */
         else if (close_after) return 0;
         else {
-            fail(c); /* chunked or unframed: not supported */
+            fail(c, E_UNFRAMED); /* chunked or unframed: not supported */
             return -1;
         }
         if (c->in_len < head_len + body) return 0;
@@ -251,6 +274,7 @@ static int parse(conn_t *c, int eof) {
         outstanding--;
         add_sample(&lat[status / 100 == 2 ? OK : status == 503 ? SHED : OTHER], t - c->due);
         last_answer = t;
+        c->answers++;
         memmove(c->in, c->in + head_len + body, c->in_len - head_len - body);
         c->in_len -= head_len + body;
         if (close_after) {
@@ -267,7 +291,7 @@ static void on_event(conn_t *c, unsigned events) {
         socklen_t len = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err || (events & (EPOLLERR | EPOLLHUP))) {
-            fail(c);
+            fail(c, E_CONNECT);
             return;
         }
         ready(c, now());
@@ -290,7 +314,8 @@ static void on_event(conn_t *c, unsigned events) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
         /* end of connection (or an error): a whole answer may end with it */
         if (n == 0 && c->in_len && parse(c, 1) < 0) return;
-        if (c->state == 3 || c->in_len) fail(c);
+        if (c->state == 3 || c->in_len)
+            fail(c, n < 0 ? E_READ : c->state == 3 && !c->in_len && c->answers ? E_REUSED_CLOSED : E_CLOSED);
         else drop(c); /* an idle keep-alive connection the server closed */
         return;
     }
@@ -333,8 +358,15 @@ static void print_result(double elapsed) {
             printf("%s\"%d\": %ld", sep, s, statuses[s]);
             sep = ", ";
         }
-    printf("}, \"socket_errors\": %ld, \"timed_out\": %ld, \"unsent\": %ld, \"late_sends\": %ld, \"latency_ms\": {",
-           socket_errors, timed_out, unsent, late_sends);
+    printf("}, \"socket_errors\": %ld, \"socket_error_kinds\": {", socket_errors);
+    sep = "";
+    for (int k = 0; k < ERROR_KINDS; k++)
+        if (error_kinds[k]) {
+            printf("%s\"%s\": %ld", sep, error_names[k], error_kinds[k]);
+            sep = ", ";
+        }
+    printf("}, \"timed_out\": %ld, \"unsent\": %ld, \"late_sends\": %ld, \"idle_timeouts\": %ld, \"latency_ms\": {",
+           timed_out, unsent, late_sends, idle_timeouts);
     sep = "";
     for (int k = 0; k < CLASSES; k++) {
         samples_t *s = &lat[k];

@@ -26,10 +26,12 @@ class ScriptedServer:
     ``{"status": N}`` answers N with a Content-Length body; ``"close": true``
     adds ``Connection: close`` and closes; ``"unframed": true`` sends no
     Content-Length and ends the body by closing; ``"reset": true`` closes with
-    no answer; ``"hang": true`` never answers.
+    no answer; ``"hang": true`` never answers. With ``idle_timeout``, a
+    connection that sends nothing for that long gets a 408 and is closed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, idle_timeout: float | None = None) -> None:
+        self.idle_timeout = idle_timeout
         self.port = free_port()
         self.requests = 0
         self.connections = 0
@@ -40,7 +42,12 @@ class ScriptedServer:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout)
+                except TimeoutError:
+                    writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    return
                 length = next(
                     int(line.split(b":")[1])
                     for line in head.split(b"\r\n")
@@ -133,8 +140,30 @@ def test_resets_are_socket_errors_and_silence_is_a_timeout(server: ScriptedServe
     assert r.sent == 40
     assert r.statuses == {"200": 20}
     assert r.socket_errors == 10
+    assert sum(r.socket_error_kinds.values()) == 10
+    assert set(r.socket_error_kinds) <= {"closed", "reused_closed"}  # closed with the request out
     assert r.timed_out == 10
     assert r.sent == sum(r.statuses.values()) + r.socket_errors + r.timed_out
+
+
+def test_a_408_on_a_connection_with_no_request_out_is_the_server_closing_it_not_an_error(tmp_path: Path) -> None:
+    # Four connections opened up front; one carries a request that is never answered, so the run lasts
+    # past the server's idle timeout, which answers the three unused ones 408 and closes them.
+    with ScriptedServer(idle_timeout=0.3) as server:
+        r = loadgen.run(
+            url(server),
+            bodies(tmp_path, {"hang": True}),
+            rate=10,
+            duration=0.1,
+            connections=4,
+            warm=4,
+            timeout=1.0,
+            drain=2,
+        )
+    assert r.sent == 1 and r.timed_out == 1
+    assert r.statuses == {}
+    assert r.socket_errors == 0 and r.socket_error_kinds == {}
+    assert r.idle_timeouts == 3
 
 
 def test_closed_loop_accounts_for_every_request(server: ScriptedServer, tmp_path: Path) -> None:
