@@ -392,6 +392,9 @@ class TestNoUpstreamCredentialsInLogs:
             env = workspace.env(
                 MODELSERVE_UPSTREAM_URL=f"http://svc:{password}@127.0.0.1:{port}",
                 MODELSERVE_MEMORY_MAX_AGE_SECONDS="0",
+                # What is logged is under test, not speed: a loaded test machine must not turn calls into 503s.
+                MODELSERVE_FEATURE_BUDGET_MS="5000",
+                MODELSERVE_UPSTREAM_TIMEOUT_MS="2000",
                 MODELSERVE_LOG_LEVEL="debug",
                 MODELSERVE_LOG_FORMAT=log_format,
             )
