@@ -150,6 +150,8 @@ def parse_flags(text: str | bytes, suffix: str = ".json") -> tuple[Flag, ...]:
         raw = _load_yaml(text) if is_yaml else json.loads(text)
     except ValueError as exc:
         raise FlagsError(f"not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from None
+    except RecursionError:  # both parsers recurse per level: a deep enough document overflows the stack
+        raise FlagsError(f"not valid {'YAML' if is_yaml else 'JSON'}: nested too deeply") from None
     if raw is None:
         raw = {}
     try:

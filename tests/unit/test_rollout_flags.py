@@ -69,6 +69,13 @@ class TestParse:
             parse_flags(text)
         assert fragment in info.value.message
 
+    @pytest.mark.parametrize("suffix", [".json", ".yaml"])
+    def test_deeply_nested_document_is_refused_not_raised(self, suffix):
+        """A file of 100,000 ``[`` overflows both parsers' recursion: refused like any bad file, not a 500."""
+        with pytest.raises(FlagsError) as info:
+            parse_flags("[" * 100_000, suffix)
+        assert "nested too deeply" in info.value.message
+
 
 class TestTargeting:
     def flag(self, match=None, percent=100):
