@@ -20,7 +20,11 @@ timer at a time:
   (the app's ``receive()`` says the client is gone);
 - at the connection cap, a new connection closes the oldest one still
   waiting for its first request's headers (a client that sends a request at
-  once is never that one); with none such, the new one is refused with 503.
+  once is never that one); with none such, the new one is refused with 503;
+- bytes the parser refuses (a bad chunk size, Content-Length with
+  Transfer-Encoding, bare LF line ends): 400 naming what the parser found,
+  where uvicorn answered plain text and dropped the answers still owed to
+  requests pipelined before them.
 
 Refusals answer in the service's error shape with ``Connection: close``, then
 linger briefly, discarding input, so the client reads the answer instead of
@@ -48,6 +52,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -387,6 +392,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             elif self._in_body:
                 self._arm(self.limits.body_timeout, self._body_timeout)
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses (bad chunk sizes, framing, header syntax), in the error shape.
+
+        uvicorn calls this inside its ``except httptools.HttpParserError``,
+        so the parser's own reason is the exception being handled. Bad bytes
+        after requests still being answered (pipelined) get no answer of
+        their own: those requests are answered, then the connection closes.
+        """
+        reason = sys.exc_info()[1]
+        if self._discarding is not None:  # refused early and already answered: nothing more to say
+            _count("malformed")
+            self.transport.close()
+            return
+        cycle = self.cycle
+        if self._in_body:
+            if self._client_gone("malformed"):
+                return
+        elif cycle is not None and not cycle.response_complete:
+            _count("malformed")
+            cycle.keep_alive = False  # the last request read: the connection closes once it is answered
+            self._refused = True  # anything more is dropped unparsed
+            return
+        self._refuse(400, f"malformed HTTP request: {reason or msg}", "malformed")
+
     # --- parser callbacks ---------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -473,17 +502,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if not self._in_body or self._refused or self.transport.is_closing():
             return
+        if self._client_gone("body_timeout"):
+            return
+        self._refuse(408, f"request body not received within {self.limits.body_timeout:g} s", "body_timeout")
+
+    def _client_gone(self, reason: str) -> bool:
+        """The request being read will never be whole: tell its app so; True when no clean answer is possible."""
         cycle = self.cycle
         if self.pipeline or (cycle is not None and cycle.response_started):
-            # Queued behind another request, or already being answered: no clean 408 is possible.
-            _count("body_timeout")
+            # Queued behind another request, or already being answered: close without an answer.
+            _count(reason)
             self.transport.close()
-            return
+            return True
         if cycle is not None:
             # The app waiting in receive() gets http.disconnect; anything it sends after is dropped.
             cycle.disconnected = True
             cycle.message_event.set()
-        self._refuse(408, f"request body not received within {self.limits.body_timeout:g} s", "body_timeout")
+        return False
 
     def _refuse(self, status: int, message: str, reason: str, retry_after: int | None = None) -> None:
         _count(reason)

@@ -92,7 +92,7 @@ class Metrics:
             "modelserve_http_connections_refused",
             "Connections the server cut before serving a request: connection_cap (503), evicted (still sending "
             "its first headers, closed for a newer connection), header_timeout and body_timeout (408), "
-            "header_too_large (431).",
+            "header_too_large (431), malformed (400: the request could not be parsed).",
             ["reason"],
             registry=r,
         )

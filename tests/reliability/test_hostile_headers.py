@@ -8,6 +8,7 @@ answer is 431 and probes on other connections are never held up.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -80,3 +81,44 @@ def test_cap_is_a_setting(trained: Workspace, tmp_path: Path):
         srv.wait_live()
         assert httpx.get(srv.url + "/health/live", headers={"X-Pad": "a" * 7000}).status_code == 200
         assert httpx.get(srv.url + "/health/live", headers={"X-Pad": "a" * 9 * 1024}).status_code == 431
+
+
+def read_until_closed(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(data)
+        s.settimeout(10)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes,reason",
+    [
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", "chunk size"),
+        (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            "Content-Length",
+        ),
+        (b"GET /health/live HTTP/1.1\nHost: x\n\n", "CRLF"),
+    ],
+)
+def test_unparseable_request_is_400_in_the_error_shape(server, request_bytes, reason):
+    """A request the HTTP parser refuses is a JSON 400 saying what the parser found, counted as malformed."""
+    answer = read_until_closed(server.port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error.startswith("malformed HTTP request") and reason in error, error
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'modelserve_http_connections_refused_total{reason="malformed"}' in metrics
+
+
+def test_garbage_after_pipelined_requests_does_not_lose_their_answers(server):
+    """Two pipelined requests then bytes the parser refuses: both are answered, then the connection closes."""
+    one = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = read_until_closed(server.port, one * 2 + b"GARBAGE\x00 / HTTP/1.1\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 200") == 2, answer[:600]
+    assert b"connection: close" in answer.lower()
