@@ -174,7 +174,7 @@ def _prepare_metrics_dir(settings: Settings) -> Path:
 
 def _limits(settings: Settings) -> ConnectionLimits:
     before, after = raise_descriptor_limit()
-    cap = connection_cap(settings.max_connections, after)
+    cap = connection_cap(settings.max_connections, after, listeners=1 if settings.grpc_port is None else 2)
     log.info("descriptor limit %d -> %d; connection cap %d per worker", before, after, cap)
     return ConnectionLimits.from_settings(settings, max_connections=cap)
 

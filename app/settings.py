@@ -59,14 +59,17 @@ class Settings(BaseSettings):
 
     # --- connections (HTTP server hardening) ----------------------------------
     header_read_timeout_seconds: float = Field(10.0, gt=0)
-    """Longest a client may take to send a request's headers (seconds) before a 408 and the connection's close."""
+    """Longest a client may take to send a request's headers (seconds) before a 408 and the connection's close;
+    on the gRPC port, to start HTTP/2 (preface and settings) before the connection is closed."""
     body_read_timeout_seconds: float = Field(10.0, gt=0)
     """Longest a client may take to send a request's body once its headers are in (seconds); then a 408."""
     max_header_bytes: int = Field(64 * 1024, ge=1024)
     """Largest request line plus headers accepted (bytes); larger is answered 431 before it is parsed."""
     max_connections: int = Field(4096, ge=1)
     """Open connections per worker; past it the oldest one still sending its first request's headers is closed,
-    or when every one is busy the new one gets a 503. Lowered to fit the descriptor limit at start."""
+    or when every one is busy the new one gets a 503. Lowered to fit the descriptor limit at start. The gRPC port
+    has its own cap of the same size (new connections past it are closed at once); when the descriptor limit
+    binds, the two ports get half of it each."""
 
     # --- admission control (per worker; see app/api/admission.py) -------------
     max_in_flight: int = Field(64, ge=1)

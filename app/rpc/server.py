@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from app.errors import NotReady
 from app.rpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from app.rpc.limits import connection_options
 from app.rpc.servicer import Calls, HealthServicer, InferenceServicer
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class GrpcServer:
         assert s.grpc_port is not None
         self.address = f"{s.host}:{s.grpc_port}"
         self.max_message_bytes = s.batch_max_body_bytes
+        self.connection_options = connection_options(s)
         self.calls = Calls(
             container.v2,
             container.health,
@@ -51,6 +53,7 @@ class GrpcServer:
                 # gRPC sets SO_REUSEPORT by default: a second server on the same port would bind without error.
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", self.max_message_bytes),
+                *self.connection_options,
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.calls), server)

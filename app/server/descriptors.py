@@ -35,8 +35,12 @@ def raise_descriptor_limit() -> tuple[int, int]:
     return soft, soft
 
 
-def connection_cap(configured: int, descriptor_limit: int) -> int:
-    """The configured cap, lowered so that connections leave ``RESERVED_DESCRIPTORS`` free."""
+def connection_cap(configured: int, descriptor_limit: int, listeners: int = 1) -> int:
+    """The configured cap, lowered so that connections leave ``RESERVED_DESCRIPTORS`` free.
+
+    With more than one port (``listeners``: HTTP and gRPC), each gets an equal
+    share of what is left, so a flood on one cannot take the other's descriptors.
+    """
     if descriptor_limit == resource.RLIM_INFINITY:
         return configured
-    return max(1, min(configured, descriptor_limit - RESERVED_DESCRIPTORS))
+    return max(1, min(configured, (descriptor_limit - RESERVED_DESCRIPTORS) // listeners))
