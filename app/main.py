@@ -71,6 +71,9 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # No 307 from "/predict/" to "/predict": its Location was built from the request's Host header, so any
+        # client could have the service answer a redirect to a host of its choosing; a wrong path is a 404.
+        redirect_slashes=False,
         generate_unique_id_function=openapi.operation_id,
         # The service traces and counts requests itself (TracingMiddleware, MetricsMiddleware). FastAPI's
         # native telemetry would add its own spans once a tracer provider is set (or auto-configure one), and

@@ -138,3 +138,17 @@ def test_random_methods_paths_and_names_do_not_grow_the_metrics(server):
     assert methods <= known, methods
     # route templates (about 15) x 8 methods x 6 outcomes, for both families: far below what the traffic could make.
     assert len(series) <= 400, len(series)
+
+
+@pytest.mark.parametrize("path", ["/predict/", "/predict/batch/", "/health/live/", "/v2/models/production/"])
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_header(server, trained, path):
+    """No route answers a redirect: its Location would name whatever host the client put in its Host header."""
+    r = httpx.request(
+        "GET" if path.startswith(("/health", "/v2")) else "POST",
+        server.url + path,
+        content=sample_body(trained),
+        headers={"Host": "evil.example", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 404, (r.status_code, r.headers)
+    assert "location" not in r.headers
+    assert set(r.json()) == {"error", "detail"}
