@@ -88,6 +88,10 @@ def read_columns(
                 continue
         if name in columns:
             errors.append(input_error(name, None, "input given more than once", "duplicate_input"))
+        elif raw is not None and inp["shape"] and inp["shape"][0] > max_batch:
+            # Refused before its binary data is decoded: BYTES decode one element at a time, and a few MB of
+            # empty elements held the event loop for seconds.
+            errors.append(input_error(name, "shape", f"batch of {inp['shape'][0]} over {max_batch}", "batch_size"))
         elif name == USER_ID or name in features:
             col = column(inp, ("BYTES",) if name == USER_ID else features[name], raw, errors)
             if col is not None and raw is None and inp["datatype"] in INT_RANGES:
@@ -318,6 +322,9 @@ def from_binary(name: str, datatype: str, raw: bytes, n: int, errors: Errors) ->
         pos = 0
         try:
             while pos < len(raw):
+                if len(values) == n:  # more elements than the shape says: not decoded, however many
+                    errors.append(input_error(name, "data", f"more than {n} values for shape [{n}]", "shape"))
+                    return None
                 (size,) = struct.unpack_from("<I", raw, pos)
                 chunk = raw[pos + 4 : pos + 4 + size]
                 if len(chunk) != size:

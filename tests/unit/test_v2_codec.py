@@ -187,7 +187,11 @@ class TestBinaryColumns:
         """A BYTES tensor with more elements than its shape says is a shape error."""
         errors: list[dict[str, Any]] = []
         assert from_binary("x", "BYTES", bytes_tensor([b"a", b"b"]), 1, errors) is None
-        assert errors[0] == {"loc": ["body", "inputs", "x", "data"], "msg": "2 values for shape [1]", "type": "shape"}
+        assert errors[0] == {
+            "loc": ["body", "inputs", "x", "data"],
+            "msg": "more than 1 values for shape [1]",
+            "type": "shape",
+        }
 
     def test_wrong_byte_length(self):
         """Fixed-size binary data not exactly N × the item size is refused, naming both."""
@@ -282,6 +286,16 @@ class TestReadColumns:
         assert problems(lambda: read(self.inputs(3), max_batch=2)) == [
             {"loc": ["body", "inputs"], "msg": "batch of 3 over 2", "type": "batch_size"}
         ]
+
+    def test_binary_tensor_over_the_batch_limit_is_refused_undecoded(self):
+        """A binary tensor whose shape is over the batch limit is refused at its shape; its data is never read
+        (here it is not even valid BYTES data, and that is not reported)."""
+        inputs = self.inputs()
+        inputs[0] = tensor("user_id", "BYTES", shape=[3], binary_data_size=6)
+        detail = problems(lambda: read(inputs, binary=b"\xff" * 6, max_batch=2, header=True))
+        expected = {"loc": ["body", "inputs", "user_id", "shape"], "msg": "batch of 3 over 2", "type": "batch_size"}
+        assert expected in detail
+        assert not any(e["type"] == "binary_data" for e in detail), detail
 
 
 def one_row() -> dict[str, Any]:
