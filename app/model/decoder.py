@@ -159,6 +159,14 @@ def _typed_dict(name: str, fields: dict[str, Any], config: ConfigDict = _STRICT)
     return td
 
 
+def _over_the_batch_limit(exc: ValidationError) -> bool:
+    """Whether the batch's one problem is having more instances than the limit."""
+    if exc.error_count() != 1:
+        return False
+    (error,) = exc.errors(include_url=False, include_context=False, include_input=False)
+    return error["type"] == "too_long" and error["loc"] == ("instances",)
+
+
 class Decoded(NamedTuple):
     """One validated instance (a named tuple: a batch builds one per row, at half a dataclass's cost)."""
 
@@ -228,6 +236,10 @@ class Decoder:
         try:
             obj = self._batch_kept.validate_json(body)
         except ValidationError as exc:
+            if _over_the_batch_limit(exc):
+                # That is the answer (pydantic reports nothing else then): no second and third pass over a body
+                # this large for the names of other problems; only an unknown top-level key goes unreported.
+                raise from_pydantic(exc) from None
             raise self._refused(body, exc, batch=True) from None
         instances = obj["instances"]
         features = [i["features"] for i in instances]

@@ -144,3 +144,19 @@ class TestRefuses:
         with pytest.raises(ValidationFailed):
             dec.decode_batch(orjson.dumps({"instances": []}))
         assert len(dec.decode_batch(orjson.dumps({"instances": [good, good]}))) == 2
+
+    def test_batch_over_the_limit_is_refused_after_one_pass(self):
+        """More instances than the limit is the whole answer, found by the first pass: the body (up to 8 MB)
+        is not parsed again for other problems' names."""
+
+        class NoSecondPass:
+            def validate_json(self, body: bytes) -> None:
+                raise AssertionError("validated a second time")
+
+        dec = Decoder(make_manifest(), max_batch=2)
+        dec._batch = NoSecondPass()  # the strict adapter the second pass would use
+        good = {"user_id": "u-1", "features": GOOD}
+        bad = {"user_id": "u-2", "features": {**GOOD, "colour": "red"}}
+        with pytest.raises(ValidationFailed) as info:
+            dec.decode_batch(orjson.dumps({"instances": [good, bad, good]}))
+        assert [(d["loc"], d["type"]) for d in info.value.detail] == [(["body", "instances"], "too_long")]
