@@ -220,6 +220,44 @@ class TestUnwritableDirectory:
             assert (good, bad) == (more, [])
             assert server.stop() == 0
 
+    def test_feedback_is_refused_while_the_label_log_cannot_write(self, trained: Workspace, tmp_path: Path) -> None:
+        """Labels are not answered 202 and dropped: once the label log is known to fail, 503 + Retry-After."""
+        label = {"request_id": "r-1", "label": 1}
+        with (
+            self.read_only_dir(tmp_path / "log") as log_dir,
+            ServerProcess(server_env(trained, log_dir), tmp_path / "server.log") as server,
+            httpx.Client(base_url=server.url, timeout=10, trust_env=False) as client,
+        ):
+            server.wait_ready()
+            accepted, refused = 0, None
+            deadline = time.monotonic() + 15
+            while refused is None and time.monotonic() < deadline:
+                r = client.post("/feedback", json=label)
+                if r.status_code == 202:
+                    accepted += 1  # sent before the writer first failed: counted as dropped
+                    time.sleep(0.1)
+                else:
+                    refused = r
+            assert refused is not None and refused.status_code == 503, refused and refused.text
+            assert "label log cannot write" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "2"
+            batch = client.post("/feedback/batch", json={"labels": [label, {"request_id": "r-2", "label": 0}]})
+            assert batch.status_code == 503, batch.text
+            text = metrics(server)
+            assert metric_value(text, "modelserve_label_log_writable") == 0
+            assert metric_value(text, "modelserve_feedback_total", {"outcome": "accepted"}) == accepted
+            assert metric_value(text, "modelserve_feedback_total", {"outcome": "dropped"}) == accepted
+
+            self.make_writable(log_dir)
+            deadline = time.monotonic() + 15
+            while (r := client.post("/feedback", json=label)).status_code != 202 and time.monotonic() < deadline:
+                time.sleep(0.1)  # the writer's probe finds the directory writable again
+            assert r.status_code == 202, r.text
+            assert server.stop() == 0
+            files = list(log_dir.glob("labels-*.jsonl"))  # read before a root run's tmpfs is unmounted
+            lines = [json.loads(line) for f in files for line in f.read_bytes().splitlines()]
+        assert [(x["request_id"], x["label"]) for x in lines] == [("r-1", 1)]
+
 
 FSIZE_SCRIPT = """
 import resource, sys, orjson

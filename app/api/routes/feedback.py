@@ -4,7 +4,11 @@ Answers 202 once the labels are queued for the label log (written within
 ``MODELSERVE_LOG_FLUSH_SECONDS``, and on shutdown before the process exits).
 A label must fit the primary model's task (``app.labels``); a batch with any
 bad label is refused whole (422, every bad field named) and nothing of it is
-written. Without ``MODELSERVE_LOG_DIR`` there is no label log: 404.
+written. Without ``MODELSERVE_LOG_DIR`` there is no label log: 404. While
+the label log is known to be failing (a full disk, a read-only directory:
+``modelserve_label_log_writable`` 0) labels are refused with 503 and
+``Retry-After`` rather than answered 202 and dropped; the writer probes the
+directory and takes labels again as soon as it can write.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from starlette.responses import Response
 from app.api.body import read_json_body
 from app.api.deps import ContainerDep, LabelLogDep, SettingsDep
 from app.api.openapi import json_answer, json_body
-from app.errors import COLLECT_LIMIT, ValidationFailed, clip
+from app.errors import COLLECT_LIMIT, Unavailable, ValidationFailed, clip
 from app.labels import rules_for
+from app.telemetry.label_log import LabelLog
 
 router = APIRouter(tags=["feedback"])
 
@@ -28,7 +33,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body too large"},
     415: {"description": "Not JSON"},
     422: {"description": "Invalid label: every offending field named"},
-    503: {"description": "Not ready"},
+    503: {"description": "Not ready, or the label log cannot write"},
 }
 
 
@@ -40,6 +45,18 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _accepted(n: int) -> Response:
     return Response(orjson.dumps({"accepted": n}), status_code=202, media_type="application/json")
+
+
+LOG_RETRY_AFTER_SECONDS = 2.0
+"""Retry-After while the label log cannot write: a few of its writer's recovery probes (one a flush interval)."""
+
+
+def _writable(labels: LabelLog) -> None:
+    """Refuse labels the label log is known to be unable to write (they would be answered 202, then dropped)."""
+    if labels.failure is not None:
+        raise Unavailable(
+            f"label log cannot write ({labels.failure}); labels are not accepted now", LOG_RETRY_AFTER_SECONDS
+        )
 
 
 def _parse(body: bytes) -> Any:
@@ -66,6 +83,7 @@ async def feedback(request: Request, container: ContainerDep, labels: LabelLogDe
         detail = [{**p, "loc": ["body", *p["loc"]]} for p in problems]
         names = ", ".join(".".join(str(x) for x in d["loc"][1:]) or "<body>" for d in detail)
         raise ValidationFailed(f"invalid label: {names}", detail)
+    _writable(labels)
     labels.submit_label(item["request_id"], item["label"], item["observed_at"], "api")
     container.metrics.feedback.labels("accepted").inc()
     return _accepted(1)
@@ -102,6 +120,7 @@ async def feedback_batch(
             detail[:COLLECT_LIMIT],
             total,
         )
+    _writable(labels)
     for item in good:
         labels.submit_label(item["request_id"], item["label"], item["observed_at"], "api")
     container.metrics.feedback.labels("accepted").inc(len(good))
