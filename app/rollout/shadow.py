@@ -15,9 +15,13 @@ which used to cap the shadow below the request rate and drop the rest).
 Batches: a worker that finds fewer than ``batch_size`` records waits
 ``linger`` seconds for more before it runs, so at low load one run (and one
 thread wake-up) serves many requests instead of one each (a 64-row run takes
-~0.4 ms against ~0.1 ms for one row, about 7 µs a row); under load batches
-fill at once. A shadow record is therefore written up to ``linger`` after
-its request was answered.
+~0.4 ms against ~0.1 ms for one row, about 7 µs a row); a worker that
+finds a whole batch queued runs it at once. ``linger`` is 20 ms (``LINGER``):
+every wake-up of a worker costs the event loop's thread the GIL and a
+context switch or two on the one core they share, so at a few thousand
+requests a second a 5 ms linger (batches of ~25, ~0.2 context switches per
+request) cost ~10 µs a request more than batches of 64. A shadow record is
+therefore written up to ``linger`` after its request was answered.
 
 Timeouts and hung candidates: a watchdog on the event loop (every quarter
 of ``timeout``, at most 0.25 s) counts a batch that has run longer than
@@ -73,6 +77,8 @@ log = logging.getLogger("modelserve.rollout")
 record_log = logging.getLogger("modelserve.shadow")
 
 Sink = Callable[[dict[str, Any]], None]
+LINGER = 0.02
+"""Seconds a worker that finds less than a batch queued waits for more before it runs (see the module doc)."""
 
 
 class Candidate(Protocol):
@@ -150,7 +156,7 @@ class Shadow:
         timeout: float = 1.0,
         batch_size: int = 64,
         drops_interval: float = 10.0,
-        linger: float = 0.005,
+        linger: float = LINGER,
     ) -> None:
         self.metrics = metrics
         self.sink = sink

@@ -252,3 +252,48 @@ class TestWriter:
                 break
         assert len(lines(tmp_path)) == 1
         await plog.close()
+
+
+class TestLinesInBulk:
+    """The writer serialises a batch in one call and cuts it into lines: the same bytes as one call per record."""
+
+    def test_a_batch_is_written_as_one_line_per_record_byte_for_byte(self, tmp_path: Path) -> None:
+        plog = PredictionLog(tmp_path, Metrics())
+        shadows = [
+            shadow_line(record(i), timestamp=1_700_000_000.5 + i, shadow_version="v3", outcome="ok") for i in range(100)
+        ]
+        items: list[Any] = [x for i in range(100) for x in (record(i), shadows[i])]
+        expected = b"".join(
+            orjson.dumps(plog._to_dict(x), option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_UTC_Z) for x in items
+        )
+        for x in items:
+            plog.submit(x) if isinstance(x, dict) else plog.listener(x)
+        plog.close_sync()
+        assert b"".join(p.read_bytes() for p in plog.files) == expected
+
+    def test_records_holding_what_looks_like_a_line_boundary_stay_whole(self, tmp_path: Path) -> None:
+        """A string holding ``},{"kind":`` (its quotes escaped) or a record nesting such objects is one line."""
+        plog = PredictionLog(tmp_path, Metrics())
+        tricky = record(1)
+        tricky.features = {"note": '},{"kind":"prediction"}', "device": "}\n{"}
+        nested = {"kind": "shadow", "request_id": "n", "extra": [{"kind": 1}, {"kind": 2}]}
+        for item in (record(0), tricky, nested, record(2)):
+            plog.submit(item) if isinstance(item, dict) else plog.listener(item)
+        plog.close_sync()
+        got = lines(tmp_path)
+        assert [x["request_id"] for x in got] == ["r-0", "r-1", "n", "r-2"]
+        assert got[1]["features"] == tricky.features and got[2]["extra"] == nested["extra"]
+
+    def test_kind_leads_every_line_whatever_the_submitted_order(self, tmp_path: Path) -> None:
+        plog = PredictionLog(tmp_path, Metrics())
+        plog.submit({"request_id": "a", "timestamp": 1_700_000_000.0})  # no kind: a shadow record
+        plog.submit({"request_id": "b", "kind": "shadow_drops", "timestamp": 1_700_000_000.0})
+        plog.listener(record(0))
+        plog.close_sync()
+        raw = [line for p in plog.files for line in p.read_bytes().splitlines()]
+        assert all(line.startswith(b'{"kind":') for line in raw)
+        assert [(x["kind"], x["request_id"]) for x in lines(tmp_path)] == [
+            ("shadow", "a"),
+            ("shadow_drops", "b"),
+            ("prediction", "r-0"),
+        ]

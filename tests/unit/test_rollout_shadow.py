@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from app.predictor import PredictionRecord
-from app.rollout.shadow import Shadow
+from app.rollout.shadow import LINGER, Shadow
 from app.telemetry.metrics import Metrics
 
 
@@ -149,6 +149,17 @@ class TestOutcomes:
         await shadow.stop()
         assert candidate.calls == 1 and candidate.rows == 10
         assert count(metrics, "ok") == 10 and [r["request_id"] for r in records] == [f"req-{i}" for i in range(10)]
+
+    async def test_a_whole_batch_does_not_wait_out_the_linger(self):
+        """Workers linger ``LINGER`` (20 ms) by default, which only ever delays a batch that is not full yet."""
+        assert Shadow(Metrics()).linger == LINGER == 0.02
+        candidate = FakeCandidate()
+        shadow, _records, metrics = make(candidate, batch_size=8, linger=3600)
+        await shadow.start()
+        shadow.offer_many([record(i) for i in range(16)], FakeModel("v2"))  # two whole batches at once
+        assert await shadow.idle(timeout=30)
+        await shadow.stop()
+        assert candidate.rows == 16 and count(metrics, "ok") == 16
 
     async def test_same_version_and_no_candidate_are_not_shadowed(self):
         """A request already served by the candidate's version, or with no candidate, is not offered."""
