@@ -142,7 +142,10 @@ class PredictionLog:
         self._seq = 0
         self._pid = os.getpid()
         self._host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:63] or "host"
-        self._recent_ids: dict[str, None] = {}
+        self._recent_ids: set[str] = set()
+        self._recent_order: collections.deque[str] = collections.deque()
+        """``_recent_ids`` oldest first. A dict used as the queue cost ~7 µs a record once the window was full:
+        ``next(iter(d))`` walks over every slot deleted at its front since the dict was last resized."""
         self._retention_due = 0.0
         self.failure: str | None = None
         """Why the last write (or probe) failed, e.g. ``"ENOSPC: No space left on device"``; None while writable."""
@@ -281,9 +284,11 @@ class PredictionLog:
         if request_id in recent:
             self._duplicates.inc()
             return
-        if len(recent) >= self.duplicate_window:
-            del recent[next(iter(recent))]  # oldest first: dicts keep insertion order
-        recent[request_id] = None
+        order = self._recent_order
+        if len(order) >= self.duplicate_window:
+            recent.discard(order.popleft())
+        recent.add(request_id)
+        order.append(request_id)
 
     def _to_dict(self, item: Any) -> dict[str, Any]:
         if isinstance(item, dict):
