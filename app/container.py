@@ -157,7 +157,14 @@ def build_container(settings: Settings | None = None) -> Container:
     )
     prediction_log = _prediction_log(s.log_dir, s, metrics) if s.log_dir is not None else None
     label_log = _label_log(s.log_dir, s, metrics) if s.log_dir is not None else None
-    rollout = Rollout(s, repository, pool, metrics, sink=prediction_log.submit if prediction_log else None)
+    rollout = Rollout(
+        s,
+        repository,
+        pool,
+        metrics,
+        sink=prediction_log.submit if prediction_log else None,
+        sink_many=prediction_log.submit_many if prediction_log else None,
+    )
     health = Health()
     if prediction_log is not None and s.log_failure_policy == "not_ready":
         health.checks.append(prediction_log.readiness_failure)  # the label log shares its disk

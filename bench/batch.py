@@ -2,6 +2,7 @@
 
     python -m bench.batch                                # 100 rows a request, C=1,8,64, 3 rounds × 5 s
     python -m bench.batch --rows 100 --concurrency 8,64 --duration 3 --rounds 2
+    python -m bench.batch --no-log                       # without the prediction log
 
 Two ``modelserve serve`` processes (same settings, same model, one worker
 each) are loaded in alternating rounds: ``service`` with /predict bodies and
@@ -9,7 +10,9 @@ each) are loaded in alternating rounds: ``service`` with /predict bodies and
 ``/predict/batch`` request. The target is about what batching is for: a
 batch of 100 rows must carry ≥ 25 × the rows per second of one-row requests,
 each at the concurrency that suits it best (the best median over ``C``).
-Bodies and environment as for ``python -m bench.run``; the report goes to
+Both serve as ``make run`` does, with the prediction log on (each in a
+directory of its own) and the shadow on, unless ``--no-log``. Bodies and
+environment otherwise as for ``python -m bench.run``; the report goes to
 ``bench/results/batch.md``.
 """
 
@@ -52,13 +55,15 @@ def checks(results: Results, rows: int) -> list[Check]:
 def _compare(args: argparse.Namespace, bodies: list[Any], source: str) -> Comparison:
     if args.rows < 1:
         raise BenchError("--rows must be at least 1")
+    env = {} if args.no_log else {"MODELSERVE_LOG_DIR": "{scratch}/log"}
     scenarios = [
-        service_scenario("service", bodies),
-        service_scenario("service-batch", batch_bodies(bodies, args.rows), path="/predict/batch"),
+        service_scenario("service", bodies, env),
+        service_scenario("service-batch", batch_bodies(bodies, args.rows), env, path="/predict/batch"),
     ]
     notes = [
         f"Bodies: {source}; `service-batch` sends the same rows, {args.rows} to a request, to `/predict/batch` "
-        f"(its req/s × {args.rows} = rows/s; the ÷ column compares requests, not rows)."
+        f"(its req/s × {args.rows} = rows/s; the ÷ column compares requests, not rows). "
+        + ("Prediction log off." if args.no_log else "Prediction log on (`MODELSERVE_LOG_DIR`), as `make run` serves.")
     ]
     return Comparison(scenarios, lambda results: checks(results, args.rows), notes)
 
@@ -66,6 +71,7 @@ def _compare(args: argparse.Namespace, bodies: list[Any], source: str) -> Compar
 def main(argv: Sequence[str] | None = None) -> int:
     def rows(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--rows", type=int, default=100, help="rows per /predict/batch request")
+        parser.add_argument("--no-log", action="store_true", help="serve without the prediction log")
 
     return paired.main(
         argv, prog="python -m bench.batch", description=__doc__, output=RESULTS, build=_compare, extra=rows

@@ -23,7 +23,7 @@ from app.model.repository import Repository
 from app.predictor import Predictor
 from app.rollout.chooser import FlagChooser
 from app.rollout.follower import ModelFollower, SyncResult
-from app.rollout.shadow import ModelCandidate, Shadow, Sink, log_sink
+from app.rollout.shadow import ModelCandidate, Shadow, Sink, SinkMany, log_sink
 from app.rollout.watch import FlagsWatcher
 from app.settings import Settings
 from app.telemetry.metrics import Metrics
@@ -34,11 +34,18 @@ log = logging.getLogger("modelserve.rollout")
 class Rollout:
     """Flags, alias following and the shadow.
 
-    ``sink`` receives the shadow's records (default: the ``modelserve.shadow`` logger).
+    ``sink`` receives the shadow's records (default: the ``modelserve.shadow`` logger);
+    ``sink_many``, when given, a batch's records at once.
     """
 
     def __init__(
-        self, settings: Settings, repository: Repository, pool: ModelPool, metrics: Metrics, sink: Sink | None = None
+        self,
+        settings: Settings,
+        repository: Repository,
+        pool: ModelPool,
+        metrics: Metrics,
+        sink: Sink | None = None,
+        sink_many: SinkMany | None = None,
     ) -> None:
         s = settings
         self.settings = settings
@@ -46,6 +53,7 @@ class Rollout:
         self.shadow = Shadow(
             metrics,
             sink or log_sink,
+            sink_many=sink_many,
             queue_size=s.shadow_queue_size,
             concurrency=s.shadow_concurrency,
             timeout=s.shadow_timeout_seconds,

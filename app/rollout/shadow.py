@@ -33,7 +33,8 @@ threads or memory behind a broken candidate.
 
 Each result becomes one ``shadow`` record (``app.telemetry.log_lines.shadow_line``),
 sent to ``sink`` (from a worker thread: the prediction log's ``submit`` and
-logging are thread-safe): ``outcome`` is ok, error or timeout (shadow fields
+logging are thread-safe), or a batch's records in one call to ``sink_many``
+when there is one (the prediction log's ``submit_many``): ``outcome`` is ok, error or timeout (shadow fields
 null unless ok); ``shadow_latency`` is the run time of the batch the record
 was in. Drops never ran, so every ``drops_interval`` seconds with drops a
 ``shadow_drops`` record says how many (``modelserve shadow-report`` adds them up).
@@ -77,6 +78,8 @@ log = logging.getLogger("modelserve.rollout")
 record_log = logging.getLogger("modelserve.shadow")
 
 Sink = Callable[[dict[str, Any]], None]
+SinkMany = Callable[[list[dict[str, Any]]], None]
+"""A sink's form for a batch's records at once (the prediction log's ``submit_many``)."""
 LINGER = 0.02
 """Seconds a worker that finds less than a batch queued waits for more before it runs (see the module doc)."""
 
@@ -151,6 +154,7 @@ class Shadow:
         metrics: Metrics,
         sink: Sink = log_sink,
         *,
+        sink_many: SinkMany | None = None,
         queue_size: int = 1024,
         concurrency: int = 1,
         timeout: float = 1.0,
@@ -160,6 +164,8 @@ class Shadow:
     ) -> None:
         self.metrics = metrics
         self.sink = sink
+        self.sink_many = sink_many
+        """Takes a batch's records in one call instead of ``sink`` once per record, when given."""
         self._candidate: Candidate | None = None
         self._verdicts: dict[str, bool] = {}
         """Primary version -> whether the current candidate can be compared with it."""
@@ -428,14 +434,19 @@ class Shadow:
         version = candidate.version
         if outcome != "ok":
             if lines:
-                for rec in records:
-                    self._emit(shadow_line(rec, timestamp=now, shadow_version=version, outcome=outcome, task=task))
+                self._emit_all(
+                    [
+                        shadow_line(rec, timestamp=now, shadow_version=version, outcome=outcome, task=task)
+                        for rec in records
+                    ]
+                )
             return
         disagreements = 0
         diffs: list[float] = []
+        out: list[dict[str, Any]] = []
         for rec, (prediction, probability, probabilities) in zip(records, answers, strict=True):
             if lines:
-                out = shadow_line(
+                line = shadow_line(
                     rec,
                     timestamp=now,
                     shadow_version=version,
@@ -446,14 +457,16 @@ class Shadow:
                     shadow_probabilities=probabilities,
                     shadow_latency=elapsed,
                 )
-                diff = out["abs_diff"]
-                self._emit(out)
+                diff = line["abs_diff"]
+                out.append(line)
             else:
                 diff = shadow_difference(rec, task, prediction, probability, probabilities)
             if diff is not None:
                 diffs.append(diff)
             if task != REGRESSION and prediction != rec.prediction:
                 disagreements += 1
+        if out:
+            self._emit_all(out)
         observe_values(self.metrics.shadow_abs_diff, diffs)
         if disagreements:
             self.metrics.shadow_label_disagreements.inc(disagreements)
@@ -464,6 +477,17 @@ class Shadow:
             self.counts[outcome] += n
             if unreported:
                 self._dropped_unreported += n
+
+    def _emit_all(self, records: list[dict[str, Any]]) -> None:
+        """``_emit`` of each of ``records``, in one call to ``sink_many`` when there is one."""
+        if self.sink_many is None:
+            for record in records:
+                self._emit(record)
+            return
+        try:
+            self.sink_many(records)
+        except Exception:  # as _emit: the sink is not allowed to break shadowing
+            log.exception("shadow records could not be written")
 
     def _emit(self, record: dict[str, Any]) -> None:
         try:

@@ -115,11 +115,14 @@ def sampled_in(request_id: str, rate: float) -> bool:
     return mmh3.hash(request_id, SAMPLE_SEED, signed=False) < rate * 4294967296.0  # hash / 2**32 < rate
 
 
-def prediction_line(record: PredictionRecord, user_id: str | None, sample_rate: float = 1.0) -> dict[str, Any]:
-    """The ``prediction`` line of a record, with ``user_id`` as it is to be written."""
+def prediction_line(
+    record: PredictionRecord, user_id: str | None, sample_rate: float = 1.0, timestamp: datetime | None = None
+) -> dict[str, Any]:
+    """The ``prediction`` line of a record, with ``user_id`` as it is to be written (``timestamp``: the
+    record's as a ``datetime``, when the caller has it already)."""
     return {
         "kind": "prediction",
-        "timestamp": _iso(record.timestamp),
+        "timestamp": _iso(record.timestamp) if timestamp is None else timestamp,
         "request_id": record.request_id,
         "model_version": record.model_version,
         "variant": record.variant,

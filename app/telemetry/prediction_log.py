@@ -148,6 +148,8 @@ class PredictionLog:
         """The last ``duplicate_window`` distinct ids, oldest first. Not a plain dict: deleting a dict's first
         key leaves a hole that every later ``next(iter(...))`` walks past until the dict is rebuilt, which
         made each check cost ~5 µs at the default window; ``popitem(last=False)`` is constant time."""
+        self._stamp: tuple[float, datetime] = (0.0, _iso(0.0))
+        """The last timestamp written and its ``datetime``: a batch's records share theirs (``_timestamp``)."""
         self._retention_due = 0.0
         self.failure: str | None = None
         """Why the last write (or probe) failed, e.g. ``"ENOSPC: No space left on device"``; None while writable."""
@@ -162,6 +164,17 @@ class PredictionLog:
 
     def listener_many(self, records: list[Any], model: Any = None) -> None:
         """Predictor batch listener: enqueue the records as ``listener`` would each, at once."""
+        self._enqueue_many(records)
+
+    def submit(self, record: dict[str, Any]) -> None:
+        """Enqueue an already-built record (e.g. ``{"kind": "shadow", ...}``); never blocks."""
+        self._enqueue(record)
+
+    def submit_many(self, records: list[dict[str, Any]]) -> None:
+        """``submit`` of each of ``records``, at once (a shadow batch's lines)."""
+        self._enqueue_many(records)
+
+    def _enqueue_many(self, records: list[Any]) -> None:
         queue = self._queue
         if self._closed:
             self._drop_closed.inc(len(records))
@@ -171,12 +184,8 @@ class PredictionLog:
             self._drop_queue_full.inc(len(records) - max(room, 0))
             records = records[: max(room, 0)]
         queue.extend(records)
-        if len(queue) >= self.batch_size:
+        if len(queue) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
-
-    def submit(self, record: dict[str, Any]) -> None:
-        """Enqueue an already-built record (e.g. ``{"kind": "shadow", ...}``); never blocks."""
-        self._enqueue(record)
 
     def _enqueue(self, item: Any) -> None:
         queue = self._queue
@@ -187,7 +196,7 @@ class PredictionLog:
             self._drop_queue_full.inc()
             return
         queue.append(item)
-        if len(queue) >= self.batch_size:
+        if len(queue) >= self.batch_size and not self._wake.is_set():  # a backlog: one wake-up, not one per record
             self._wake.set()
 
     @property
@@ -330,7 +339,7 @@ class PredictionLog:
             # ``kind`` leads every line (and ``_serialise`` cuts lines where one starts).
             out = dict(item) if next(iter(item), None) == "kind" else {"kind": item.get("kind", "shadow"), **item}
             ts = out.get("timestamp")
-            out["timestamp"] = _iso(ts if isinstance(ts, int | float) else self._clock())
+            out["timestamp"] = self._timestamp(ts if isinstance(ts, int | float) else self._clock())
             uid = out.get("user_id")
             if self._key is not None and isinstance(uid, str):
                 out["user_id"] = hash_user_id(uid, self._key)
@@ -338,7 +347,15 @@ class PredictionLog:
         uid = item.user_id
         if self._key is not None and uid is not None:
             uid = hash_user_id(uid, self._key)
-        return prediction_line(item, uid, self.sample_rate)
+        return prediction_line(item, uid, self.sample_rate, self._timestamp(item.timestamp))
+
+    def _timestamp(self, ts: float) -> datetime:
+        """``ts`` as the ``datetime`` a line holds; the rows of a batch (and its shadow lines) share one."""
+        last, stamp = self._stamp
+        if ts != last:
+            stamp = _iso(ts)
+            self._stamp = (ts, stamp)
+        return stamp
 
     def _write(self, data: bytes, count: int) -> None:
         now = self._clock()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
-from app.errors import ValidationFailed
+from app.errors import COLLECT_LIMIT, ValidationFailed
 from app.model.decoder import Decoder
 from app.model.manifest import Manifest
 
@@ -129,6 +131,17 @@ class TestRefuses:
         """Truncated, empty, non-object and non-UTF-8 bodies are 422 at the body."""
         detail = errors_of(Decoder(make_manifest()), raw)
         assert all(d["loc"][0] == "body" for d in detail)
+
+    @pytest.mark.parametrize("amount", [3.5e38, -1e39, 10**40])
+    def test_float_beyond_float32_among_many_unknown_names(self, amount):
+        """Past COLLECT_LIMIT unknown names, a float out of float32's range is still counted among the problems."""
+        features = {**GOOD, "amount": amount, **{f"k{i}": 1 for i in range(COLLECT_LIMIT + 5)}}
+        with pytest.raises(ValidationFailed) as info:
+            Decoder(make_manifest()).decode_batch(
+                json.dumps({"instances": [{"user_id": "u-1", "features": features}]}).encode()  # 10**40 too
+            )
+        assert info.value.total == COLLECT_LIMIT + 6  # the unknown names and the float
+        assert len(info.value.detail) == COLLECT_LIMIT
 
     def test_batch_bounds_and_positions(self):
         """Batch errors carry the instance index; the batch size is bounded."""

@@ -111,6 +111,30 @@ class TestFormat:
             "timestamp": "2023-11-14T22:13:20Z",
         }
 
+    def test_batch_of_shadow_records_is_written_as_each_alone(self, tmp_path: Path) -> None:
+        """submit_many() writes each dict in order as submit() would, a shared timestamp or not."""
+        plog = PredictionLog(tmp_path, Metrics(), clock=FakeClock())
+        recs = [{"request_id": f"r-{i}", "outcome": "ok", "timestamp": 1_700_000_000.0 + i // 2} for i in range(4)]
+        plog.submit_many(recs)
+        plog.close_sync()
+        assert lines(tmp_path) == [
+            {**r, "kind": "shadow", "timestamp": f"2023-11-14T22:13:2{i // 2}Z"} for i, r in enumerate(recs)
+        ]
+
+    def test_rows_of_a_batch_share_their_timestamp_and_others_keep_theirs(self, tmp_path: Path) -> None:
+        """A batch's records, stamped alike, and records of other times each get their own time on their line."""
+        plog = PredictionLog(tmp_path, Metrics())
+        plog.listener_many([record(0), record(0), record(1)], None)
+        plog.listener(record(0), None)
+        plog.close_sync()
+        stamps = [line["timestamp"] for line in lines(tmp_path)]
+        assert stamps == [
+            "2023-11-14T22:13:20Z",
+            "2023-11-14T22:13:20Z",
+            "2023-11-14T22:13:21Z",
+            "2023-11-14T22:13:20Z",
+        ]
+
     def test_file_name_carries_time_host_pid_and_sequence(self, tmp_path: Path) -> None:
         """Files are predictions-<UTC stamp>-<host>-<pid>-<seq>.jsonl so workers and pods never share one."""
         import os

@@ -230,3 +230,15 @@ class TestDuplicateRequestIds:
         plog.close_sync()
         assert metrics.duplicate_request_ids._value.get() == 0
         assert len(plog._recent_ids) == 2
+
+    def test_window_slides_over_many_records(self, tmp_path: Path) -> None:
+        """Long after the window first filled, it still holds exactly the last ids, and a repeat keeps its place."""
+        metrics = Metrics()
+        plog = PredictionLog(tmp_path, metrics, duplicate_window=3)
+        for i in range(1000):
+            plog._check_duplicate(f"r{i}")
+        for rid in ["r997", "r999", "r996", "r1000", "r997", "r998"]:
+            plog._check_duplicate(rid)
+        # r997 and r999 repeat; r996 had been forgotten; then r997 and r998 have been pushed out: new again.
+        assert metrics.duplicate_request_ids._value.get() == 2
+        assert sorted(plog._recent_ids) == ["r1000", "r997", "r998"]

@@ -251,14 +251,32 @@ class TestIsolation:
         await shadow.stop()
         assert count(metrics, "incompatible") == 4 and records == []
 
-    async def test_sink_failure_is_contained(self):
-        """A sink that raises loses its record but never stops the shadow."""
+    async def test_batch_sink_takes_a_runs_records_in_one_call(self):
+        """With ``sink_many``, a run's records reach it in one call, in order, and ``sink`` is not called."""
         metrics = Metrics()
+        single: list[dict] = []
+        calls: list[list[dict]] = []
+        shadow = Shadow(
+            metrics, single.append, sink_many=calls.append, queue_size=100, batch_size=64, linger=0.5, drops_interval=0
+        )
+        shadow.candidate = FakeCandidate(0.25)
+        await shadow.start()
+        shadow.offer_many([record(i) for i in range(10)], FakeModel("v2"))
+        assert await shadow.idle()
+        await shadow.stop()
+        assert single == [] and len(calls) == 1
+        assert [r["request_id"] for r in calls[0]] == [f"req-{i}" for i in range(10)]
+        assert {r["outcome"] for r in calls[0]} == {"ok"} and calls[0][0]["abs_diff"] == pytest.approx(0.5)
 
-        def sink(rec):
+    @pytest.mark.parametrize("batch", [False, True])
+    async def test_sink_failure_is_contained(self, batch):
+        """A sink (or ``sink_many``) that raises loses its records but never stops the shadow."""
+
+        def failing(rec):
             raise OSError("disk full")
 
-        shadow = Shadow(metrics, sink, queue_size=10, timeout=1, drops_interval=0)
+        sinks = {"sink_many": failing} if batch else {}
+        shadow = Shadow(Metrics(), print if batch else failing, queue_size=10, timeout=1, drops_interval=0, **sinks)
         shadow.candidate = FakeCandidate()
         await shadow.start()
         for i in range(3):
