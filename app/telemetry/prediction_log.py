@@ -266,7 +266,7 @@ class PredictionLog:
             n = min(len(queue), self.batch_size)
             chunks = []
             written = 0
-            records = []
+            records: list[dict[str, Any]] = []
             left_out = 0
             for i in range(n):
                 if i and not i % YIELD_EVERY:
