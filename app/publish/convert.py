@@ -106,6 +106,7 @@ def to_onnx(model: Any, features: Sequence[Feature]) -> onnx.ModelProto:
     from skl2onnx import to_onnx as skl_to_onnx
 
     register_converters()
+    model = _xgboost_positional(model)
     estimator = final_estimator(model)
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
     try:
@@ -117,6 +118,35 @@ def to_onnx(model: Any, features: Sequence[Feature]) -> onnx.ModelProto:
         )
     except Exception as exc:
         raise PublishRefused(_conversion_failure(model, exc)) from None
+
+
+def _xgboost_positional(model: Any) -> Any:
+    """``model``, copied with its XGBoost boosters' feature names cleared, when it has any.
+
+    An XGBoost estimator fitted on a DataFrame keeps the column names in its
+    booster, and its trees then name features by column ("income < 3.5");
+    onnxmltools reads only positional names (``f0``, ``f1``…) and refuses the
+    rest. The booster's inputs are positional in the graph anyway, so only the
+    converted copy loses the names: the pipeline written and compared is the user's.
+    """
+    named = [step for _, step in walk(model) if _booster_feature_names(step)]
+    if not named:
+        return model
+    import copy
+
+    clone = copy.deepcopy(model)
+    for _, step in walk(clone):
+        if _booster_feature_names(step):
+            step.get_booster().feature_names = None
+    return clone
+
+
+def _booster_feature_names(step: Any) -> bool:
+    try:
+        from xgboost import XGBModel
+    except ImportError:
+        return False
+    return isinstance(step, XGBModel) and bool(getattr(step.get_booster(), "feature_names", None))
 
 
 def _one_input_tensor(model: Any, features: Sequence[Feature]) -> Any:

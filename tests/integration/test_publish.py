@@ -14,7 +14,7 @@ import pytest
 from lightgbm import LGBMClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
-from xgboost import XGBClassifier
+from xgboost import XGBClassifier, XGBRegressor
 
 from app.main import create_app
 from app.model.pool import ModelPool
@@ -126,6 +126,25 @@ class TestBinary:
         assert m["estimator"] == type(estimator).__name__
         assert type(estimator).__module__.split(".")[0] in m["libraries"] and "onnxmltools" in m["libraries"]
         ModelPool(Repository(models), warmup_iterations=1).load("v1")
+
+    @pytest.mark.parametrize(
+        ("estimator", "target"),
+        [(XGBClassifier(n_estimators=20, max_depth=3), "churned"), (XGBRegressor(n_estimators=20), "spend")],
+        ids=["classifier", "regressor"],
+    )
+    def test_xgboost_fitted_on_a_frame(self, tmp_path, df, files, estimator, target):
+        """An XGBoost estimator fitted on a DataFrame (trees naming columns, not f0, f1…) converts with parity."""
+        columns = ["age", "income", "score"]
+        train = df.iloc[: data.N_TRAIN]
+        estimator.fit(train[columns], train[target])
+        assert estimator.get_booster().feature_names == columns
+        models = tmp_path / "models"
+        summary = publish(estimator, data=files[0], target=target, version="x1", models_dir=models)
+        assert [f.name for f in summary.features] == columns
+        assert summary.parity.label_agreement in (None, 1.0)
+        assert estimator.get_booster().feature_names == columns  # the user's model is left as it was
+        assert_artifacts(models, "x1")
+        ModelPool(Repository(models), warmup_iterations=1).load("x1")  # the service's self-check
 
 
 class TestOtherTasks:
