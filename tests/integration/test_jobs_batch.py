@@ -310,6 +310,25 @@ class TestColumns:
         assert err.startswith("error: input columns named more than once ['age']") and len(err.splitlines()) == 1
         assert not out.exists()
 
+    @pytest.mark.parametrize("index_name", [None, "row"])
+    def test_a_pandas_index_stored_in_parquet_is_not_an_input(
+        self, task_models: Any, tmp_path: Path, index_name: str | None
+    ) -> None:
+        """A holdout frame saved with ``to_parquet`` after a shuffle or split keeps its index as a column
+        (``__index_level_0__``, or the index's name); the file is scored (it was refused as an unknown column)."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(6)]
+        frame = pd.DataFrame(rows, index=pd.Index([7, 3, 11, 0, 5, 2], name=index_name))
+        src = tmp_path / "in.parquet"
+        frame.to_parquet(src)
+        assert len(pq.read_schema(src).names) == len(frame.columns) + 1
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        assert summary.rows_in == 6 and summary.rejected == 0
+        scored = pq.read_table(out)
+        assert scored.column("request_id").to_pylist() == [r["request_id"] for r in rows]
+        assert "__index_level_0__" not in scored.column_names and "row" not in scored.column_names
+
 
 class TestRejectInputs:
     def test_csv_rejects_show_the_cells_as_read(self, task_models: Any, tmp_path: Path) -> None:
