@@ -106,6 +106,7 @@ def to_onnx(model: Any, features: Sequence[Feature]) -> onnx.ModelProto:
     from skl2onnx import to_onnx as skl_to_onnx
 
     register_converters()
+    _refuse_native_categories(model)
     model = _xgboost_positional(model)
     estimator = final_estimator(model)
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
@@ -118,6 +119,24 @@ def to_onnx(model: Any, features: Sequence[Feature]) -> onnx.ModelProto:
         )
     except Exception as exc:
         raise PublishRefused(_conversion_failure(model, exc)) from None
+
+
+def _refuse_native_categories(model: Any) -> None:
+    """Refuse a HistGradientBoosting step that splits on categories natively.
+
+    skl2onnx converts its trees as if every split were a numeric threshold,
+    so a categorical split answers differently (the parity gate then blamed
+    the estimator without saying why), and with ``categorical_features="from_dtype"``
+    on a bare estimator the conversion failed on its string input.
+    """
+    for path, step in walk(model):
+        categorical = getattr(step, "is_categorical_", None)
+        if type(step).__name__.startswith("HistGradientBoosting") and categorical is not None and categorical.any():
+            raise PublishRefused(
+                f"step {describe(path, step)} splits on categories natively (categorical_features), which the ONNX"
+                " converter does not support; encode those columns in the pipeline instead (OneHotEncoder, or"
+                " OrdinalEncoder without categorical_features) and fit again"
+            )
 
 
 def _xgboost_positional(model: Any) -> Any:
