@@ -251,6 +251,39 @@ class TestCommandLine:
         assert proc.returncode == 0, proc.stderr
         assert "v4: ok" in proc.stdout
 
+    def test_csv_codes_that_look_like_numbers_stay_strings(self, tmp_path):
+        """A string column of codes ("1", "02134") one-hot encoded by the pipeline, held out as CSV, publishes as
+        a string feature with its leading zeros (the CSV reader took it for int: 'Category '1' is not an int64')."""
+        import pandas as pd
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder
+
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame(
+            {
+                "amount": rng.normal(size=400),
+                "tier": rng.choice(["1", "2", "3"], 400).astype(object),
+                "zip": rng.choice(["02134", "10001", "94105"], 400).astype(object),
+            }
+        )
+        frame["bought"] = ((frame["amount"] > 0) | (frame["tier"] == "3")).astype(int)
+        encode = ColumnTransformer(
+            [("n", "passthrough", ["amount"]), ("c", OneHotEncoder(handle_unknown="ignore"), ["tier", "zip"])]
+        )
+        inputs = frame.drop(columns="bought")
+        pipeline = Pipeline([("encode", encode), ("model", LogisticRegression())]).fit(inputs, frame["bought"])
+        holdout = tmp_path / "holdout.csv"
+        frame.to_csv(holdout, index=False)
+        models = tmp_path / "models"
+        summary = publish(pipeline, data=holdout, target="bought", version="c1", models_dir=models)
+        by_name = {f.name: f for f in summary.features}
+        assert (by_name["tier"].dtype, by_name["zip"].dtype, by_name["amount"].dtype) == ("string", "string", "float")
+        assert by_name["zip"].categories == ("02134", "10001", "94105")
+        assert summary.parity.label_agreement == 1.0
+        assert manifest_of(models, "c1")["sample"]["request"]["features"]["zip"] in ("02134", "10001", "94105")
+        ModelPool(Repository(models), warmup_iterations=1).load("c1")
+
 
 class TestMlflow:
     def test_mlflow_directory(self, tmp_path, df, hgb, files):
