@@ -14,7 +14,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder, StandardScaler
 
@@ -204,6 +204,12 @@ class TestColumns:
     def test_task_mismatch(self, models, holdout, logreg):
         """An explicit task the estimator does not have is refused."""
         assert "is a binary classification model" in refused(models, pipeline=logreg, data=holdout, task="regression")
+
+    def test_classifier_without_probabilities(self, models, df, holdout):
+        """A classifier with no predict_proba (RidgeClassifier, LinearSVC) is refused with the usual way out."""
+        pipeline = data.fit(RidgeClassifier(), "churned", df)
+        message = refused(models, pipeline=pipeline, data=holdout)
+        assert "RidgeClassifier has no predict_proba" in message and "CalibratedClassifierCV" in message
 
 
 class TestNames:
