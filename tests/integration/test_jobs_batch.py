@@ -260,6 +260,18 @@ class TestJsonlFraming:
         assert summary.rows_in == 4 and summary.rejected == 0
         assert pq.read_table(out).column("request_id").to_pylist() == [r["request_id"] for r in rows]
 
+    def test_user_ids_are_kept_for_a_model_without_store_features(self, task_models: Any, tmp_path: Path) -> None:
+        """A JSONL row's user_id reaches the output as a CSV or Parquet row's does (JSONL dropped it when the
+        model had no store features, so results could not be joined back to their users)."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], user_id=f"u-{i}") for i, b in enumerate(task_models.bodies(4))]
+        src = tmp_path / "in.jsonl"
+        src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        assert summary.rows_in == 4 and summary.rejected == 0
+        assert pq.read_table(out).column("user_id").to_pylist() == ["u-0", "u-1", "u-2", "u-3"]
+
 
 class TestCsvEncoding:
     def test_cells_not_utf8_are_rejected_rows(self, task_models: Any, tmp_path: Path) -> None:

@@ -52,7 +52,8 @@ def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
 
 
 def _jsonl_schema(manifest: Manifest) -> pa.Schema:
-    fields = [pa.field("user_id", pa.string())] if manifest.store_features else []
+    # user_id always, as request_id: a CSV or Parquet input keeps its user_id column whatever the model
+    fields = [pa.field("user_id", pa.string())]
     fields += [pa.field(f.name, _ARROW[f.dtype]) for f in manifest.request_features]
     return pa.schema([*fields, pa.field("request_id", pa.string())])
 
