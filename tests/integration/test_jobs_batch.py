@@ -341,6 +341,20 @@ class TestColumns:
         assert scored.column("request_id").to_pylist() == [r["request_id"] for r in rows]
         assert "__index_level_0__" not in scored.column_names and "row" not in scored.column_names
 
+    def test_an_unnamed_index_column_is_named_as_such(
+        self, task_models: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A CSV written by ``DataFrame.to_csv`` with its index has a first column without a name; the refusal
+        says what it likely is and how to write the file (it said only "unknown columns ['']")."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(3)]
+        src = tmp_path / "in.csv"
+        pd.DataFrame(rows).to_csv(src)
+        out = tmp_path / "out.parquet"
+        assert main(["--models-dir", str(models), "batch", str(src), str(out), "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert "unknown columns ['']" in err and "index=False" in err and len(err.splitlines()) == 1
+
 
 class TestRejectInputs:
     def test_csv_rejects_show_the_cells_as_read(self, task_models: Any, tmp_path: Path) -> None:
