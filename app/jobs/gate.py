@@ -11,7 +11,8 @@ passes only if all pass:
 * ``latency_p99``: the candidate's p99 at most ``ratio`` × the primary's;
 * ``quality``: non-inferiority on the task's decisive metric — the lower
   bound of the paired 95% interval of the improvement (candidate − primary,
-  signed so that positive is better) at least ``−margin``;
+  signed so that positive is better; for RMSE a fraction of the primary's
+  RMSE) at least ``−margin``;
 * ``drift``: no feature of the shadowed requests at PSI alert against the
   candidate's training reference.
 
@@ -158,16 +159,20 @@ def run_gate(
         metric = labelled.decisive_metric
         diff = labelled.difference.get(metric)
         low = None
+        primary_figure = labelled.primary.get(metric)
+        reference = primary_figure.value if primary_figure is not None else None
         if diff is not None and diff.low is not None and diff.high is not None:
-            low = min(qm.improvement(metric, diff.low), qm.improvement(metric, diff.high))
+            low = min(qm.scaled_improvement(metric, end, reference) for end in (diff.low, diff.high))
         add(
             Criterion(
                 "quality",
                 low is not None and low >= -limits.margin,
                 low,
                 f">= -{limits.margin:g}",
-                f"lower 95% bound of the {metric} improvement (candidate - primary, paired bootstrap)"
-                + (f"; point {qm.improvement(metric, diff.value):+.4f}" if diff else ""),
+                f"lower 95% bound of the {metric} improvement (candidate - primary, paired bootstrap"
+                + (", as a fraction of the primary's" if metric in qm.IN_TARGET_UNITS else "")
+                + ")"
+                + (f"; point {qm.scaled_improvement(metric, diff.value, reference):+.4f}" if diff else ""),
             )
         )
     else:

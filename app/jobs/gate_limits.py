@@ -12,4 +12,5 @@ class GateLimits:
     max_error_rate: float = 0.01
     latency_ratio: float = 1.5
     margin: float = 0.01
-    """Non-inferiority margin in the decisive metric's units (ROC AUC, accuracy or RMSE)."""
+    """Non-inferiority margin in the decisive metric's units (ROC AUC, accuracy), or for RMSE as a fraction
+    of the primary's RMSE."""

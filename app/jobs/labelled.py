@@ -127,13 +127,18 @@ def to_rows(info: ModelInfo, data: dict[str, np.ndarray]) -> tuple[Rows, int]:
 
 
 def select_columns(info: ModelInfo, available: Sequence[str], prefix: str = "") -> str:
-    """SQL select list producing ``prediction``, ``probability`` and (multiclass) ``p0``.. for ``to_rows``."""
+    """SQL select list producing ``prediction``, ``probability`` and (multiclass) ``p0``.. for ``to_rows``.
+
+    ``prefix`` may start with a table alias (``"p."``, ``"s.primary_"``); ``available`` names the view's
+    columns without it.
+    """
     pred = f"{prefix}prediction"
+    column = prefix.rpartition(".")[2]
     if info.task == "regression":
         out = [f"TRY_CAST({text(pred)} AS DOUBLE) AS prediction"]
     else:
         out = [f"{target_sql(info, text(pred))} AS prediction"]
         out.append(f"{prefix}probability AS probability")
-        if info.task == "multiclass_classification" and f"{prefix}probabilities" in available:
+        if info.task == "multiclass_classification" and f"{column}probabilities" in available:
             out += [f"{sql} AS p{i}" for i, sql in enumerate(probabilities_sql(info, f"{prefix}probabilities"))]
     return ", ".join(out)

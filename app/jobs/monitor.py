@@ -188,7 +188,7 @@ def _window(
         if degraded(metric, e, reference, rule.margin):
             verdict = "degraded"
             reasons.append(
-                f"{kind} {metric} {e.value:.4f} [{_f(e.low)}, {_f(e.high)}] is more than {rule.margin:g} "
+                f"{kind} {metric} {e.value:.4f} [{_f(e.low)}, {_f(e.high)}] is more than {_margin(metric, rule)} "
                 f"worse than the holdout {reference:.4f}"
             )
     if worst_psi is not None and worst_psi >= psi.ALERT:
@@ -204,10 +204,14 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def _margin(metric: str, rule: Rule) -> str:
+    return f"{rule.margin * 100:g}%" if metric in qm.IN_TARGET_UNITS else f"{rule.margin:g}"
+
+
 def render_table(r: MonitorReport) -> str:
     lines = [
         f"monitor of {r.version}: {r.decision.upper()} ({r.windows.__len__()} windows of {_human(r.window)}; "
-        f"{r.metric} holdout {_f(r.reference)}, degraded if worse by > {r.rule.margin:g}, "
+        f"{r.metric} holdout {_f(r.reference)}, degraded if worse by > {_margin(r.metric, r.rule)}, "
         f"retrain after {r.rule.sustain} degraded windows in a row)",
         f"{'WINDOW':<17} {'PREDS':>7} {'LABELS':>7} {'PSI':>7} "
         f"{'EST ' + r.metric:>14} {'REAL ' + r.metric:>14}  VERDICT",

@@ -21,6 +21,13 @@ from app.jobs.logdata import connect
 Format = Literal["table", "csv", "json"]
 
 
+JSON_COLUMNS = (
+    "prediction, probabilities, features and label are JSON values: compare text as prediction->>'$' = 'yes',"
+    " numbers as CAST(prediction AS DOUBLE)"
+)
+"""The hint for DuckDB's error when a JSON column is compared with a text literal (``prediction = 'yes'``)."""
+
+
 class QueryFailed(ModelServeError):
     pass
 
@@ -33,6 +40,8 @@ def run_query(log_dir: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]
         cursor = con.execute(sql)
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Malformed JSON" in first:
+            first += f"; {JSON_COLUMNS}"
         raise QueryFailed(f"query failed: {first}") from None
     if cursor.description is None:
         return [], []

@@ -80,6 +80,8 @@ def check_columns(names: Sequence[str], manifest: Manifest) -> None:
             parts.append(f"missing columns {missing}")
         if unknown:
             parts.append(f"unknown columns {unknown}")
+            if any(not c.strip() or c.startswith("Unnamed: ") for c in unknown):
+                parts[-1] += " (a column without a name: a DataFrame index written by to_csv? write with index=False)"
         if twice:
             parts.append(f"columns named more than once {twice}")
         raise BadColumns(f"input {' and '.join(parts)}; expected {expected} (+ optional {list(OPTIONAL_COLUMNS)})")

@@ -106,6 +106,8 @@ def to_onnx(model: Any, features: Sequence[Feature]) -> onnx.ModelProto:
     from skl2onnx import to_onnx as skl_to_onnx
 
     register_converters()
+    _refuse_native_categories(model)
+    model = _xgboost_positional(model)
     estimator = final_estimator(model)
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
     try:
@@ -117,6 +119,53 @@ def to_onnx(model: Any, features: Sequence[Feature]) -> onnx.ModelProto:
         )
     except Exception as exc:
         raise PublishRefused(_conversion_failure(model, exc)) from None
+
+
+def _refuse_native_categories(model: Any) -> None:
+    """Refuse a HistGradientBoosting step that splits on categories natively.
+
+    skl2onnx converts its trees as if every split were a numeric threshold,
+    so a categorical split answers differently (the parity gate then blamed
+    the estimator without saying why), and with ``categorical_features="from_dtype"``
+    on a bare estimator the conversion failed on its string input.
+    """
+    for path, step in walk(model):
+        categorical = getattr(step, "is_categorical_", None)
+        if type(step).__name__.startswith("HistGradientBoosting") and categorical is not None and categorical.any():
+            raise PublishRefused(
+                f"step {describe(path, step)} splits on categories natively (categorical_features), which the ONNX"
+                " converter does not support; encode those columns in the pipeline instead (OneHotEncoder, or"
+                " OrdinalEncoder without categorical_features) and fit again"
+            )
+
+
+def _xgboost_positional(model: Any) -> Any:
+    """``model``, copied with its XGBoost boosters' feature names cleared, when it has any.
+
+    An XGBoost estimator fitted on a DataFrame keeps the column names in its
+    booster, and its trees then name features by column ("income < 3.5");
+    onnxmltools reads only positional names (``f0``, ``f1``…) and refuses the
+    rest. The booster's inputs are positional in the graph anyway, so only the
+    converted copy loses the names: the pipeline written and compared is the user's.
+    """
+    named = [step for _, step in walk(model) if _booster_feature_names(step)]
+    if not named:
+        return model
+    import copy
+
+    clone = copy.deepcopy(model)
+    for _, step in walk(clone):
+        if _booster_feature_names(step):
+            step.get_booster().feature_names = None
+    return clone
+
+
+def _booster_feature_names(step: Any) -> bool:
+    try:
+        from xgboost import XGBModel
+    except ImportError:
+        return False
+    return isinstance(step, XGBModel) and bool(getattr(step.get_booster(), "feature_names", None))
 
 
 def _one_input_tensor(model: Any, features: Sequence[Feature]) -> Any:

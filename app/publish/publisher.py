@@ -30,7 +30,7 @@ from app.publish.artifact import write_version
 from app.publish.convert import output_names, register_converters, to_onnx
 from app.publish.mlflow import read_mlflow
 from app.publish.sample import candidates
-from app.publish.schema import build_features, feed_columns
+from app.publish.schema import build_features, feed_columns, text_columns
 from app.publish.source import fitted_estimator, load_estimator, named_file, read_frame
 from app.publish.steps import final_estimator
 from app.publish.store import check_store_dtypes, read_store_table
@@ -97,7 +97,7 @@ def publish(
         raise PublishRefused(f"alias {alias!r} is the name of a version")
 
     model, signature = _load(pipeline, mlflow)
-    frame = data if isinstance(data, pd.DataFrame) else read_frame(Path(data))
+    frame = data if isinstance(data, pd.DataFrame) else read_frame(Path(data), text=text_columns(model))
     if target not in frame.columns:
         raise PublishRefused(
             f"target column {target!r} is not in the data (columns: {', '.join(map(str, frame.columns))})"

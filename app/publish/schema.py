@@ -106,7 +106,32 @@ def input_columns(model: Any, frame: pd.DataFrame, exclude: Collection[str]) -> 
 
 def encoder_categories(model: Any, fed: list[str]) -> dict[str, list[str]]:
     """Input column -> categories of the fitted encoder that reads it directly (after imputation)."""
-    out: dict[str, list[str]] = {}
+    return {
+        column: [str(c) for c in cats if not (c is None or (isinstance(c, float) and np.isnan(c)))]
+        for column, cats in _encoded_columns(model, fed)
+    }
+
+
+def text_columns(model: Any) -> list[str]:
+    """Inputs whose fitted encoder knows string categories: text, however their values look.
+
+    A CSV reader would take a column of codes such as ``"1"`` or ``"02134"``
+    for numbers (and drop the leading zero), and the encoder would never see
+    its categories; such columns are read as text.
+    """
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return []
+    return [
+        column
+        for column, cats in _encoded_columns(model, [str(n) for n in names])
+        if any(isinstance(c, str) for c in cats)
+    ]
+
+
+def _encoded_columns(model: Any, fed: list[str]) -> list[tuple[str, Any]]:
+    """(input column, its fitted encoder's raw categories) for every column an encoder reads directly."""
+    out: list[tuple[str, Any]] = []
     head = first_step(model)
     routes: list[tuple[Any, list[str]]] = []
     if isinstance(head, ColumnTransformer):
@@ -119,8 +144,7 @@ def encoder_categories(model: Any, fed: list[str]) -> dict[str, list[str]]:
     for trans, columns in routes:
         encoder = _leading_encoder(trans)
         if encoder is not None and len(encoder.categories_) == len(columns):
-            for column, cats in zip(columns, encoder.categories_, strict=True):
-                out[column] = [str(c) for c in cats if not (c is None or (isinstance(c, float) and np.isnan(c)))]
+            out += zip(columns, encoder.categories_, strict=True)
     return out
 
 

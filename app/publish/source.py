@@ -13,6 +13,7 @@ A file that unpickles to anything but a fitted scikit-learn estimator with a
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,8 @@ def fitted_estimator(obj: Any, where: str) -> Any:
     return obj
 
 
-def read_frame(path: Path) -> pd.DataFrame:
-    """Held-out rows from Parquet (``.parquet``/``.pq``) or CSV (``.csv``)."""
+def read_frame(path: Path, text: Collection[str] = ()) -> pd.DataFrame:
+    """Held-out rows from Parquet (``.parquet``/``.pq``) or CSV (``.csv``, the ``text`` columns read as strings)."""
     path = Path(path)  # data is parsed, never executed: a link is fine here
     if not path.is_file():
         raise PublishRefused(f"data file {path} is not a file")
@@ -78,7 +79,7 @@ def read_frame(path: Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix == ".csv":
-            return pd.read_csv(path)
+            return pd.read_csv(path, dtype=dict.fromkeys(text, str))
     except Exception as exc:
         raise PublishRefused(f"data file {path} cannot be read ({type(exc).__name__}: {exc})") from None
     raise PublishRefused(f"data file {path}: expected .parquet or .csv")

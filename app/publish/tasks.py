@@ -34,7 +34,8 @@ def infer_task(model: Any, requested: str = "auto") -> Task:
     if is_classifier(estimator) or hasattr(estimator, "classes_"):
         if not hasattr(estimator, "predict_proba"):
             raise PublishRefused(
-                f"classifier {type(estimator).__name__} has no predict_proba; the service answers probabilities"
+                f"classifier {type(estimator).__name__} has no predict_proba; the service answers probabilities:"
+                " wrap it in sklearn.calibration.CalibratedClassifierCV (SVC: probability=True) and fit again"
             )
         found = "binary_classification" if len(estimator.classes_) == 2 else "multiclass_classification"
     elif (kind := _estimator_type(estimator)) not in (None, "regressor"):

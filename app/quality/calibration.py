@@ -30,7 +30,9 @@ def fit_map(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     before = expected_calibration_error(y, p)(None)
-    if before <= CALIBRATED_ECE:
+    if before <= CALIBRATED_ECE or len(np.unique(y)) < 2:
+        # A holdout of one class cannot say how probabilities map to outcomes: fitted on it, the map would send
+        # every probability to that class and the label-free estimate would report a perfect model.
         return {"method": "identity", "holdout_ece": round(before, 6)}
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
     x, v = np.asarray(iso.X_thresholds_), np.asarray(iso.y_thresholds_)

@@ -3,7 +3,8 @@
 Each window gets one verdict. Its quality evidence is the realized metric
 when enough labels have arrived, else the label-free estimate (CBPE); it is
 ``degraded`` when even the most favourable end of the evidence's 95%
-interval is more than ``margin`` worse than the holdout figure — so noise in
+interval is more than ``margin`` worse than the holdout figure (for RMSE, a
+fraction ``margin`` of it: see ``scaled_improvement``) — so noise in
 a small window does not count. Input drift (PSI at alert) alone makes a
 window ``drift``: inputs moving is a reason to look, not proof that the model
 got worse.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.quality.bootstrap import Interval
-from app.quality.metrics import improvement
+from app.quality.metrics import scaled_improvement
 
 Verdict = Literal["ok", "drift", "degraded", "no-data"]
 Decision = Literal["ok", "watch", "retrain"]
@@ -33,7 +34,8 @@ class Rule:
     sustain: int = 3
     """Consecutive degraded windows that make ``retrain``."""
     margin: float = 0.05
-    """How much worse than the holdout figure (in the metric's units) counts as degraded."""
+    """How much worse than the holdout figure counts as degraded: in the metric's units, or for RMSE and
+    MAE (in the target's units) as a fraction of the holdout figure."""
     min_labelled: int = 200
     """Labelled rows a window needs before its realized figure is used instead of the estimate."""
 
@@ -41,7 +43,7 @@ class Rule:
 def degraded(metric: str, evidence: Interval, reference: float, margin: float) -> bool:
     """Even the interval's most favourable end is more than ``margin`` worse than ``reference``."""
     ends = [evidence.value] if evidence.low is None or evidence.high is None else [evidence.low, evidence.high]
-    best = max(improvement(metric, end - reference) for end in ends)
+    best = max(scaled_improvement(metric, end - reference, reference) for end in ends)
     return best < -margin
 
 

@@ -22,6 +22,8 @@ from app.model.manifest import Task
 from app.quality.bootstrap import REPLICATES, SEED, Interval, Weighted, bootstrap, wsum
 
 HIGHER_IS_BETTER = frozenset({"roc_auc", "accuracy", "macro_f1", "r2"})
+IN_TARGET_UNITS = frozenset({"rmse", "mae"})
+"""Metrics measured in the target's units, whose margins are relative to a reference figure."""
 PRIMARY: dict[str, str] = {
     "binary_classification": "roc_auc",
     "multiclass_classification": "accuracy",
@@ -220,3 +222,16 @@ def _minus(f: Weighted, g: Weighted) -> Callable[[np.ndarray | None], float]:
 def improvement(name: str, difference: float) -> float:
     """A difference (candidate − primary) signed so that positive is better."""
     return difference if name in HIGHER_IS_BETTER else -difference
+
+
+def scaled_improvement(name: str, difference: float, reference: float | None) -> float:
+    """``improvement``, as a fraction of ``reference`` for a metric in the target's units (RMSE, MAE).
+
+    A margin such as 0.01 means something for ROC AUC or accuracy whatever the
+    model; in RMSE it is 0.01 of a dollar or of a house price, i.e. nothing. So
+    margins for those metrics are relative: 0.01 is 1% of the reference figure.
+    """
+    better = improvement(name, difference)
+    if name in IN_TARGET_UNITS and reference is not None and reference > 0:
+        return better / reference
+    return better

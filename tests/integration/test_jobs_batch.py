@@ -260,6 +260,18 @@ class TestJsonlFraming:
         assert summary.rows_in == 4 and summary.rejected == 0
         assert pq.read_table(out).column("request_id").to_pylist() == [r["request_id"] for r in rows]
 
+    def test_user_ids_are_kept_for_a_model_without_store_features(self, task_models: Any, tmp_path: Path) -> None:
+        """A JSONL row's user_id reaches the output as a CSV or Parquet row's does (JSONL dropped it when the
+        model had no store features, so results could not be joined back to their users)."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], user_id=f"u-{i}") for i, b in enumerate(task_models.bodies(4))]
+        src = tmp_path / "in.jsonl"
+        src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        assert summary.rows_in == 4 and summary.rejected == 0
+        assert pq.read_table(out).column("user_id").to_pylist() == ["u-0", "u-1", "u-2", "u-3"]
+
 
 class TestCsvEncoding:
     def test_cells_not_utf8_are_rejected_rows(self, task_models: Any, tmp_path: Path) -> None:
@@ -309,6 +321,39 @@ class TestColumns:
         err = capsys.readouterr().err
         assert err.startswith("error: input columns named more than once ['age']") and len(err.splitlines()) == 1
         assert not out.exists()
+
+    @pytest.mark.parametrize("index_name", [None, "row"])
+    def test_a_pandas_index_stored_in_parquet_is_not_an_input(
+        self, task_models: Any, tmp_path: Path, index_name: str | None
+    ) -> None:
+        """A holdout frame saved with ``to_parquet`` after a shuffle or split keeps its index as a column
+        (``__index_level_0__``, or the index's name); the file is scored (it was refused as an unknown column)."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(6)]
+        frame = pd.DataFrame(rows, index=pd.Index([7, 3, 11, 0, 5, 2], name=index_name))
+        src = tmp_path / "in.parquet"
+        frame.to_parquet(src)
+        assert len(pq.read_schema(src).names) == len(frame.columns) + 1
+        out = tmp_path / "out.parquet"
+        summary = run_batch(task_models.settings(models), BatchOptions(src, out, progress=False))
+        assert summary.rows_in == 6 and summary.rejected == 0
+        scored = pq.read_table(out)
+        assert scored.column("request_id").to_pylist() == [r["request_id"] for r in rows]
+        assert "__index_level_0__" not in scored.column_names and "row" not in scored.column_names
+
+    def test_an_unnamed_index_column_is_named_as_such(
+        self, task_models: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A CSV written by ``DataFrame.to_csv`` with its index has a first column without a name; the refusal
+        says what it likely is and how to write the file (it said only "unknown columns ['']")."""
+        models = task_models.workspace(tmp_path, "m1")
+        rows = [dict(b["features"], request_id=b["request_id"]) for b in task_models.bodies(3)]
+        src = tmp_path / "in.csv"
+        pd.DataFrame(rows).to_csv(src)
+        out = tmp_path / "out.parquet"
+        assert main(["--models-dir", str(models), "batch", str(src), str(out), "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert "unknown columns ['']" in err and "index=False" in err and len(err.splitlines()) == 1
 
 
 class TestRejectInputs:

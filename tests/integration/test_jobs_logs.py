@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import pytest
 
@@ -103,6 +104,24 @@ class TestQuery:
         """A SQL error is reported on one line, without a traceback."""
         code, _, err = run(["query", "SELEC nope", "--log-dir", str(plain_log)], capsys)
         assert code == 1 and err.startswith("error: query failed") and len(err.strip().splitlines()) == 1
+
+    def test_string_class_predictions_compare_as_json_text(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A string-class prediction is JSON: ``prediction = 'yes'`` fails with a hint naming ``prediction->>'$'``
+        (it was only DuckDB's 'Malformed JSON ... Input: "yes"'), and the hinted query counts the rows."""
+        rows = [
+            {"kind": "prediction", "timestamp": "2026-01-01T00:00:00Z", "request_id": f"r{i}", "model_version": "v1",
+             "prediction": label, "probability": 0.9, "features": {"x": 1.0}}
+            for i, label in enumerate(["yes", "no", "yes"])
+        ]  # fmt: skip
+        (tmp_path / "predictions-a.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        code, _, err = run(["query", "SELECT count(*) FROM predictions WHERE prediction = 'yes'", "--log-dir",
+                            str(tmp_path)], capsys)  # fmt: skip
+        assert code == 1 and "prediction->>'$' = 'yes'" in err and len(err.strip().splitlines()) == 1
+        sql = "SELECT count(*) AS n FROM predictions WHERE prediction->>'$' = 'yes'"
+        code, out, _ = run(["query", sql, "--log-dir", str(tmp_path), "--format", "csv"], capsys)
+        assert (code, out.split()) == (0, ["n", "2"])
 
 
 class TestDrift:

@@ -14,7 +14,7 @@ import pytest
 from lightgbm import LGBMClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
-from xgboost import XGBClassifier
+from xgboost import XGBClassifier, XGBRegressor
 
 from app.main import create_app
 from app.model.pool import ModelPool
@@ -127,6 +127,25 @@ class TestBinary:
         assert type(estimator).__module__.split(".")[0] in m["libraries"] and "onnxmltools" in m["libraries"]
         ModelPool(Repository(models), warmup_iterations=1).load("v1")
 
+    @pytest.mark.parametrize(
+        ("estimator", "target"),
+        [(XGBClassifier(n_estimators=20, max_depth=3), "churned"), (XGBRegressor(n_estimators=20), "spend")],
+        ids=["classifier", "regressor"],
+    )
+    def test_xgboost_fitted_on_a_frame(self, tmp_path, df, files, estimator, target):
+        """An XGBoost estimator fitted on a DataFrame (trees naming columns, not f0, f1…) converts with parity."""
+        columns = ["age", "income", "score"]
+        train = df.iloc[: data.N_TRAIN]
+        estimator.fit(train[columns], train[target])
+        assert estimator.get_booster().feature_names == columns
+        models = tmp_path / "models"
+        summary = publish(estimator, data=files[0], target=target, version="x1", models_dir=models)
+        assert [f.name for f in summary.features] == columns
+        assert summary.parity.label_agreement in (None, 1.0)
+        assert estimator.get_booster().feature_names == columns  # the user's model is left as it was
+        assert_artifacts(models, "x1")
+        ModelPool(Repository(models), warmup_iterations=1).load("x1")  # the service's self-check
+
 
 class TestOtherTasks:
     def test_multiclass_string_labels(self, tmp_path, df, files):
@@ -231,6 +250,39 @@ class TestCommandLine:
         )
         assert proc.returncode == 0, proc.stderr
         assert "v4: ok" in proc.stdout
+
+    def test_csv_codes_that_look_like_numbers_stay_strings(self, tmp_path):
+        """A string column of codes ("1", "02134") one-hot encoded by the pipeline, held out as CSV, publishes as
+        a string feature with its leading zeros (the CSV reader took it for int: 'Category '1' is not an int64')."""
+        import pandas as pd
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder
+
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame(
+            {
+                "amount": rng.normal(size=400),
+                "tier": rng.choice(["1", "2", "3"], 400).astype(object),
+                "zip": rng.choice(["02134", "10001", "94105"], 400).astype(object),
+            }
+        )
+        frame["bought"] = ((frame["amount"] > 0) | (frame["tier"] == "3")).astype(int)
+        encode = ColumnTransformer(
+            [("n", "passthrough", ["amount"]), ("c", OneHotEncoder(handle_unknown="ignore"), ["tier", "zip"])]
+        )
+        inputs = frame.drop(columns="bought")
+        pipeline = Pipeline([("encode", encode), ("model", LogisticRegression())]).fit(inputs, frame["bought"])
+        holdout = tmp_path / "holdout.csv"
+        frame.to_csv(holdout, index=False)
+        models = tmp_path / "models"
+        summary = publish(pipeline, data=holdout, target="bought", version="c1", models_dir=models)
+        by_name = {f.name: f for f in summary.features}
+        assert (by_name["tier"].dtype, by_name["zip"].dtype, by_name["amount"].dtype) == ("string", "string", "float")
+        assert by_name["zip"].categories == ("02134", "10001", "94105")
+        assert summary.parity.label_agreement == 1.0
+        assert manifest_of(models, "c1")["sample"]["request"]["features"]["zip"] in ("02134", "10001", "94105")
+        ModelPool(Repository(models), warmup_iterations=1).load("c1")
 
 
 class TestMlflow:

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import IsolationForest
-from sklearn.linear_model import LogisticRegression
+from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OrdinalEncoder, StandardScaler
 
 from app.errors import ArtifactError, InvalidName, PublishRefused
 from app.publish import publish
@@ -122,6 +122,25 @@ class TestConversion:
         message = refused(models, pipeline=logreg, data=holdout, tolerance=1e-15)
         assert "tolerance 1e-15" in message and "most likely at fault" in message
 
+    def test_native_categorical_splits(self, models, df, holdout):
+        """A HistGradientBoosting model splitting on categories natively (which ONNX would answer as numeric
+        thresholds) is refused naming the step and what to do, whether its categories come from a pandas
+        category column or from an OrdinalEncoder's output."""
+        train = df.iloc[: data.N_TRAIN]
+        frame = train[["age", "plan"]].astype({"plan": "category"})
+        native = HistGradientBoostingClassifier(max_iter=10, categorical_features="from_dtype")
+        native.fit(frame, train["churned"])
+        encoded = Pipeline(
+            [
+                ("encode", ColumnTransformer([("plan", OrdinalEncoder(), ["plan"]), ("age", "passthrough", ["age"])])),
+                ("model", HistGradientBoostingClassifier(max_iter=10, categorical_features=[0])),
+            ]
+        ).fit(train[["plan", "age"]], train["churned"])
+        for pipeline, step in ((native, "'HistGradientBoostingClassifier'"), (encoded, "'model'")):
+            message = refused(models, pipeline=pipeline, data=holdout)
+            assert f"step {step} (sklearn." in message and "splits on categories natively" in message
+            assert "OneHotEncoder" in message
+
 
 class TestColumns:
     def test_target_missing(self, models, holdout, logreg):
@@ -185,6 +204,12 @@ class TestColumns:
     def test_task_mismatch(self, models, holdout, logreg):
         """An explicit task the estimator does not have is refused."""
         assert "is a binary classification model" in refused(models, pipeline=logreg, data=holdout, task="regression")
+
+    def test_classifier_without_probabilities(self, models, df, holdout):
+        """A classifier with no predict_proba (RidgeClassifier, LinearSVC) is refused with the usual way out."""
+        pipeline = data.fit(RidgeClassifier(), "churned", df)
+        message = refused(models, pipeline=pipeline, data=holdout)
+        assert "RidgeClassifier has no predict_proba" in message and "CalibratedClassifierCV" in message
 
 
 class TestNames:

@@ -12,7 +12,15 @@ from sklearn import metrics as skm
 
 from app.cli import main
 from app.jobs.evaluate import evaluate, render_html
-from tests.support.quality import T0, labels, predictions, truth, write_lines, write_model
+from tests.support.quality import (
+    T0,
+    labels,
+    predictions,
+    truth,
+    write_lines,
+    write_model,
+    write_multiclass_model,
+)
 
 
 def _logs(tmp_path: Path) -> tuple[Path, Path, dict[str, int], dict[str, float], dict[str, int]]:
@@ -124,18 +132,7 @@ def test_evaluate_reads_the_task_from_the_logged_versions_manifest(tmp_path: Pat
     """A multiclass version's rows are scored as multiclass (accuracy, macro F1 equal sklearn's), labels as classes."""
     models, logs = tmp_path / "models", tmp_path / "logs"
     logs.mkdir()
-    write_model(models, "m1")
-    path = models / "m1" / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["task"] = "multiclass_classification"
-    manifest["outputs"] = {
-        "label": "label",
-        "probabilities": "probabilities",
-        "classes": [0, 1, 2],
-        "positive_class": None,
-    }
-    manifest["metrics"] = {"accuracy": 0.5}
-    path.write_text(json.dumps(manifest))
+    write_multiclass_model(models, "m1", [0, 1, 2], accuracy=0.5)
     rng = np.random.default_rng(3)
     served = rng.integers(0, 3, 600)
     truth_ = np.where(rng.random(600) < 0.6, served, rng.integers(0, 3, 600))

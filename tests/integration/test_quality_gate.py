@@ -155,3 +155,47 @@ def test_shadow_report_labels_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0 and out["records"] == 3000
     [pair] = out["labelled"]
     assert pair["labelled"] == 1500 and pair["metrics"]["roc_auc"]["difference"]["value"] > 0
+
+
+def test_regression_margin_is_relative_to_the_primary_rmse(tmp_path: Path) -> None:
+    """For a regression in large units (prices), a candidate 0.5% worse in RMSE passes the default 1% margin and
+    one 16% worse fails it (the margin was 0.01 of a unit: a candidate had to be strictly better)."""
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    logs.mkdir()
+    for v in ("r1", "r2"):
+        write_model(models, v)
+        path = models / v / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["task"] = "regression"
+        manifest["outputs"] = {"prediction": "variable", "classes": None, "positive_class": None}
+        manifest["metrics"] = {"rmse": 10_000.0}
+        manifest["reference"]["prediction"] = manifest["reference"]["features"]["x1"]
+        path.write_text(json.dumps(manifest))
+    os.symlink("r1", models / "production")
+    rng = np.random.default_rng(4)
+    n = 2000
+    x = rng.normal(size=(n, 2))
+    y = 300_000 + 50_000 * x[:, 0]
+    ids = [f"r{i}" for i in range(n)]
+    times = [T0 + timedelta(seconds=20 * i) for i in range(n)]
+
+    primary = y + rng.normal(scale=10_000, size=n)
+
+    def scenario(candidate_noise: float) -> set[str]:
+        for f in logs.iterdir():
+            f.unlink()
+        candidate = primary + rng.normal(scale=candidate_noise, size=n)
+        records = predictions(ids, times, "r1", x, np.zeros(n), np.zeros(n))
+        for r, p in zip(records, primary, strict=True):
+            r["prediction"], r["probability"] = float(p), None
+        lines = shadow(ids, times, "r1", "r2", np.zeros(n), np.zeros(n), ["ok"] * n, 0.0012)
+        for r, p, c in zip(lines, primary, candidate, strict=True):
+            r.update(primary_prediction=float(p), shadow_prediction=float(c), abs_diff=abs(float(p - c)))
+            r.update(primary_probability=None, shadow_probability=None, task="regression")
+        write_lines(logs / "predictions-a.jsonl", records + lines)
+        write_lines(logs / "labels-a.jsonl", labels(ids, [t + timedelta(minutes=1) for t in times], y))
+        decision = run_gate(logs, models, "r2", since=timedelta(days=2), limits=GateLimits(), replicates=100, now=NOW)
+        return {c.name for c in decision.criteria if not c.passed}
+
+    assert "quality" not in scenario(1_000)
+    assert "quality" in scenario(6_000)

@@ -10,11 +10,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.cli import main
 from app.jobs.monitor import monitor
-from tests.support.quality import T0, simulate_traffic, write_model
+from tests.support.quality import (
+    T0,
+    labels,
+    predictions,
+    simulate_traffic,
+    write_lines,
+    write_model,
+    write_multiclass_model,
+)
 
 DAY = timedelta(days=1)
 
@@ -83,3 +92,27 @@ def test_monitor_cli_exits_3_on_retrain(tmp_path: Path, capsys: pytest.CaptureFi
     )
     out = capsys.readouterr().out
     assert code == 3 and "RETRAIN" in out and "worse than the holdout" in out
+
+
+def test_multiclass_estimate_and_log_loss_read_the_logged_probabilities(tmp_path: Path) -> None:
+    """A multiclass version's window has its label-free accuracy (the mean probability of the served label)
+    and a realized log loss from the logged probabilities (the monitor never found them: no estimate)."""
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    logs.mkdir()
+    write_multiclass_model(models, "m1", [1, 2, 3], accuracy=0.7)
+    (models / "production").symlink_to("m1")
+    rng = np.random.default_rng(5)
+    n = 300
+    probs = rng.dirichlet([2.0, 2.0, 2.0], n)
+    served = probs.argmax(axis=1) + 1
+    ids = [f"m{i}" for i in range(n)]
+    times = [T0 + timedelta(seconds=i) for i in range(n)]
+    records = predictions(ids, times, "m1", np.zeros((n, 2)), probs.max(axis=1), served)
+    for r, p in zip(records, probs, strict=True):
+        r["probabilities"] = {str(c): float(v) for c, v in zip((1, 2, 3), p, strict=True)}
+    write_lines(logs / "predictions-a.jsonl", records)
+    write_lines(logs / "labels-a.jsonl", labels(ids, times, served))
+    report = monitor(logs, models, window=DAY, windows=1, replicates=0, now=T0 + timedelta(hours=1))
+    [w] = report.windows
+    assert w.predictions == n and w.estimated["accuracy"].value == pytest.approx(probs.max(axis=1).mean())
+    assert "log_loss" in w.realized and w.realized["accuracy"].value == 1.0

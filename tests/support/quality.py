@@ -53,6 +53,22 @@ def write_model(models_dir: Path, version: str, seed: int = 0, calibration: dict
     (models_dir / version / "manifest.json").write_bytes(orjson.dumps(manifest))
 
 
+def write_multiclass_model(models_dir: Path, version: str, classes: list[Any], accuracy: float) -> None:
+    """``write_model``'s version as a multiclass one with ``classes`` and a holdout ``accuracy``."""
+    write_model(models_dir, version)
+    path = models_dir / version / "manifest.json"
+    manifest = orjson.loads(path.read_bytes())
+    manifest["task"] = "multiclass_classification"
+    manifest["outputs"] = {
+        "label": "label",
+        "probabilities": "probabilities",
+        "classes": classes,
+        "positive_class": None,
+    }
+    manifest["metrics"] = {"accuracy": accuracy}
+    path.write_bytes(orjson.dumps(manifest))
+
+
 def _iso(t: datetime | str) -> str:
     return t if isinstance(t, str) else t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

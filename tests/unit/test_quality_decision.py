@@ -28,3 +28,11 @@ def test_degraded_uses_the_favourable_end_of_the_interval() -> None:
     assert degraded("roc_auc", Interval(0.78, 0.76, 0.80), 0.86, 0.05)
     assert degraded("rmse", Interval(1.3, 1.2, 1.4), 1.0, 0.1)
     assert not degraded("rmse", Interval(1.3, 1.05, 1.4), 1.0, 0.1)
+
+
+def test_rmse_margin_is_a_fraction_of_the_holdout() -> None:
+    """RMSE is in the target's units: 5% of a holdout RMSE of 1000 is the margin, not 0.05 of a unit (a window 0.5%
+    worse than the holdout was degraded for any regression whose target is larger than about 10)."""
+    assert not degraded("rmse", Interval(1010.0, 1005.0, 1015.0), 1000.0, 0.05)
+    assert degraded("rmse", Interval(1200.0, 1100.0, 1300.0), 1000.0, 0.05)
+    assert not degraded("mae", Interval(1040.0, 1030.0, 1049.0), 1000.0, 0.05)

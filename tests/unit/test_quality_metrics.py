@@ -97,3 +97,11 @@ def test_calibration_map_repairs_an_overconfident_model_and_cbpe_follows_it() ->
     assert est["roc_auc"].value == pytest.approx(skm.roc_auc_score(yy, p), abs=0.02)
     assert est["accuracy"].value == pytest.approx(skm.accuracy_score(yy, pred), abs=0.02)
     assert calibration.fit_map(y, 1 / (1 + np.exp(-x)))["method"] == "identity"
+
+
+def test_no_calibration_map_from_a_one_class_holdout() -> None:
+    """A holdout holding one class only gives the identity, not a map sending every probability to that class."""
+    p = np.linspace(0.05, 0.6, 50)
+    fitted = calibration.fit_map(np.zeros(50), p)
+    assert fitted["method"] == "identity"
+    assert np.array_equal(calibration.apply_map(fitted, p), p)

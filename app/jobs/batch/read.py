@@ -52,7 +52,8 @@ def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
 
 
 def _jsonl_schema(manifest: Manifest) -> pa.Schema:
-    fields = [pa.field("user_id", pa.string())] if manifest.store_features else []
+    # user_id always, as request_id: a CSV or Parquet input keeps its user_id column whatever the model
+    fields = [pa.field("user_id", pa.string())]
     fields += [pa.field(f.name, _ARROW[f.dtype]) for f in manifest.request_features]
     return pa.schema([*fields, pa.field("request_id", pa.string())])
 
@@ -65,8 +66,9 @@ def read_chunks(path: Path, fmt: str, rows: int, model: LoadedModel) -> Iterator
             pf = pq.ParquetFile(path)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise BatchError(f"cannot read {path}: {exc}") from None
-        check_columns(pf.schema_arrow.names, manifest)
-        for table in _rechunk(pf.iter_batches(batch_size=min(rows, 65536)), rows):
+        columns = data_columns(pf.schema_arrow)
+        check_columns(columns, manifest)
+        for table in _rechunk(pf.iter_batches(batch_size=min(rows, 65536), columns=columns), rows):
             yield table, validate_table(table, manifest)
     elif fmt == "csv":
         try:
@@ -89,6 +91,19 @@ def read_chunks(path: Path, fmt: str, rows: int, model: LoadedModel) -> Iterator
             yield converted, checked
     else:
         yield from _jsonl_chunks(path, rows, model)
+
+
+def data_columns(schema: pa.Schema) -> list[str]:
+    """A Parquet file's columns less the DataFrame index pandas stored beside them.
+
+    ``DataFrame.to_parquet`` writes any index but a plain ``RangeIndex`` as
+    columns (``__index_level_0__`` or the index's name) and lists them in the
+    file's pandas metadata: a holdout taken with ``train_test_split`` has one.
+    It is the frame's row labels, not a model input, so it is not read.
+    """
+    meta = schema.pandas_metadata or {}
+    index = {c for c in meta.get("index_columns", ()) if isinstance(c, str)}  # a RangeIndex is a dict, not stored
+    return [n for n in schema.names if n not in index]
 
 
 def _utf8(table: pa.Table) -> tuple[pa.Table, Checked | None]:
