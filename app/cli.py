@@ -55,6 +55,8 @@ def _registry(args: argparse.Namespace) -> Any:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     reg = _registry(args)
+    if not reg.root.is_dir():  # a mistyped --models-dir is not an empty registry
+        raise ModelServeError(f"no models directory at {reg.root} (--models-dir or MODELSERVE_MODELS_DIR)")
     infos = reg.describe()
     if args.json:
         print(

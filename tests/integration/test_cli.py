@@ -36,6 +36,12 @@ class TestRegistryCommands:
         assert set(lines) == {"v1", "v2", "v3"}
         assert "production" in lines["v2"] and "candidate" in lines["v3"]
 
+    def test_versions_of_a_missing_models_dir_is_an_error(self, workspace, tmp_path):
+        """A mistyped --models-dir is one error line, not an empty table and exit 0."""
+        missing = tmp_path / "no-such-models"
+        proc = run(workspace, "--models-dir", str(missing), "versions")
+        assert_one_line_error(proc, "no models directory", str(missing))
+
     def test_promote_rollback_verify(self, workspace):
         """promote and rollback move the alias; verify checks every version."""
         assert run(workspace, "promote", "v1").returncode == 0
