@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.errors import ArtifactError, InvalidName, ModelNotFound
+from app.errors import ArtifactError, InvalidName, ModelNotFound, clip
 from app.model.manifest import Manifest
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -64,7 +64,7 @@ def sha256_file(path: Path) -> str:
 def check_name(name: str, what: str = "name") -> str:
     """Refuse anything that is not a plain version/alias name (no '/', no '..')."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in {".", ".."}:
-        raise InvalidName(f"invalid {what} {name!r}: must match {NAME_RE.pattern}")
+        raise InvalidName(f"invalid {what} {clip(repr(name))}: must match {NAME_RE.pattern}")
     return name
 
 

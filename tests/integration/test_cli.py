@@ -58,6 +58,12 @@ class TestRegistryCommands:
         assert_one_line_error(run(workspace, "promote", name), "invalid")
         assert os.readlink(workspace.models_dir / "production") == "v2"
 
+    def test_a_long_refused_name_is_echoed_clipped(self, workspace):
+        """The refusal quotes the start of a 5,000-character name, not all of it."""
+        proc = run(workspace, "promote", "v" + "x" * 5000)
+        assert_one_line_error(proc, "invalid version 'vxxx", "…")
+        assert len(proc.stderr) < 300
+
     def test_alias_traversal_refused(self, workspace):
         """Alias names are validated like versions."""
         assert_one_line_error(run(workspace, "promote", "v1", "--alias", "../../tmp/x"), "invalid alias")
