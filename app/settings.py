@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     """Predictions waiting for the shadow; when full, new ones are dropped and counted, never waited for."""
     shadow_concurrency: int = Field(1, ge=1, le=16)
     """Shadow workers, each running one batch at a time in a thread (bounds the threads a hung candidate holds)."""
-    shadow_batch_size: int = Field(64, ge=1)
+    shadow_batch_size: int = Field(128, ge=1)
     """Most queued predictions one shadow run takes together (spreads the thread hand-off over many)."""
     shadow_timeout_seconds: float = Field(1.0, gt=0)
     """Longest one shadow run may take; later it counts as a timeout and its thread is left to finish."""

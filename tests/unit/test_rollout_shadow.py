@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from app.predictor import PredictionRecord
-from app.rollout.shadow import LINGER, Shadow
+from app.rollout.shadow import BATCH_SIZE, LINGER, Shadow
+from app.settings import Settings
 from app.telemetry.metrics import Metrics
 
 
@@ -153,6 +154,7 @@ class TestOutcomes:
     async def test_a_whole_batch_does_not_wait_out_the_linger(self):
         """Workers linger ``LINGER`` (20 ms) by default, which only ever delays a batch that is not full yet."""
         assert Shadow(Metrics()).linger == LINGER == 0.02
+        assert Shadow(Metrics()).batch_size == Settings().shadow_batch_size == BATCH_SIZE == 128
         candidate = FakeCandidate()
         shadow, _records, metrics = make(candidate, batch_size=8, linger=3600)
         await shadow.start()
