@@ -148,9 +148,10 @@ def _prepare_metrics_dir(settings: Settings) -> Path:
 
     Unset: a fresh private directory (``mkdtemp``: 0700, a random name), so
     nobody else on the machine can plant files or a link there beforehand.
-    Configured: refused if it is a symbolic link or not ours; its contents
-    are removed (stale files would add to this run's counters) without
-    following any link inside (``rmtree`` never does).
+    Configured: refused if it is a symbolic link, not ours, or holds anything
+    but Prometheus's ``*.db`` files (a mistyped path, or an empty value read
+    as the working directory, is never emptied); the stale ``*.db`` files are
+    removed (they would add to this run's counters), never a link followed.
     """
     if settings.metrics_dir is None:
         return Path(tempfile.mkdtemp(prefix="modelserve-metrics-"))
@@ -164,11 +165,15 @@ def _prepare_metrics_dir(settings: Settings) -> Path:
         raise NotReady(f"MODELSERVE_METRICS_DIR {path} is a symbolic link; refusing to use it")
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise NotReady(f"MODELSERVE_METRICS_DIR {path} is not a directory owned by this user; refusing to use it")
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)  # a link is removed, never followed
+    entries = list(os.scandir(path))
+    foreign = sorted(e.name for e in entries if not (e.name.endswith(".db") and e.is_file(follow_symlinks=False)))
+    if foreign:
+        raise NotReady(
+            f"MODELSERVE_METRICS_DIR {path} holds {len(foreign)} entries other than metrics files "
+            f"(e.g. {foreign[0]!r}); refusing to empty it: name an empty or new directory"
+        )
+    for entry in entries:
+        os.unlink(entry.path)
     return path
 
 

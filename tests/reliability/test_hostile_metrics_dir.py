@@ -65,3 +65,34 @@ def test_configured_dir_that_is_a_link_is_refused(trained: Workspace, tmp_path: 
     assert code != 0
     assert "symbolic link" in output and "Traceback" not in output, output
     assert (victim / "keep.txt").read_text() == "precious"
+
+
+def test_configured_dir_holding_other_files_is_refused_untouched(trained: Workspace, tmp_path: Path):
+    """A directory holding anything but metrics files (a mistyped path, the working directory) is never emptied."""
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "keep.txt").write_text("precious")
+    (victim / "counter_1.db").write_bytes(b"stale")
+    env = trained.env(MODELSERVE_METRICS_DIR=str(victim))
+    with ServerProcess(env, tmp_path / "server.log", args=["--workers", "2"]) as srv:
+        code = srv.proc.wait(60)
+        output = srv.output()
+    assert code != 0
+    assert "MODELSERVE_METRICS_DIR" in output and "refusing to empty it" in output, output
+    assert "Traceback" not in output, output
+    assert (victim / "keep.txt").read_text() == "precious"
+    assert (victim / "sub").is_dir() and (victim / "counter_1.db").exists()
+
+
+def test_empty_metrics_dir_value_never_empties_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """MODELSERVE_METRICS_DIR set but empty reads as ``.``: the working directory is left as it was."""
+    from app.serve import _prepare_metrics_dir
+    from app.settings import Settings
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "README.md").write_text("keep")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELSERVE_METRICS_DIR", "")
+    with pytest.raises(Exception, match="MODELSERVE_METRICS_DIR"):
+        _prepare_metrics_dir(Settings())
+    assert (tmp_path / "models").is_dir() and (tmp_path / "README.md").read_text() == "keep"
