@@ -246,8 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
         if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            print(f"error: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+            from app.settings import describe
+
+            print(f"error: {describe(exc)}", file=sys.stderr)
             return 2
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -7,9 +7,10 @@ Every field carries a docstring; unsafe combinations are refused at start-up
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -122,13 +123,45 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(64, ge=1)
     """Connection pool size of the upstream HTTP client, per process."""
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        # An empty path reads as ".", an empty host binds every interface: a variable set to "" is a mistake.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is set but empty: unset it or give a value")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and (scheme := urlsplit(value).scheme) not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, not {_scheme(scheme)}")
+        return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _upstream_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https"):
+                raise ValueError(f"must be an http:// or https:// URL, not {_scheme(parts.scheme)}")
+            if not parts.hostname:
+                raise ValueError("must name a host (http://host[:port][/path])")
+        return value
+
     @model_validator(mode="after")
     def _check_features(self) -> Settings:
         redis_ms = self.redis_connect_timeout_ms + self.redis_timeout_ms
         if self.redis_url is not None and redis_ms >= self.feature_budget_ms:
-            raise ValueError("MODELSERVE_REDIS_*TIMEOUT_MS together must be below MODELSERVE_FEATURE_BUDGET_MS")
+            raise ValueError(
+                f"MODELSERVE_REDIS_CONNECT_TIMEOUT_MS + MODELSERVE_REDIS_TIMEOUT_MS ({redis_ms:g} ms) must be below "
+                f"MODELSERVE_FEATURE_BUDGET_MS ({self.feature_budget_ms:g} ms): Redis alone could spend the budget"
+            )
         if self.upstream_backoff_max_ms < self.upstream_backoff_base_ms:
-            raise ValueError("MODELSERVE_UPSTREAM_BACKOFF_MAX_MS must be at least MODELSERVE_UPSTREAM_BACKOFF_BASE_MS")
+            raise ValueError(
+                f"MODELSERVE_UPSTREAM_BACKOFF_MAX_MS ({self.upstream_backoff_max_ms:g}) must be at least "
+                f"MODELSERVE_UPSTREAM_BACKOFF_BASE_MS ({self.upstream_backoff_base_ms:g})"
+            )
         return self
 
     # --- rollout -------------------------------------------------------------
@@ -199,3 +232,19 @@ class Settings(BaseSettings):
         ):
             raise ValueError("MODELSERVE_LOG_USER_ID=hash needs MODELSERVE_LOG_USER_ID_KEY of at least 16 characters")
         return self
+
+
+def _scheme(scheme: str) -> str:
+    # Only the scheme is quoted: the rest of a URL may carry a password.
+    return f"a {scheme[:16]!r} one" if scheme else "one without a scheme"
+
+
+def describe(exc: ValidationError) -> str:
+    """One line for a refused setting, naming its ``MODELSERVE_`` variable (the secret values never echoed)."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    message = first["msg"].removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    if not first["loc"]:  # a combination of settings: the message names them
+        return f"invalid settings: {message}{tail}"
+    return f"invalid setting MODELSERVE_{str(first['loc'][0]).upper()}: {message}{tail}"

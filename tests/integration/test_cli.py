@@ -105,7 +105,39 @@ class TestRegistryCommands:
         """An invalid setting in the environment is one line naming it."""
         env = {**os.environ, **workspace.env(), "MODELSERVE_PORT": "not-a-port"}
         proc = subprocess.run([str(MODELSERVE), "versions"], env=env, capture_output=True, text=True, timeout=60)
-        assert_one_line_error(proc, "port")
+        assert_one_line_error(proc, "MODELSERVE_PORT")
+
+    @pytest.mark.parametrize(
+        ("env", "needles"),
+        [
+            ({"MODELSERVE_WORKERS": "0"}, ["MODELSERVE_WORKERS", "greater than or equal to 1"]),
+            ({"MODELSERVE_MAX_QUEUE_MS": "nan"}, ["MODELSERVE_MAX_QUEUE_MS"]),
+            ({"MODELSERVE_MODELS_DIR": ""}, ["MODELSERVE_MODELS_DIR", "empty"]),
+            ({"MODELSERVE_METRICS_DIR": "", "MODELSERVE_WORKERS": "2"}, ["MODELSERVE_METRICS_DIR", "empty"]),
+            ({"MODELSERVE_HOST": ""}, ["MODELSERVE_HOST", "empty"]),
+            ({"MODELSERVE_LOG_DIR": " "}, ["MODELSERVE_LOG_DIR", "empty"]),
+            ({"MODELSERVE_REDIS_URL": "http://:hunter2hunter2@cache:6379"}, ["MODELSERVE_REDIS_URL", "redis://"]),
+            ({"MODELSERVE_UPSTREAM_URL": "ftp://user:hunter2hunter2@features"}, ["MODELSERVE_UPSTREAM_URL", "http"]),
+            ({"MODELSERVE_UPSTREAM_URL": "features.internal"}, ["MODELSERVE_UPSTREAM_URL", "without a scheme"]),
+            ({"MODELSERVE_UPSTREAM_URL": "https://"}, ["MODELSERVE_UPSTREAM_URL", "host"]),
+            (
+                {"MODELSERVE_REDIS_URL": "redis://127.0.0.1:1", "MODELSERVE_REDIS_TIMEOUT_MS": "200"},
+                ["MODELSERVE_REDIS_TIMEOUT_MS", "205 ms", "MODELSERVE_FEATURE_BUDGET_MS (100 ms)"],
+            ),
+        ],
+        ids=lambda v: "-".join(v) if isinstance(v, dict) else None,
+    )
+    def test_serve_refuses_a_bad_setting_naming_its_variable(self, workspace, env, needles):
+        """`serve` with a bad value: exit 2 and one line naming the variable, never a password from a URL."""
+        proc = subprocess.run(
+            [str(MODELSERVE), "serve", "--port", "0"],
+            env={**os.environ, **workspace.env(), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert_one_line_error(proc, *needles)
+        assert proc.returncode == 2 and "hunter2" not in proc.stderr
 
     def test_every_command_has_help(self, workspace):
         """Each subcommand answers --help."""
