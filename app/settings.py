@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_DURATION_SECONDS = 10 * 365 * 86400
+"""Longest duration any ``*_seconds`` (or ``*_ms``) setting may be: ten years."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELSERVE_", extra="ignore", use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MODELSERVE_", extra="ignore", use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
     # --- serving -----------------------------------------------------------
     host: str = "127.0.0.1"
@@ -129,6 +134,16 @@ class Settings(BaseSettings):
         # An empty path reads as ".", an empty host binds every interface: a variable set to "" is a mistake.
         if isinstance(value, str) and not value.strip():
             raise ValueError("is set but empty: unset it or give a value")
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _within_ten_years(cls, value: Any, info: ValidationInfo) -> Any:
+        # Durations reach timers, thread waits and Redis TTLs, which overflow (and end a log writer) far beyond this.
+        name = info.field_name or ""
+        unit = 1000 if name.endswith("_ms") else 1 if name.endswith("_seconds") else 0
+        if unit and isinstance(value, float) and value > MAX_DURATION_SECONDS * unit:
+            raise ValueError(f"must be at most {MAX_DURATION_SECONDS * unit:g} ({MAX_DURATION_SECONDS // 86400} days)")
         return value
 
     @field_validator("redis_url")

@@ -120,6 +120,11 @@ class TestRegistryCommands:
             ({"MODELSERVE_UPSTREAM_URL": "ftp://user:hunter2hunter2@features"}, ["MODELSERVE_UPSTREAM_URL", "http"]),
             ({"MODELSERVE_UPSTREAM_URL": "features.internal"}, ["MODELSERVE_UPSTREAM_URL", "without a scheme"]),
             ({"MODELSERVE_UPSTREAM_URL": "https://"}, ["MODELSERVE_UPSTREAM_URL", "host"]),
+            # A flush interval past the thread wait's range ended the log writer: every record lost, probes at 200.
+            ({"MODELSERVE_LOG_FLUSH_SECONDS": "inf"}, ["MODELSERVE_LOG_FLUSH_SECONDS", "finite"]),
+            ({"MODELSERVE_LOG_FLUSH_SECONDS": "1e10"}, ["MODELSERVE_LOG_FLUSH_SECONDS", "3650 days"]),
+            ({"MODELSERVE_MAX_QUEUE_MS": "1e300"}, ["MODELSERVE_MAX_QUEUE_MS", "3650 days"]),
+            ({"MODELSERVE_SELFCHECK_TOLERANCE": "inf"}, ["MODELSERVE_SELFCHECK_TOLERANCE", "finite"]),
             (
                 {"MODELSERVE_REDIS_URL": "redis://127.0.0.1:1", "MODELSERVE_REDIS_TIMEOUT_MS": "200"},
                 ["MODELSERVE_REDIS_TIMEOUT_MS", "205 ms", "MODELSERVE_FEATURE_BUDGET_MS (100 ms)"],
