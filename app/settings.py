@@ -50,9 +50,9 @@ class Settings(BaseSettings):
     """Extra delay before marking ready (makes the not-ready window observable in tests)."""
     selfcheck_tolerance: float = Field(1e-4, gt=0)
     """Absolute tolerance between the warm-up output and the manifest's expected probability."""
-    ort_intra_op_threads: int = Field(1, ge=1)
+    ort_intra_op_threads: int = Field(1, ge=1, le=256)
     """onnxruntime intra-op threads per session (1: no pool thread spinning on the other core)."""
-    ort_inter_op_threads: int = Field(1, ge=1)
+    ort_inter_op_threads: int = Field(1, ge=1, le=256)
     """onnxruntime inter-op threads per session."""
     shutdown_drain_seconds: float = Field(0.0, ge=0)
     """After SIGTERM, seconds to keep serving with readiness 503 before the server stops accepting."""

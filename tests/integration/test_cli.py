@@ -125,6 +125,8 @@ class TestRegistryCommands:
             ({"MODELSERVE_LOG_FLUSH_SECONDS": "1e10"}, ["MODELSERVE_LOG_FLUSH_SECONDS", "3650 days"]),
             ({"MODELSERVE_MAX_QUEUE_MS": "1e300"}, ["MODELSERVE_MAX_QUEUE_MS", "3650 days"]),
             ({"MODELSERVE_SELFCHECK_TOLERANCE": "inf"}, ["MODELSERVE_SELFCHECK_TOLERANCE", "finite"]),
+            # Past a C int, onnxruntime refused it at start-up with a three-line TypeError naming no setting.
+            ({"MODELSERVE_ORT_INTRA_OP_THREADS": "99999999999999999999"}, ["MODELSERVE_ORT_INTRA_OP_THREADS", "256"]),
             (
                 {"MODELSERVE_REDIS_URL": "redis://127.0.0.1:1", "MODELSERVE_REDIS_TIMEOUT_MS": "200"},
                 ["MODELSERVE_REDIS_TIMEOUT_MS", "205 ms", "MODELSERVE_FEATURE_BUDGET_MS (100 ms)"],
