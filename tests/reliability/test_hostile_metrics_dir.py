@@ -85,7 +85,9 @@ def test_configured_dir_holding_other_files_is_refused_untouched(trained: Worksp
 
 
 def test_empty_metrics_dir_value_never_empties_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """MODELSERVE_METRICS_DIR set but empty reads as ``.``: the working directory is left as it was."""
+    """MODELSERVE_METRICS_DIR set but empty (or ``.``) names the working directory: it is left as it was."""
+    from pydantic import ValidationError
+
     from app.serve import _prepare_metrics_dir
     from app.settings import Settings
 
@@ -93,6 +95,9 @@ def test_empty_metrics_dir_value_never_empties_the_working_directory(tmp_path: P
     (tmp_path / "README.md").write_text("keep")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODELSERVE_METRICS_DIR", "")
+    with pytest.raises(ValidationError, match="empty"):
+        Settings()
+    monkeypatch.setenv("MODELSERVE_METRICS_DIR", ".")
     with pytest.raises(Exception, match="MODELSERVE_METRICS_DIR"):
         _prepare_metrics_dir(Settings())
     assert (tmp_path / "models").is_dir() and (tmp_path / "README.md").read_text() == "keep"
