@@ -79,7 +79,7 @@ class Container:
             await self.grpc.start()
         # 1. The primary model: loaded, warmed up and self-checked.
         primary_version = self.repository.resolve(s.alias)
-        model = await asyncio.to_thread(self.pool.load, primary_version)
+        model = await self.pool.load_async(primary_version)
         self.pool.assign(s.alias, model)
         self.metrics.model_info.labels(s.alias, primary_version).set(1)
         # 2. The feature tiers its store features need.

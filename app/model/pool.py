@@ -8,8 +8,11 @@ the old one serving.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +142,37 @@ class ModelPool:
         self_check(model, self.tolerance)
         log.info("loaded %s (%s)", version, manifest.estimator)
         return model
+
+    async def load_async(self, version: str) -> LoadedModel:
+        """``load(version)`` off the event loop, in a daemon thread of its own.
+
+        Not ``asyncio.to_thread``: the loop's executor threads are joined when
+        the process exits, so a SIGTERM during a long load or warm-up stopped
+        the server but left the process running until the load finished (a pod
+        then waits for SIGKILL). A daemon thread is abandoned at exit; a load
+        runs rarely, so a thread per load costs nothing that matters.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[LoadedModel] = loop.create_future()
+
+        def settle(result: LoadedModel | None, error: BaseException | None) -> None:
+            if future.done():  # the awaiting task was cancelled meanwhile
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def run() -> None:
+            try:
+                result, error = self.load(version), None
+            except BaseException as exc:  # handed to the awaiting task, whatever it is
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name=f"modelserve-load-{version}", daemon=True).start()
+        return await future
 
     def _decoder_for(self, manifest: Manifest) -> Decoder:
         # Versions with the same input signature share one decoder.

@@ -89,7 +89,7 @@ class ModelFollower:
         if not force and self._failed.get(key) == version:
             return None
         try:
-            model = await asyncio.to_thread(self.pool.load, version)
+            model = await self.pool.load_async(version)
             if self.check is not None:
                 self.check(model)
         except Exception as exc:

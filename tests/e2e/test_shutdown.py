@@ -212,3 +212,18 @@ def test_sigterm_under_load_loses_nothing(workspace: Workspace, tmp_path: Path, 
         f"{refused} refused, {len(cut)} cut at close {[a.error for a in cut[:3]]}; "
         f"logged {len(logged)}, shadow {outcomes} + {dropped} dropped; exit 0 after {exit_after:.2f} s"
     )
+
+
+def test_sigterm_during_a_long_warm_up_exits(workspace: Workspace, tmp_path: Path) -> None:
+    """SIGTERM while the model is still warming up stops the process; it does not wait for the load to finish."""
+    env = workspace.env(MODELSERVE_WARMUP_ITERATIONS=str(10**12))  # hours of warm-up
+    with ServerProcess(env, tmp_path / "server.log") as server:
+        server.wait_live()
+        assert httpx.get(server.url + "/health/ready", timeout=5).status_code == 503  # still loading
+        server.signal(signal.SIGTERM)
+        try:
+            code = server.wait(GRACE)
+        except Exception:
+            pytest.fail("the process was still running 31 s after SIGTERM:\n" + server.output()[-2000:])
+        assert code is not None
+        assert "Traceback" not in server.output()
