@@ -55,7 +55,7 @@ async def _run(settings: Settings, options: BatchOptions) -> Summary:
     repository = Repository(settings.models_dir)
     version = repository.resolve(options.version or settings.alias)
     pool = ModelPool(repository, intra_op_threads=max(1, options.threads), warmup_iterations=1)
-    model = await asyncio.to_thread(pool.load, version)
+    model = await pool.load_async(version)
     features: FeatureServer | None = None
     if model.needs_store:
         from app.features.build import build_feature_server
